@@ -1,0 +1,280 @@
+"""The library API: ``async with Prober() as p: run = await p.syn("198.18.0.2", 80, count=5)``.
+
+Every Prober in a process shares one engine (one set of raw sockets per event loop). The CLI is
+a thin layer over exactly these calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from prober.core.cookies import IsnKey
+from prober.core.packets import TcpTemplate
+from prober.core.syn import SynProbe, SynProbeResult, SynRun, summarize
+from prober.core.wire import TcpFlags
+from prober.engine.engine import Engine, Flight
+from prober.errors import ResolutionError, SourcePortInUse, UsageError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A resolved target and the local address the kernel would send to it from."""
+
+    address: Address
+    source: Address
+
+    @property
+    def version(self) -> int:
+        return self.address.version
+
+
+async def resolve(host: str, version: int | None = None) -> Address:
+    """Resolve ``host`` once (a literal passes through); ``version`` 4 or 6 picks the family.
+
+    Raises:
+        ResolutionError: the name does not resolve, or not in the requested family.
+    """
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        if version is not None and literal.version != version:
+            raise ResolutionError(f"{host} is an IPv{literal.version} address, but -{version} was given")
+        return literal
+    family = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[version]
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        wanted = "" if version is None else f" (IPv{version})"
+        raise ResolutionError(f"cannot resolve {host!r}{wanted}: {exc.strerror}") from None
+    for _family, _type, _proto, _name, sockaddr in infos:
+        return ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+    raise ResolutionError(f"cannot resolve {host!r}: no addresses")
+
+
+def source_address_for(address: Address) -> Address:
+    """The local address the kernel's routing picks for ``address`` (no packet is sent)."""
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe_socket:
+        try:
+            probe_socket.connect((str(address), 9))
+        except OSError as exc:
+            raise UsageError(f"no route to {address}: {exc.strerror}") from None
+        return ipaddress.ip_address(probe_socket.getsockname()[0])
+
+
+class PortReservations:
+    """Source ports held for the run by bound (never listening) TCP sockets.
+
+    While bound, the kernel gives the port to no other local socket, so no connection of this
+    host can share a 4-tuple with a probe.
+    """
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+
+    def reserve(self, version: int, port: int = 0) -> int:
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind(("0.0.0.0" if version == 4 else "::", port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise SourcePortInUse(f"source port {port} is in use on this host") from None
+            raise
+        self._sockets.append(sock)
+        return int(sock.getsockname()[1])
+
+    def release(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+
+def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"invalid {name} {value}: must be {bound}")
+
+
+class Prober:
+    """The async library API. Use as ``async with Prober() as p: ...``.
+
+    Args:
+        isn_key: the secret behind every probe's ISN; a fresh random one per Prober by default.
+    """
+
+    def __init__(self, *, isn_key: IsnKey | None = None) -> None:
+        self._isn_key = isn_key or IsnKey.random()
+        self._engine: Engine | None = None
+
+    async def __aenter__(self) -> Prober:
+        self._engine = Engine.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._engine is not None:
+            self._engine.release()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("use Prober inside 'async with'")
+        return self._engine
+
+    async def syn(
+        self,
+        host: str,
+        port: int,
+        *,
+        count: int = 1,
+        interval: float = 1.0,
+        timeout: float = 1.0,
+        version: int | None = None,
+        source_port: int | None = None,
+        ttl: int = 64,
+        on_probe: Callable[[SynProbeResult], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> SynRun:
+        """Send ``count`` SYNs, ``interval`` seconds apart, and classify the port.
+
+        Args:
+            host: an IPv4/IPv6 literal or a name (resolved once, before the first probe).
+            port: the target port.
+            count: probes to send; 0 sends until ``stop`` is set.
+            interval: seconds between sends.
+            timeout: seconds to wait for each probe's answer.
+            version: 4 or 6 to pick the family of a name.
+            source_port: one fixed source port for every probe (default: one reserved
+                ephemeral port per probe).
+            ttl: IP TTL / hop limit of the SYNs.
+            on_probe: called with each probe's result as soon as it is known.
+            stop: when set, no further probe is sent and unanswered ones end as interrupted.
+
+        Returns:
+            The run: every probe's result and the verdict (state, reason, RTT statistics).
+
+        Raises:
+            UsageError: bad arguments; ResolutionError: the name does not resolve;
+            SourcePortInUse; RawSocketsNotPermitted.
+        """
+        _check_range("port", port, 1, 65535)
+        _check_range("count", count, 0)
+        _check_range("interval", interval, 0)
+        _check_range("timeout", timeout, 0.001)
+        _check_range("ttl", ttl, 1, 255)
+        if source_port is not None:
+            _check_range("source port", source_port, 1, 65535)
+        engine = self.engine
+        address = await resolve(host, version)
+        source = source_address_for(address)
+        engine.send_socket(address.version)  # fail early (and clearly) without raw sockets
+        template = TcpTemplate(address.version, TcpFlags.SYN, ttl=ttl)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        flights: list[Flight] = []
+        all_done = asyncio.Event()
+        reservations = PortReservations()
+        fixed_port = None if source_port is None else reservations.reserve(address.version, source_port)
+        drops_before = engine.take_kernel_drops()
+        dst, src = address.packed, source.packed
+
+        def finished(flight: Flight) -> None:
+            probe = flight.probe
+            assert isinstance(probe, SynProbe)
+            if on_probe is not None:
+                on_probe(probe.result())
+            if sum(1 for f in flights if f.reported) == len(flights) and (
+                stop.is_set() or len(flights) == count
+            ):
+                all_done.set()
+
+        try:
+            start = loop.time()
+            number = 0
+            while count == 0 or number < count:
+                if stop.is_set():
+                    break
+                number += 1
+                sport = fixed_port or reservations.reserve(address.version)
+                probe = SynProbe(
+                    number=number,
+                    template=template,
+                    src=src,
+                    dst=dst,
+                    sport=sport,
+                    dport=port,
+                    isn=self._isn_key.isn(src, dst, sport, port, number),
+                    timeout=timeout,
+                    tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
+                )
+                flights.append(
+                    engine.launch(probe, address.version, str(address), (dst, port, sport), finished)
+                )
+                if count and number >= count:
+                    break
+                next_send = start + number * interval
+                await _wait(stop, next_send - loop.time())
+            if not all(f.reported for f in flights):
+                all_done.clear()
+                await _wait_either(all_done, stop)
+            if stop.is_set():
+                for flight in flights:
+                    if not flight.reported:
+                        probe = flight.probe
+                        assert isinstance(probe, SynProbe)
+                        probe.interrupt()
+                        engine.poke(flight)
+        finally:
+            for flight in flights:
+                engine.retire(flight)
+            reservations.release()
+        # Results of probes whose answers changed after they were reported (duplicates, late
+        # answers) are taken afresh from the probes.
+        final = [f.probe.result() for f in flights if isinstance(f.probe, SynProbe) and f.reported]
+        final.sort(key=lambda r: r.probe)
+        return summarize(
+            host,
+            str(address),
+            port,
+            final,
+            invalid=sum(f.invalid for f in flights),
+            kernel_drops=engine.take_kernel_drops() - drops_before,
+        )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` unless ``stop`` is set first."""
+    if seconds <= 0:
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_either(first: asyncio.Event, second: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,139 @@
+"""The ``prober`` command: parse options, call the library once, render. Nothing else.
+
+Exit status (documented in the README): 0 open; 1 no answer; 2 bad usage or input; 3 raw
+sockets not allowed; 4 closed; 5 ICMP error (unreachable or expired); 6 no probe could be sent.
+With several probes the best answer seen decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from enum import IntEnum
+from typing import Annotated, TypeVar
+
+import typer
+
+from prober.api import Prober
+from prober.core.syn import Reason, SynProbeResult, SynRun
+from prober.errors import ProberError, RawSocketsNotPermitted, UsageError
+from prober.output import human, jsonl
+from prober.targets import parse_target
+
+
+class Exit(IntEnum):
+    OPEN = 0
+    NO_ANSWER = 1
+    USAGE = 2
+    NOT_PERMITTED = 3
+    CLOSED = 4
+    ICMP = 5
+    NOT_SENT = 6
+
+
+EXIT_OF_REASON: dict[Reason | None, Exit] = {
+    Reason.SYN_ACK: Exit.OPEN,
+    Reason.RST: Exit.CLOSED,
+    Reason.ICMP_UNREACHABLE: Exit.ICMP,
+    Reason.ICMP_OTHER: Exit.ICMP,
+    Reason.ICMP_TIME_EXCEEDED: Exit.ICMP,
+    Reason.NO_RESPONSE: Exit.NO_ANSWER,
+    Reason.INTERRUPTED: Exit.NO_ANSWER,
+    Reason.SEND_FAILED: Exit.NOT_SENT,
+    None: Exit.NO_ANSWER,
+}
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="TCP handshake and close observation on raw sockets.",
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+
+@app.callback()
+def _group() -> None:
+    """TCP handshake and close observation on raw sockets."""
+
+
+def _fail(message: str, code: Exit) -> typer.Exit:
+    typer.echo(f"prober: error: {message}", err=True)
+    return typer.Exit(int(code))
+
+
+def _run(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run ``main`` on uvloop; the first Ctrl-C sets its stop event (the summary still prints)."""
+    import uvloop
+
+    async def runner() -> T:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    try:
+        return uvloop.run(runner())
+    except RawSocketsNotPermitted as exc:
+        raise _fail(str(exc), Exit.NOT_PERMITTED) from None
+    except UsageError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+    except ProberError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def syn(
+    target: Annotated[str, typer.Argument(help="HOST:PORT; IPv6 in brackets: [2001:2::2]:80")],
+    count: Annotated[int, typer.Option("-c", "--count", help="Probes to send (0: until Ctrl-C).", min=0)] = 5,
+    interval: Annotated[float, typer.Option("-i", "--interval", help="Seconds between probes.", min=0)] = 1.0,
+    timeout: Annotated[float, typer.Option("-W", "--timeout", help="Seconds to wait for each answer.", min=0.001)] = 1.0,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON lines: one per probe, then a summary.")] = False,
+    ipv4: Annotated[bool, typer.Option("-4", help="Resolve HOST to IPv4.")] = False,
+    ipv6: Annotated[bool, typer.Option("-6", help="Resolve HOST to IPv6.")] = False,
+    source_port: Annotated[int | None, typer.Option("--source-port", "-s", help="Fixed source port for every probe.", min=1, max=65535)] = None,
+    ttl: Annotated[int, typer.Option("--ttl", help="IP TTL / hop limit of the SYNs.", min=1, max=255)] = 64,
+) -> None:
+    """Send SYNs to HOST:PORT and report each answer, the port's state and the RTT."""
+    if ipv4 and ipv6:
+        raise _fail("-4 and -6 exclude each other", Exit.USAGE)
+    try:
+        parsed = parse_target(target)
+    except UsageError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+    version = 4 if ipv4 else 6 if ipv6 else None
+
+    def on_probe(result: SynProbeResult) -> None:
+        _emit(jsonl.dumps(result.to_dict()) if json_output else human.syn_probe_line(result))
+
+    async def main(stop: asyncio.Event) -> SynRun:
+        async with Prober() as prober:
+            return await prober.syn(
+                parsed.host,
+                parsed.port,
+                count=count,
+                interval=interval,
+                timeout=timeout,
+                version=version,
+                source_port=source_port,
+                ttl=ttl,
+                on_probe=on_probe,
+                stop=stop,
+            )
+
+    run = _run(main)
+    _emit(jsonl.dumps(run.to_dict()) if json_output else human.syn_summary(run))
+    raise typer.Exit(int(EXIT_OF_REASON[run.reason]))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,516 @@
+"""The SYN probe: one SYN out, one validated answer (or silence) back.
+
+A sans-IO state machine in the style of h11 and aioquic: the engine calls ``start``,
+``receive``, ``handle_timer`` with the current time and carries out what the probe asks
+(``segments_to_send``, ``next_deadline``); the probe never reads a clock or touches a socket.
+
+Which answers count (after zmap's validate.c):
+- SYN/ACK whose ack is ISN+1: the port is open;
+- RST whose ack is ISN or ISN+1 (Linux sends RST/ACK, seq 0, ack ISN+1): closed;
+- an ICMP error quoting our 4-tuple and our ISN: destination unreachable means filtered,
+  time exceeded means the probe expired on the way.
+Anything else on the same 4-tuple proves nothing and is counted as invalid. The ISN is a keyed
+hash per probe, so a late answer to an earlier probe is never credited to a later one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from prober.core.packets import TcpTemplate
+from prober.core.timing import Clock, Rtt, Stamp, rtt_between
+from prober.core.wire import Packet, TcpFlags
+
+ICMP_UNREACHABLE_V4 = 3
+ICMP_TIME_EXCEEDED_V4 = 11
+ICMP_UNREACHABLE_V6 = 1
+ICMP_TIME_EXCEEDED_V6 = 3
+
+
+class PortState(str, Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+    FILTERED = "filtered"
+    UNKNOWN = "unknown"  # not sent, interrupted, or expired in transit
+
+
+class Reason(str, Enum):
+    SYN_ACK = "syn-ack"
+    RST = "rst"
+    ICMP_UNREACHABLE = "icmp-unreachable"
+    ICMP_TIME_EXCEEDED = "icmp-time-exceeded"
+    ICMP_OTHER = "icmp-other"
+    NO_RESPONSE = "no-response"
+    SEND_FAILED = "send-failed"
+    INTERRUPTED = "interrupted"
+
+
+# The best answer seen decides a run's verdict (and the CLI's exit status): an open port
+# beats a closed one, a closed one any ICMP error, and any answer silence.
+REASON_RANK: dict[Reason, int] = {
+    Reason.SYN_ACK: 0,
+    Reason.RST: 1,
+    Reason.ICMP_UNREACHABLE: 2,
+    Reason.ICMP_OTHER: 3,
+    Reason.ICMP_TIME_EXCEEDED: 4,
+    Reason.NO_RESPONSE: 5,
+    Reason.INTERRUPTED: 6,
+    Reason.SEND_FAILED: 7,
+}
+
+STATE_OF_REASON: dict[Reason, PortState] = {
+    Reason.SYN_ACK: PortState.OPEN,
+    Reason.RST: PortState.CLOSED,
+    Reason.ICMP_UNREACHABLE: PortState.FILTERED,
+    Reason.ICMP_OTHER: PortState.FILTERED,
+    Reason.ICMP_TIME_EXCEEDED: PortState.UNKNOWN,
+    Reason.NO_RESPONSE: PortState.FILTERED,
+    Reason.INTERRUPTED: PortState.UNKNOWN,
+    Reason.SEND_FAILED: PortState.UNKNOWN,
+}
+
+
+def _address(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))
+
+
+@dataclass(frozen=True, slots=True)
+class TcpReply:
+    """What the target's TCP answered: the fields hping3 and nping print, and the options."""
+
+    flags: str
+    seq: int
+    ack: int
+    ttl: int
+    window: int
+    ip_id: int | None
+    length: int
+    mss: int | None
+    window_scale: int | None
+    sack_permitted: bool
+    tsval: int | None
+    tsecr: int | None
+    options: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flags": self.flags,
+            "seq": self.seq,
+            "ack": self.ack,
+            "ttl": self.ttl,
+            "window": self.window,
+            "ip_id": self.ip_id,
+            "length": self.length,
+            "mss": self.mss,
+            "window_scale": self.window_scale,
+            "sack_permitted": self.sack_permitted,
+            "tsval": self.tsval,
+            "tsecr": self.tsecr,
+            "options": self.options,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpReply:
+    """An ICMP error about the probe; ``source`` is whoever sent it (a router, or the target)."""
+
+    version: int
+    type: int
+    code: int
+    source: str
+    ttl: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "icmp_version": self.version,
+            "type": self.type,
+            "code": self.code,
+            "source": self.source,
+            "ttl": self.ttl,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SynProbeResult:
+    """The outcome of one SYN."""
+
+    probe: int  # 1-based number within the run, like ping's icmp_seq
+    target: str
+    port: int
+    source: str
+    source_port: int
+    state: PortState
+    reason: Reason
+    rtt: Rtt | None
+    sent_ns: int | None  # CLOCK_REALTIME of the send, on the RTT's clock
+    received_ns: int | None
+    tcp: TcpReply | None = None
+    icmp: IcmpReply | None = None
+    duplicates: int = 0  # further valid copies of the answer (e.g. SYN/ACK retransmissions)
+    late: int = 0  # valid answers that came after the probe gave up waiting
+    error: str | None = None  # why the SYN could not be sent
+
+    @property
+    def answered(self) -> bool:
+        return self.reason not in (Reason.NO_RESPONSE, Reason.SEND_FAILED, Reason.INTERRUPTED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "probe",
+            "probe": self.probe,
+            "target": self.target,
+            "port": self.port,
+            "source": self.source,
+            "source_port": self.source_port,
+            "state": self.state.value,
+            "reason": self.reason.value,
+            "rtt_us": None if self.rtt is None else round(self.rtt.us, 3),
+            "clock": None if self.rtt is None else self.rtt.clock.value,
+            "sent_ns": self.sent_ns,
+            "received_ns": self.received_ns,
+            "tcp": None if self.tcp is None else self.tcp.to_dict(),
+            "icmp": None if self.icmp is None else self.icmp.to_dict(),
+            "duplicates": self.duplicates,
+            "late": self.late,
+            "error": self.error,
+        }
+
+
+class SynPhase(Enum):
+    IDLE = "idle"
+    SENT = "sent"
+    DONE = "done"
+
+
+@dataclass(slots=True)
+class SynProbe:
+    """One SYN to one target, validated by its ISN.
+
+    Args:
+        number: the probe's 1-based number within its run.
+        template: the SYN template (family, TTL, options) to build from.
+        src, dst: packed addresses; sport, dport: ports.
+        isn: the keyed initial sequence number (see ``IsnKey``).
+        timeout: seconds to wait for an answer after the send.
+        tsval: the TSval to carry, when the template has timestamps.
+    """
+
+    number: int
+    template: TcpTemplate
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    isn: int
+    timeout: float
+    tsval: int = 0
+    phase: SynPhase = SynPhase.IDLE
+    _outbox: list[bytes] = field(default_factory=list)
+    _deadline: float | None = None
+    _sent: Stamp | None = None
+    _received: Stamp | None = None
+    _reason: Reason | None = None
+    _reply: Packet | None = None
+    _duplicates: int = 0
+    _late: int = 0
+    _error: str | None = None
+    _result: SynProbeResult | None = None
+
+    # -- inputs -------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        if self.phase is not SynPhase.IDLE:
+            raise RuntimeError("probe already started")
+        self._outbox.append(
+            self.template.build(self.src, self.dst, self.sport, self.dport, self.isn, 0, self.tsval)
+        )
+        self._deadline = now + self.timeout
+        self.phase = SynPhase.SENT
+
+    def sent(self, index: int, stamp: Stamp) -> None:
+        """The engine sent segment ``index`` (always 0 here) at ``stamp``."""
+        self._sent = stamp
+
+    def send_kernel_stamp(self, index: int, kernel_ns: int) -> None:
+        """The kernel's TX timestamp for segment ``index`` arrived (it may come after the answer)."""
+        if self._sent is not None:
+            self._sent = self._sent.with_kernel(kernel_ns)
+            self._result = None
+
+    def send_failed(self, index: int, error: str) -> None:
+        self._error = error
+        self._finish(Reason.SEND_FAILED)
+
+    def receive(self, packet: Packet, now: float, stamp: Stamp) -> bool:
+        """Offer a packet routed to this probe's 4-tuple; True if it answers this probe."""
+        reason = self._classify(packet)
+        if reason is None:
+            return False
+        if self._reason is Reason.NO_RESPONSE or self._reason is Reason.INTERRUPTED:
+            # Late: the probe already gave up. Count it, never rewrite the verdict.
+            self._late += 1
+            self._result = None
+            return True
+        if self._reason is not None:
+            # A second valid answer: the peer retransmitted (or the path duplicated) it.
+            self._duplicates += 1
+            self._result = None
+            return True
+        self._reply = packet
+        self._received = stamp
+        self._finish(reason)
+        return True
+
+    def handle_timer(self, now: float) -> None:
+        if self.phase is SynPhase.SENT and self._deadline is not None and now >= self._deadline:
+            self._finish(Reason.NO_RESPONSE)
+
+    def interrupt(self) -> None:
+        """Stop waiting (Ctrl-C): an unanswered probe is reported as interrupted, not lost."""
+        if self.phase is not SynPhase.DONE:
+            self._finish(Reason.INTERRUPTED)
+
+    # -- outputs ------------------------------------------------------------------------
+    def segments_to_send(self) -> list[bytes]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self._deadline if self.phase is SynPhase.SENT else None
+
+    @property
+    def done(self) -> bool:
+        return self.phase is SynPhase.DONE
+
+    def result(self) -> SynProbeResult:
+        if self._reason is None:
+            raise RuntimeError("probe has no result yet")
+        if self._result is None:
+            self._result = self._build_result(self._reason)
+        return self._result
+
+    # -- internals ----------------------------------------------------------------------
+    def _finish(self, reason: Reason) -> None:
+        self._reason = reason
+        self._deadline = None
+        self.phase = SynPhase.DONE
+
+    def _classify(self, packet: Packet) -> Reason | None:
+        tcp = packet.tcp
+        if tcp is not None:
+            if packet.src != self.dst or tcp.sport != self.dport or tcp.dport != self.sport:
+                return None
+            flags = tcp.flags
+            if flags & TcpFlags.RST:
+                if flags & TcpFlags.ACK and tcp.ack in (self.isn, (self.isn + 1) & 0xFFFFFFFF):
+                    return Reason.RST
+                return None
+            if flags & TcpFlags.SYN and flags & TcpFlags.ACK:
+                return Reason.SYN_ACK if tcp.ack == (self.isn + 1) & 0xFFFFFFFF else None
+            return None
+        icmp = packet.icmp
+        if icmp is None:
+            return None
+        quoted = icmp.quoted
+        if (
+            quoted.dst != self.dst
+            or quoted.src != self.src
+            or quoted.sport != self.sport
+            or quoted.dport != self.dport
+            or quoted.seq != self.isn
+        ):
+            return None
+        unreachable, expired = (
+            (ICMP_UNREACHABLE_V4, ICMP_TIME_EXCEEDED_V4)
+            if packet.version == 4
+            else (ICMP_UNREACHABLE_V6, ICMP_TIME_EXCEEDED_V6)
+        )
+        if icmp.type == unreachable:
+            return Reason.ICMP_UNREACHABLE
+        if icmp.type == expired:
+            return Reason.ICMP_TIME_EXCEEDED
+        return Reason.ICMP_OTHER
+
+    def _build_result(self, reason: Reason) -> SynProbeResult:
+        rtt: Rtt | None = None
+        sent_ns = received_ns = None
+        if self._sent is not None and self._received is not None:
+            rtt = rtt_between(self._sent, self._received)
+            kernel = rtt.clock is Clock.KERNEL
+            sent_ns = self._sent.kernel_ns if kernel else self._sent.user_ns
+            received_ns = self._received.kernel_ns if kernel else self._received.user_ns
+        elif self._sent is not None:
+            sent_ns = self._sent.best_ns
+        tcp_reply = icmp_reply = None
+        packet = self._reply
+        if packet is not None and packet.tcp is not None:
+            seg = packet.tcp
+            opts = seg.options
+            tcp_reply = TcpReply(
+                flags=seg.flags.compact(),
+                seq=seg.seq,
+                ack=seg.ack,
+                ttl=packet.ttl,
+                window=seg.window,
+                ip_id=packet.ip_id,
+                length=packet.length,
+                mss=opts.mss,
+                window_scale=opts.window_scale,
+                sack_permitted=opts.sack_permitted,
+                tsval=None if opts.timestamp is None else opts.timestamp[0],
+                tsecr=None if opts.timestamp is None else opts.timestamp[1],
+                options=opts.order,
+            )
+        elif packet is not None and packet.icmp is not None:
+            icmp_reply = IcmpReply(
+                version=packet.version,
+                type=packet.icmp.type,
+                code=packet.icmp.code,
+                source=_address(packet.src),
+                ttl=packet.ttl,
+            )
+        return SynProbeResult(
+            probe=self.number,
+            target=_address(self.dst),
+            port=self.dport,
+            source=_address(self.src),
+            source_port=self.sport,
+            state=STATE_OF_REASON[reason],
+            reason=reason,
+            rtt=rtt,
+            sent_ns=sent_ns,
+            received_ns=received_ns,
+            tcp=tcp_reply,
+            icmp=icmp_reply,
+            duplicates=self._duplicates,
+            late=self._late,
+            error=self._error,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RttSummary:
+    """min/avg/max/mdev as ping prints them (mdev is the population standard deviation)."""
+
+    count: int
+    min_us: float
+    avg_us: float
+    max_us: float
+    mdev_us: float
+    clock: Clock | None  # None when the RTTs came from both clocks
+
+    @classmethod
+    def of(cls, rtts: Sequence[Rtt]) -> RttSummary | None:
+        if not rtts:
+            return None
+        values = [r.us for r in rtts]
+        clocks = {r.clock for r in rtts}
+        return cls(
+            count=len(values),
+            min_us=min(values),
+            avg_us=statistics.fmean(values),
+            max_us=max(values),
+            mdev_us=statistics.pstdev(values),
+            clock=clocks.pop() if len(clocks) == 1 else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "min_us": round(self.min_us, 3),
+            "avg_us": round(self.avg_us, 3),
+            "max_us": round(self.max_us, 3),
+            "mdev_us": round(self.mdev_us, 3),
+            "clock": None if self.clock is None else self.clock.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SynRun:
+    """A run of SYN probes to one target and its verdict: what ``prober syn`` summarises."""
+
+    host: str  # as the user wrote it
+    target: str  # the address probed
+    port: int
+    probes: tuple[SynProbeResult, ...]
+    invalid: int  # packets on the probes' 4-tuples that proved nothing
+    kernel_drops: int  # frames the kernel dropped from the capture socket's queue during the run
+
+    @property
+    def sent(self) -> int:
+        return sum(
+            1 for p in self.probes if p.reason is not Reason.SEND_FAILED
+        )
+
+    @property
+    def unsent(self) -> int:
+        return sum(1 for p in self.probes if p.reason is Reason.SEND_FAILED)
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for p in self.probes if p.answered)
+
+    @property
+    def interrupted(self) -> int:
+        return sum(1 for p in self.probes if p.reason is Reason.INTERRUPTED)
+
+    @property
+    def lost(self) -> int:
+        return sum(1 for p in self.probes if p.reason is Reason.NO_RESPONSE)
+
+    @property
+    def best(self) -> SynProbeResult | None:
+        """The probe whose answer decides the verdict (best answer wins), or None if no probe."""
+        if not self.probes:
+            return None
+        return min(self.probes, key=lambda p: (REASON_RANK[p.reason], p.probe))
+
+    @property
+    def reason(self) -> Reason | None:
+        best = self.best
+        return None if best is None else best.reason
+
+    @property
+    def state(self) -> PortState:
+        best = self.best
+        return PortState.UNKNOWN if best is None else best.state
+
+    @property
+    def rtt(self) -> RttSummary | None:
+        return RttSummary.of([p.rtt for p in self.probes if p.rtt is not None])
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        rtt = self.rtt
+        return {
+            "type": "summary",
+            "host": self.host,
+            "target": self.target,
+            "port": self.port,
+            "state": self.state.value,
+            "reason": None if self.reason is None else self.reason.value,
+            "icmp": None if best is None or best.icmp is None else best.icmp.to_dict(),
+            "sent": self.sent,
+            "answered": self.answered,
+            "lost": self.lost,
+            "unsent": self.unsent,
+            "interrupted": self.interrupted,
+            "invalid": self.invalid,
+            "kernel_drops": self.kernel_drops,
+            "rtt": None if rtt is None else rtt.to_dict(),
+        }
+
+
+def summarize(
+    host: str,
+    target: str,
+    port: int,
+    probes: Iterable[SynProbeResult],
+    invalid: int = 0,
+    kernel_drops: int = 0,
+) -> SynRun:
+    return SynRun(host, target, port, tuple(probes), invalid, kernel_drops)

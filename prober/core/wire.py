@@ -1,0 +1,127 @@
+"""Decoded packets: what the parser returns and what the probes' state machines consume.
+
+Addresses stay as packed bytes (4 or 16) because replies are routed on them; `ipaddress`
+objects are made only where a human or JSON needs them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import IntFlag
+
+IPPROTO_TCP = 6
+IPPROTO_ICMP = 1
+IPPROTO_ICMPV6 = 58
+
+
+class TcpFlags(IntFlag):
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    ECE = 0x40
+    CWR = 0x80
+
+    def compact(self) -> str:
+        """Flags as tcpdump letters, e.g. ``S.`` for SYN/ACK, ``R`` for RST, ``F.`` for FIN/ACK."""
+        letters = "".join(
+            letter
+            for flag, letter in _FLAG_LETTERS
+            if self & flag
+        )
+        if self & TcpFlags.ACK:
+            letters += "."
+        return letters or "none"
+
+
+_FLAG_LETTERS = (
+    (TcpFlags.SYN, "S"),
+    (TcpFlags.FIN, "F"),
+    (TcpFlags.RST, "R"),
+    (TcpFlags.PSH, "P"),
+    (TcpFlags.URG, "U"),
+    (TcpFlags.ECE, "E"),
+    (TcpFlags.CWR, "W"),
+)
+
+
+class MalformedPacket(ValueError):
+    """The bytes are not a well-formed IPv4/IPv6 packet (truncated, bad lengths or offsets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TcpOptions:
+    """The TCP options of a segment, decoded.
+
+    ``order`` lists the options as they appear, one letter each: M (MSS), S (SACK permitted),
+    K (SACK blocks), T (timestamps), N (NOP), W (window scale), E (end of list), and ``?<kind>``
+    for any other kind. Linux's SYN/ACK reads ``MSTNW`` when all are on.
+    """
+
+    mss: int | None = None
+    window_scale: int | None = None
+    sack_permitted: bool = False
+    timestamp: tuple[int, int] | None = None  # (TSval, TSecr)
+    order: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSegment:
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: TcpFlags
+    window: int
+    options: TcpOptions
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedHeader:
+    """The start of the original packet that an ICMP error quotes (RFC 792, RFC 4443)."""
+
+    src: bytes
+    dst: bytes
+    protocol: int
+    sport: int | None  # None when fewer than 4 transport bytes are quoted
+    dport: int | None
+    seq: int | None  # TCP sequence number, None when fewer than 8 bytes are quoted
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpError:
+    """An ICMP or ICMPv6 error message: destination unreachable, time exceeded, and the like."""
+
+    type: int
+    code: int
+    quoted: QuotedHeader
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One IP packet as captured, starting at the network header.
+
+    Exactly one of ``tcp`` and ``icmp`` is set for packets prober cares about; both are None
+    for other protocols and for ICMP messages that are not errors.
+    """
+
+    version: int  # 4 or 6
+    src: bytes
+    dst: bytes
+    ttl: int  # hop limit for IPv6
+    ip_id: int | None  # None for IPv6
+    length: int  # total length on the wire, IP header included
+    tcp: TcpSegment | None = None
+    icmp: IcmpError | None = None
+
+    @property
+    def src_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.src)
+
+    @property
+    def dst_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.dst)

@@ -1,0 +1,1 @@
+"""The asyncio shell around the sans-IO core: raw sockets, kernel timestamps, timers, dispatch."""

@@ -1,0 +1,349 @@
+"""The engine: one per event loop, shared by every Prober in the process.
+
+It owns the raw send sockets and the capture socket, one timer, and the routing table from a
+reply's 4-tuple to the probe that waits for it (aioquic's asyncio/protocol.py is the model:
+one socket, one reader, a dict to route, one timer re-armed only when the earliest deadline
+changes).
+
+Under uvloop a raw socket cannot go through create_datagram_endpoint and sock_recvfrom is not
+implemented, so the capture socket is registered with ``loop.add_reader`` and drained until
+EAGAIN. The send sockets are never registered: their error queues fill with TX timestamps
+and uvloop silently stops calling the reader of a socket in POLLERR. They are drained by hand
+after each send batch, on every capture wake-up and on every timer tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prober.core.parse import parse_packet
+from prober.core.timing import Stamp
+from prober.core.wire import MalformedPacket, Packet
+from prober.engine import sockets
+
+# Frames read per wake-up before yielding to the loop, so one busy socket cannot starve it.
+READ_BATCH = 512
+
+RouteKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
+
+
+class DrivenProbe(Protocol):
+    """What the engine needs of a sans-IO probe (see prober.core.syn.SynProbe)."""
+
+    def start(self, now: float) -> None: ...
+    def receive(self, packet: Packet, now: float, stamp: Stamp) -> bool: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def segments_to_send(self) -> list[bytes]: ...
+    def sent(self, index: int, stamp: Stamp) -> None: ...
+    def send_kernel_stamp(self, index: int, kernel_ns: int) -> None: ...
+    def send_failed(self, index: int, error: str) -> None: ...
+
+    @property
+    def done(self) -> bool: ...
+
+
+@dataclass(eq=False, slots=True)
+class Flight:
+    """A probe in the engine's care: where its segments go and who to tell when it is done."""
+
+    probe: DrivenProbe
+    version: int
+    destination: str
+    key: RouteKey
+    on_done: Callable[[Flight], None] | None
+    segments_sent: int = 0
+    scheduled_for: float | None = None  # the deadline this flight has in the timer heap
+    reported: bool = False
+    closed: bool = False
+    invalid: int = 0  # packets routed to this flight that no probe on its 4-tuple accepted
+
+
+@dataclass(slots=True)
+class EngineStats:
+    frames: int = 0
+    malformed: int = 0
+    unrouted: int = 0
+    invalid: int = 0
+    kernel_drops: int = 0
+    tx_stamps: int = 0
+    tx_stamps_unmatched: int = 0
+
+
+@dataclass(slots=True)
+class _Timer:
+    heap: list[tuple[float, int, Flight]] = field(default_factory=list)
+    handle: asyncio.TimerHandle | None = None
+    armed_for: float | None = None
+
+
+class Engine:
+    """Raw sockets, kernel timestamps, one timer and reply dispatch for one event loop.
+
+    Use ``Engine.acquire()``/``release()`` (Prober does): the first user opens the sockets,
+    the last one closes them.
+    """
+
+    _per_loop: dict[asyncio.AbstractEventLoop, Engine] = {}  # noqa: RUF012
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._users = 0
+        self._capture: socket.socket | None = None
+        self._send: dict[int, socket.socket] = {}
+        self._send_ids = itertools.count(1)
+        self._kernel_ids_supported: dict[int, bool] = {}
+        self._tx_pending: dict[int, tuple[Flight, int]] = {}
+        self._routes: dict[RouteKey, list[Flight]] = {}
+        self._local_ports: Counter[int] = Counter()
+        self._filter_range: tuple[int, int] = (1, 0)
+        self._timer = _Timer()
+        self._tiebreak = itertools.count()
+        self.stats = EngineStats()
+
+    # -- lifetime -------------------------------------------------------------------------
+    @classmethod
+    def acquire(cls) -> Engine:
+        loop = asyncio.get_running_loop()
+        engine = cls._per_loop.get(loop)
+        if engine is None:
+            engine = cls(loop)
+            engine._open()
+            cls._per_loop[loop] = engine
+        engine._users += 1
+        return engine
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            self._close()
+            self._per_loop.pop(self._loop, None)
+
+    def _open(self) -> None:
+        self._capture = sockets.open_capture_socket()
+        self._loop.add_reader(self._capture.fileno(), self._on_readable)
+
+    def _close(self) -> None:
+        if self._timer.handle is not None:
+            self._timer.handle.cancel()
+            self._timer.handle = None
+        if self._capture is not None:
+            self._loop.remove_reader(self._capture.fileno())
+            self._capture.close()
+            self._capture = None
+        for sock in self._send.values():
+            sock.close()
+        self._send.clear()
+
+    def send_socket(self, version: int) -> socket.socket:
+        """The raw send socket for an IP version, opened on first use."""
+        sock = self._send.get(version)
+        if sock is None:
+            sock = sockets.open_send_socket(version)
+            self._send[version] = sock
+        return sock
+
+    # -- probes ---------------------------------------------------------------------------
+    def launch(
+        self,
+        probe: DrivenProbe,
+        version: int,
+        destination: str,
+        key: RouteKey,
+        on_done: Callable[[Flight], None] | None = None,
+    ) -> Flight:
+        """Route replies for ``key`` to ``probe``, start it, and send what it asks for.
+
+        The flight stays routed after the probe is done (so late and duplicate answers are
+        counted, not misread) until ``retire`` is called.
+        """
+        flight = Flight(probe, version, destination, key, on_done)
+        self._routes.setdefault(key, []).append(flight)
+        self._local_ports[key[2]] += 1
+        self._update_filter()
+        probe.start(self._loop.time())
+        self._service(flight)
+        self._drain_tx_stamps()
+        return flight
+
+    def retire(self, flight: Flight) -> None:
+        """Stop routing replies to ``flight``."""
+        if flight.closed:
+            return
+        flight.closed = True
+        flights = self._routes.get(flight.key)
+        if flights is not None:
+            flights.remove(flight)
+            if not flights:
+                del self._routes[flight.key]
+        self._local_ports[flight.key[2]] -= 1
+        if self._local_ports[flight.key[2]] <= 0:
+            del self._local_ports[flight.key[2]]
+        self._update_filter()
+
+    def poke(self, flight: Flight) -> None:
+        """Carry out what a probe asks after its owner changed it (e.g. interrupted it)."""
+        self._service(flight)
+
+    def take_kernel_drops(self) -> int:
+        """Frames the kernel dropped from the capture queue so far (cumulative)."""
+        if self._capture is not None:
+            self.stats.kernel_drops += sockets.kernel_drops(self._capture)
+        return self.stats.kernel_drops
+
+    # -- internals: sending -----------------------------------------------------------------
+    def _service(self, flight: Flight) -> None:
+        probe = flight.probe
+        for segment in probe.segments_to_send():
+            self._send_segment(flight, segment)
+        deadline = probe.next_deadline()
+        if deadline is not None and deadline != flight.scheduled_for and not flight.closed:
+            # Older heap entries of this flight become stale and are skipped when popped.
+            flight.scheduled_for = deadline
+            heapq.heappush(self._timer.heap, (deadline, next(self._tiebreak), flight))
+            self._arm_timer()
+        if probe.done and not flight.reported:
+            flight.reported = True
+            if flight.on_done is not None:
+                flight.on_done(flight)
+
+    def _send_segment(self, flight: Flight, segment: bytes) -> None:
+        index = flight.segments_sent
+        flight.segments_sent += 1
+        try:
+            sock = self.send_socket(flight.version)
+        except OSError as exc:
+            flight.probe.send_failed(index, exc.strerror or str(exc))
+            return
+        address = (flight.destination, 0)
+        send_id: int | None = None
+        if self._kernel_ids_supported.get(flight.version, True):
+            send_id = next(self._send_ids) & 0xFFFFFFFF
+        user_ns = time.time_ns()
+        try:
+            sockets.send_with_id(sock, segment, address, send_id)
+        except OSError as exc:
+            if send_id is not None and exc.errno == 22 and flight.version not in self._kernel_ids_supported:
+                # EINVAL on the first tagged send: this kernel predates SCM_TS_OPT_ID. Send
+                # untagged from now on; RTTs then use user-space time on both ends.
+                self._kernel_ids_supported[flight.version] = False
+                flight.segments_sent -= 1
+                self._send_segment(flight, segment)
+                return
+            flight.probe.send_failed(index, exc.strerror or str(exc))
+            return
+        self._kernel_ids_supported.setdefault(flight.version, send_id is not None)
+        flight.probe.sent(index, Stamp(user_ns))
+        if send_id is not None:
+            self._tx_pending[send_id] = (flight, index)
+
+    def _drain_tx_stamps(self) -> None:
+        if not self._tx_pending:
+            return
+        for sock in self._send.values():
+            for send_id, kernel_ns in sockets.read_tx_stamps(sock):
+                self.stats.tx_stamps += 1
+                pending = self._tx_pending.pop(send_id, None)
+                if pending is None:
+                    self.stats.tx_stamps_unmatched += 1
+                    continue
+                flight, index = pending
+                flight.probe.send_kernel_stamp(index, kernel_ns)
+
+    # -- internals: receiving ---------------------------------------------------------------
+    def _on_readable(self) -> None:
+        capture = self._capture
+        if capture is None:
+            return
+        # TX stamps first: a reply must find its probe's send time already known.
+        self._drain_tx_stamps()
+        now = self._loop.time()
+        user_ns = time.time_ns()
+        routes = self._routes
+        touched: list[Flight] = []
+        for data, kernel_ns in sockets.read_frames(capture, READ_BATCH):
+            self.stats.frames += 1
+            try:
+                packet = parse_packet(data)
+            except MalformedPacket:
+                self.stats.malformed += 1
+                continue
+            key = _route_key(packet)
+            if key is None:
+                continue
+            flights = routes.get(key)
+            if not flights:
+                self.stats.unrouted += 1
+                continue
+            stamp = Stamp(user_ns, kernel_ns)
+            for flight in flights:
+                if flight.probe.receive(packet, now, stamp):
+                    touched.append(flight)
+                    break
+            else:
+                self.stats.invalid += 1
+                flights[0].invalid += 1
+        for flight in touched:
+            self._service(flight)
+
+    # -- internals: the one timer -----------------------------------------------------------
+    def _arm_timer(self) -> None:
+        timer = self._timer
+        if not timer.heap:
+            return
+        earliest = timer.heap[0][0]
+        if timer.armed_for is not None and timer.armed_for <= earliest:
+            return
+        if timer.handle is not None:
+            timer.handle.cancel()
+        timer.armed_for = earliest
+        timer.handle = self._loop.call_at(earliest, self._on_timer)
+
+    def _on_timer(self) -> None:
+        timer = self._timer
+        timer.handle = None
+        timer.armed_for = None
+        self._drain_tx_stamps()
+        now = self._loop.time()
+        due: list[Flight] = []
+        while timer.heap and timer.heap[0][0] <= now:
+            deadline, _, flight = heapq.heappop(timer.heap)
+            if flight.closed or flight.scheduled_for != deadline:
+                continue  # stale: the flight moved on to another deadline, or left
+            flight.scheduled_for = None
+            due.append(flight)
+        for flight in due:
+            flight.probe.handle_timer(now)
+            self._service(flight)
+        self._arm_timer()
+
+    def _update_filter(self) -> None:
+        if self._capture is None:
+            return
+        ports = self._local_ports
+        wanted = (min(ports), max(ports)) if ports else (1, 0)
+        if wanted != self._filter_range:
+            sockets.attach_filter(self._capture, sockets.capture_filter(*wanted))
+            self._filter_range = wanted
+
+
+def _route_key(packet: Packet) -> RouteKey | None:
+    """The (remote address, remote port, local port) a reply belongs to."""
+    tcp = packet.tcp
+    if tcp is not None:
+        return (packet.src, tcp.sport, tcp.dport)
+    icmp = packet.icmp
+    if icmp is not None:
+        quoted = icmp.quoted
+        if quoted.dport is None or quoted.sport is None:
+            return None
+        return (quoted.dst, quoted.dport, quoted.sport)
+    return None

@@ -1,0 +1,263 @@
+"""Raw send sockets, the capture socket, and the kernel interfaces around them.
+
+Sending: one raw socket per IP version (IPPROTO_RAW, so we write the IP header ourselves).
+Each send carries its own SO_TIMESTAMPING id (the SCM_TS_OPT_ID control message, Linux 6.13+)
+so a TX timestamp can never be paired with the wrong segment, whatever sends failed before it.
+
+Receiving: one AF_PACKET/SOCK_DGRAM socket on every interface, so frames arrive starting at
+the IP header, each with the kernel's receive timestamp (SO_TIMESTAMPNS). A classic BPF
+program in the kernel keeps only what prober may care about; on loopback a packet socket
+sees every packet twice (outgoing and incoming), so outgoing copies are dropped there too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import socket
+import struct
+from collections.abc import Iterator
+
+from prober.errors import RawSocketsNotPermitted
+
+SO_TIMESTAMPNS = 35
+SO_TIMESTAMPING = 37
+SO_MARK = 36
+SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
+SCM_TS_OPT_ID = 81
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+PACKET_OUTGOING = 4
+
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
+TX_TIMESTAMP_FLAGS = (
+    SOF_TIMESTAMPING_TX_SOFTWARE
+    | SOF_TIMESTAMPING_SOFTWARE
+    | SOF_TIMESTAMPING_OPT_ID
+    | SOF_TIMESTAMPING_OPT_TSONLY
+)
+
+CAPTURE_BUFFER_BYTES = 8 * 1024 * 1024
+SNAPLEN = 65535
+
+_TIMESPEC = struct.Struct("qq")
+_SCM_TIMESTAMPING = struct.Struct("qqqqqq")  # three timespecs: software, (deprecated), raw hardware
+_EXTENDED_ERR = struct.Struct("IBBBBII")  # struct sock_extended_err
+_TS_ID = struct.Struct("I")
+_PACKET_STATS = struct.Struct("II")  # struct tpacket_stats
+SO_EE_ORIGIN_TIMESTAMPING = 4
+
+
+def _raise_permission(exc: OSError) -> None:
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        raise RawSocketsNotPermitted(
+            "raw sockets are not allowed: run as root (sudo) or grant CAP_NET_RAW "
+            "(setcap cap_net_raw+ep on the Python interpreter)"
+        ) from exc
+    raise exc
+
+
+def open_send_socket(version: int) -> socket.socket:
+    """A non-blocking raw socket that sends whole IP packets, with software TX timestamps."""
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    try:
+        sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except OSError as exc:
+        _raise_permission(exc)
+        raise
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_TIMESTAMP_FLAGS)
+    except OSError:
+        pass  # no TX timestamps: RTTs fall back to user-space time on both ends
+    return sock
+
+
+def open_capture_socket() -> socket.socket:
+    """A non-blocking packet socket on all interfaces, cooked (frames start at the IP header)."""
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+    except OSError as exc:
+        _raise_permission(exc)
+        raise
+    sock.setblocking(False)
+    # Attach a filter that passes nothing before anything else, so no stray frame queued
+    # between socket() and the first real filter is ever read.
+    attach_filter(sock, capture_filter(1, 0))
+    _drain_unfiltered(sock)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER_BYTES)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER_BYTES)
+    return sock
+
+
+def _drain_unfiltered(sock: socket.socket) -> None:
+    for _ in range(100_000):
+        try:
+            sock.recv(1)
+        except BlockingIOError:
+            return
+
+
+# -- classic BPF -----------------------------------------------------------------------------
+# Opcodes from linux/filter.h.
+_BPF_LD_W_ABS = 0x20
+_BPF_LD_H_ABS = 0x28
+_BPF_LD_B_ABS = 0x30
+_BPF_LDX_B_MSH = 0xB1
+_BPF_LD_H_IND = 0x48
+_BPF_JEQ_K = 0x15
+_BPF_JGE_K = 0x35
+_BPF_JGT_K = 0x25
+_BPF_JSET_K = 0x45
+_BPF_RET_K = 0x06
+_SKF_AD_OFF = -0x1000
+_SKF_AD_PROTOCOL = 0
+_SKF_AD_PKTTYPE = 4
+_INSN = struct.Struct("HBBI")
+
+_IPV6_EXTENSION_HEADERS = (0, 43, 44, 51, 60)
+
+
+_BPF_JA = 0x05
+_Insn = tuple[int, str | None, str | None, int]  # opcode, jump-if-true label, jump-if-false label, k
+
+
+def capture_filter(low_port: int, high_port: int) -> list[tuple[int, int, int, int]]:
+    """The kernel filter: incoming IPv4/IPv6 TCP to local ports in [low, high], and ICMP.
+
+    Frames start at the IP header (SOCK_DGRAM). IPv4 non-first fragments are dropped (no
+    TCP header). IPv6 packets with extension headers are passed to user space, which walks
+    them; they are rare. An empty range (low > high) passes no TCP at all.
+    """
+    ad = _SKF_AD_OFF & 0xFFFFFFFF
+    # Labels are plain strings; instructions are (opcode, jt, jf, k) with jumps by label.
+    program: list[str | _Insn] = [
+        (_BPF_LD_W_ABS, None, None, ad + _SKF_AD_PKTTYPE),
+        (_BPF_JEQ_K, "drop", None, PACKET_OUTGOING),
+        (_BPF_LD_W_ABS, None, None, ad + _SKF_AD_PROTOCOL),
+        (_BPF_JEQ_K, None, "not_v4", ETH_P_IP),
+        (_BPF_LD_B_ABS, None, None, 9),  # IPv4 protocol
+        (_BPF_JEQ_K, "accept", None, socket.IPPROTO_ICMP),
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
+        (_BPF_LD_H_ABS, None, None, 6),  # flags and fragment offset
+        (_BPF_JSET_K, "drop", None, 0x1FFF),
+        (_BPF_LDX_B_MSH, None, None, 0),  # X = IPv4 header length
+        (_BPF_LD_H_IND, None, None, 2),  # TCP destination port
+        (_BPF_JA, "port_check", None, 0),
+        "not_v4",
+        (_BPF_JEQ_K, None, "drop", ETH_P_IPV6),
+        (_BPF_LD_B_ABS, None, None, 6),  # IPv6 next header
+        (_BPF_JEQ_K, "accept", None, socket.IPPROTO_ICMPV6),
+        *[(_BPF_JEQ_K, "accept", None, header) for header in _IPV6_EXTENSION_HEADERS],
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
+        (_BPF_LD_H_ABS, None, None, 42),  # TCP destination port after a bare IPv6 header
+        "port_check",
+        (_BPF_JGE_K, None, "drop", low_port),
+        (_BPF_JGT_K, "drop", "accept", high_port),
+        "accept",
+        (_BPF_RET_K, None, None, SNAPLEN),
+        "drop",
+        (_BPF_RET_K, None, None, 0),
+    ]
+    labels: dict[str, int] = {}
+    index = 0
+    for item in program:
+        if isinstance(item, str):
+            labels[item] = index
+        else:
+            index += 1
+    compiled: list[tuple[int, int, int, int]] = []
+    for item in program:
+        if isinstance(item, str):
+            continue
+        opcode, true_label, false_label, k = item
+        here = len(compiled)
+
+        def relative(label: str | None, here: int = here) -> int:
+            if label is None:
+                return 0
+            jump = labels[label] - here - 1
+            if not 0 <= jump <= 255:
+                raise AssertionError(f"BPF jump to {label} out of range")
+            return jump
+
+        if opcode == _BPF_JA:  # an unconditional jump keeps its offset in k
+            compiled.append((opcode, 0, 0, relative(true_label)))
+        else:
+            compiled.append((opcode, relative(true_label), relative(false_label), k))
+    return compiled
+
+
+def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    """Attach (or atomically replace) a classic BPF program on ``sock``."""
+    code = b"".join(_INSN.pack(*insn) for insn in program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+# -- reading ----------------------------------------------------------------------------------
+def read_frames(sock: socket.socket, limit: int) -> Iterator[tuple[bytes, int | None]]:
+    """Yield up to ``limit`` captured frames with their kernel receive time (ns), until EAGAIN."""
+    recvmsg = sock.recvmsg
+    unpack = _TIMESPEC.unpack_from
+    for _ in range(limit):
+        try:
+            data, ancillary, _flags, _addr = recvmsg(SNAPLEN, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        kernel_ns = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = unpack(payload)
+                kernel_ns = seconds * 1_000_000_000 + nanoseconds
+        yield data, kernel_ns
+
+
+def read_tx_stamps(sock: socket.socket) -> Iterator[tuple[int, int]]:
+    """Drain the send socket's error queue: yield (send id, kernel TX time in ns)."""
+    recvmsg = sock.recvmsg
+    for _ in range(100_000):
+        try:
+            _data, ancillary, _flags, _addr = recvmsg(0, 512, socket.MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            return
+        stamp_ns = None
+        send_id = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                stamp_ns = seconds * 1_000_000_000 + nanoseconds
+            elif len(payload) >= _EXTENDED_ERR.size:
+                fields = _EXTENDED_ERR.unpack_from(payload)
+                if fields[1] == SO_EE_ORIGIN_TIMESTAMPING:
+                    send_id = fields[6]
+        if stamp_ns is not None and send_id is not None:
+            yield send_id, stamp_ns
+
+
+def send_with_id(
+    sock: socket.socket, packet: bytes, address: tuple[str, int], send_id: int | None
+) -> None:
+    """Send one packet; tag its TX timestamp with ``send_id`` when the kernel supports it."""
+    if send_id is None:
+        sock.sendto(packet, address)
+    else:
+        sock.sendmsg([packet], [(socket.SOL_SOCKET, SCM_TS_OPT_ID, _TS_ID.pack(send_id))], 0, address)
+
+
+def kernel_drops(sock: socket.socket) -> int:
+    """Frames dropped from the capture queue since the last call (the kernel resets the count)."""
+    raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _PACKET_STATS.size)
+    _packets, drops = _PACKET_STATS.unpack(raw)
+    return int(drops)

@@ -1,0 +1,1 @@
+"""Renderers: they read result objects only, never probes or sockets."""
