@@ -7,6 +7,7 @@ a thin layer over exactly these calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import socket
@@ -49,7 +50,9 @@ async def resolve(host: str, version: int | None = None) -> Address:
         literal = None
     if literal is not None:
         if version is not None and literal.version != version:
-            raise ResolutionError(f"{host} is an IPv{literal.version} address, but -{version} was given")
+            raise ResolutionError(
+                f"{host} is an IPv{literal.version} address, but -{version} was given"
+            )
         return literal
     family = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[version]
     loop = asyncio.get_running_loop()
@@ -193,7 +196,9 @@ class Prober:
         flights: list[Flight] = []
         all_done = asyncio.Event()
         reservations = PortReservations()
-        fixed_port = None if source_port is None else reservations.reserve(address.version, source_port)
+        fixed_port = (
+            None if source_port is None else reservations.reserve(address.version, source_port)
+        )
         drops_before = engine.take_kernel_drops()
         dst, src = address.packed, source.packed
 
@@ -227,7 +232,9 @@ class Prober:
                     tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
                 )
                 flights.append(
-                    engine.launch(probe, address.version, str(address), (dst, port, sport), finished)
+                    engine.launch(
+                        probe, address.version, str(address), (dst, port, sport), finished
+                    )
                 )
                 if count and number >= count:
                     break
@@ -239,9 +246,9 @@ class Prober:
             if stop.is_set():
                 for flight in flights:
                     if not flight.reported:
-                        probe = flight.probe
-                        assert isinstance(probe, SynProbe)
-                        probe.interrupt()
+                        waiting = flight.probe
+                        assert isinstance(waiting, SynProbe)
+                        waiting.interrupt()
                         engine.poke(flight)
         finally:
             for flight in flights:
@@ -265,10 +272,8 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
     """Sleep ``seconds`` unless ``stop`` is set first."""
     if seconds <= 0:
         return
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 async def _wait_either(first: asyncio.Event, second: asyncio.Event) -> None:

@@ -94,14 +94,29 @@ def _emit(line: str) -> None:
 @app.command()
 def syn(
     target: Annotated[str, typer.Argument(help="HOST:PORT; IPv6 in brackets: [2001:2::2]:80")],
-    count: Annotated[int, typer.Option("-c", "--count", help="Probes to send (0: until Ctrl-C).", min=0)] = 5,
-    interval: Annotated[float, typer.Option("-i", "--interval", help="Seconds between probes.", min=0)] = 1.0,
-    timeout: Annotated[float, typer.Option("-W", "--timeout", help="Seconds to wait for each answer.", min=0.001)] = 1.0,
-    json_output: Annotated[bool, typer.Option("--json", help="JSON lines: one per probe, then a summary.")] = False,
+    count: Annotated[
+        int, typer.Option("-c", "--count", help="Probes to send (0: until Ctrl-C).", min=0)
+    ] = 5,
+    interval: Annotated[
+        float, typer.Option("-i", "--interval", help="Seconds between probes.", min=0)
+    ] = 1.0,
+    timeout: Annotated[
+        float, typer.Option("-W", "--timeout", help="Seconds to wait for each answer.", min=0.001)
+    ] = 1.0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="JSON lines: one per probe, then a summary.")
+    ] = False,
     ipv4: Annotated[bool, typer.Option("-4", help="Resolve HOST to IPv4.")] = False,
     ipv6: Annotated[bool, typer.Option("-6", help="Resolve HOST to IPv6.")] = False,
-    source_port: Annotated[int | None, typer.Option("--source-port", "-s", help="Fixed source port for every probe.", min=1, max=65535)] = None,
-    ttl: Annotated[int, typer.Option("--ttl", help="IP TTL / hop limit of the SYNs.", min=1, max=255)] = 64,
+    source_port: Annotated[
+        int | None,
+        typer.Option(
+            "--source-port", "-s", help="Fixed source port for every probe.", min=1, max=65535
+        ),
+    ] = None,
+    ttl: Annotated[
+        int, typer.Option("--ttl", help="IP TTL / hop limit of the SYNs.", min=1, max=255)
+    ] = 64,
 ) -> None:
     """Send SYNs to HOST:PORT and report each answer, the port's state and the RTT."""
     if ipv4 and ipv6:

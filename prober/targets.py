@@ -59,9 +59,7 @@ def parse_target(text: str) -> Target:
         except ValueError:
             pass
         else:
-            raise UsageError(
-                f"invalid target {text!r}: a port is required, e.g. [{text}]:80"
-            )
+            raise UsageError(f"invalid target {text!r}: a port is required, e.g. [{text}]:80")
         raise UsageError(
             f"invalid target {text!r}: put an IPv6 address in brackets, e.g. [2001:2::2]:80"
         )

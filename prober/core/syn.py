@@ -19,7 +19,7 @@ import ipaddress
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from prober.core.packets import TcpTemplate
@@ -32,14 +32,14 @@ ICMP_UNREACHABLE_V6 = 1
 ICMP_TIME_EXCEEDED_V6 = 3
 
 
-class PortState(str, Enum):
+class PortState(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
     FILTERED = "filtered"
     UNKNOWN = "unknown"  # not sent, interrupted, or expired in transit
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     SYN_ACK = "syn-ack"
     RST = "rst"
     ICMP_UNREACHABLE = "icmp-unreachable"
@@ -236,7 +236,7 @@ class SynProbe:
         self._sent = stamp
 
     def send_kernel_stamp(self, index: int, kernel_ns: int) -> None:
-        """The kernel's TX timestamp for segment ``index`` arrived (it may come after the answer)."""
+        """The kernel TX timestamp of segment ``index`` arrived (it may follow the answer)."""
         if self._sent is not None:
             self._sent = self._sent.with_kernel(kernel_ns)
             self._result = None
@@ -442,9 +442,7 @@ class SynRun:
 
     @property
     def sent(self) -> int:
-        return sum(
-            1 for p in self.probes if p.reason is not Reason.SEND_FAILED
-        )
+        return sum(1 for p in self.probes if p.reason is not Reason.SEND_FAILED)
 
     @property
     def unsent(self) -> int:

@@ -8,10 +8,10 @@ user-space stamps, never a mix, and says which it used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Clock(str, Enum):
+class Clock(StrEnum):
     KERNEL = "kernel"
     USER = "user"
 

@@ -27,11 +27,7 @@ class TcpFlags(IntFlag):
 
     def compact(self) -> str:
         """Flags as tcpdump letters, e.g. ``S.`` for SYN/ACK, ``R`` for RST, ``F.`` for FIN/ACK."""
-        letters = "".join(
-            letter
-            for flag, letter in _FLAG_LETTERS
-            if self & flag
-        )
+        letters = "".join(letter for flag, letter in _FLAG_LETTERS if self & flag)
         if self & TcpFlags.ACK:
             letters += "."
         return letters or "none"

@@ -231,7 +231,11 @@ class Engine:
         try:
             sockets.send_with_id(sock, segment, address, send_id)
         except OSError as exc:
-            if send_id is not None and exc.errno == 22 and flight.version not in self._kernel_ids_supported:
+            if (
+                send_id is not None
+                and exc.errno == 22
+                and flight.version not in self._kernel_ids_supported
+            ):
                 # EINVAL on the first tagged send: this kernel predates SCM_TS_OPT_ID. Send
                 # untagged from now on; RTTs then use user-space time on both ends.
                 self._kernel_ids_supported[flight.version] = False

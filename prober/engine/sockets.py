@@ -12,6 +12,7 @@ sees every packet twice (outgoing and incoming), so outgoing copies are dropped 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import socket
@@ -73,10 +74,9 @@ def open_send_socket(version: int) -> socket.socket:
         _raise_permission(exc)
         raise
     sock.setblocking(False)
-    try:
+    # Without TX timestamps, RTTs fall back to user-space time on both ends.
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_TIMESTAMP_FLAGS)
-    except OSError:
-        pass  # no TX timestamps: RTTs fall back to user-space time on both ends
     return sock
 
 
@@ -129,7 +129,9 @@ _IPV6_EXTENSION_HEADERS = (0, 43, 44, 51, 60)
 
 
 _BPF_JA = 0x05
-_Insn = tuple[int, str | None, str | None, int]  # opcode, jump-if-true label, jump-if-false label, k
+_Insn = tuple[
+    int, str | None, str | None, int
+]  # opcode, jump-if-true label, jump-if-false label, k
 
 
 def capture_filter(low_port: int, high_port: int) -> list[tuple[int, int, int, int]]:
@@ -253,7 +255,9 @@ def send_with_id(
     if send_id is None:
         sock.sendto(packet, address)
     else:
-        sock.sendmsg([packet], [(socket.SOL_SOCKET, SCM_TS_OPT_ID, _TS_ID.pack(send_id))], 0, address)
+        sock.sendmsg(
+            [packet], [(socket.SOL_SOCKET, SCM_TS_OPT_ID, _TS_ID.pack(send_id))], 0, address
+        )
 
 
 def kernel_drops(sock: socket.socket) -> int:

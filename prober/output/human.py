@@ -20,7 +20,9 @@ def syn_header(host: str, target: str, port: int, source: str | None = None) -> 
 
 def syn_probe_line(result: SynProbeResult) -> str:
     """One line per probe: what came back, its TCP fields and options, and the RTT."""
-    head = f"probe={result.probe} {_endpoint(result.target, result.port)} sport={result.source_port}"
+    head = (
+        f"probe={result.probe} {_endpoint(result.target, result.port)} sport={result.source_port}"
+    )
     reason = result.reason
     rtt = "" if result.rtt is None else f" rtt={_ms(result.rtt.us)} ms"
     extras = ""
