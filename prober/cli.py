@@ -47,7 +47,6 @@ EXIT_OF_REASON: dict[Reason | None, Exit] = {
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
     help="TCP handshake and close observation on raw sockets.",
     pretty_exceptions_enable=False,
 )
@@ -151,4 +150,14 @@ def syn(
 
 
 def main() -> None:
-    app()
+    """The console entry point: usage errors become one line and exit status 2."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # Click's usage errors (exit code 2) and the like
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"prober: error: {exc.format_message()}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
