@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -85,7 +86,7 @@ class PortReservations:
     """
 
     def __init__(self) -> None:
-        self._sockets: list[socket.socket] = []
+        self._sockets: dict[int, socket.socket] = {}
 
     def reserve(self, version: int, port: int = 0) -> int:
         family = socket.AF_INET if version == 4 else socket.AF_INET6
@@ -97,11 +98,17 @@ class PortReservations:
             if exc.errno == errno.EADDRINUSE:
                 raise SourcePortInUse(f"source port {port} is in use on this host") from None
             raise
-        self._sockets.append(sock)
-        return int(sock.getsockname()[1])
+        reserved = int(sock.getsockname()[1])
+        self._sockets[reserved] = sock
+        return reserved
 
-    def release(self) -> None:
-        for sock in self._sockets:
+    def release(self, port: int) -> None:
+        sock = self._sockets.pop(port, None)
+        if sock is not None:
+            sock.close()
+
+    def release_all(self) -> None:
+        for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
 
@@ -193,31 +200,45 @@ class Prober:
         template = TcpTemplate(address.version, TcpFlags.SYN, ttl=ttl)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        flights: list[Flight] = []
-        all_done = asyncio.Event()
         reservations = PortReservations()
         fixed_port = (
             None if source_port is None else reservations.reserve(address.version, source_port)
         )
         drops_before = engine.take_kernel_drops()
         dst, src = address.packed, source.packed
+        waiting: set[Flight] = set()  # launched, no outcome yet
+        settled: deque[tuple[float, Flight]] = deque()  # outcome known, still routed
+        results: list[SynProbeResult] = []
+        invalid = 0
+        progress = asyncio.Event()
 
         def finished(flight: Flight) -> None:
-            probe = flight.probe
-            assert isinstance(probe, SynProbe)
+            waiting.discard(flight)
+            settled.append((loop.time(), flight))
+            progress.set()
             if on_probe is not None:
-                on_probe(probe.result())
-            if sum(1 for f in flights if f.reported) == len(flights) and (
-                stop.is_set() or len(flights) == count
-            ):
-                all_done.set()
+                on_probe(_syn_probe(flight).result())
+
+        def retire(flight: Flight) -> None:
+            # Taken afresh: duplicates and late answers may have come since it was reported.
+            nonlocal invalid
+            engine.retire(flight)
+            invalid += flight.invalid
+            if flight.reported:
+                results.append(_syn_probe(flight).result())
+            if fixed_port is None:
+                reservations.release(flight.key[2])
+
+        def retire_settled(now: float) -> None:
+            # A settled probe stays routed for one more timeout, so a late or duplicate answer
+            # is counted against it; then its port is freed (long runs hold few sockets).
+            while settled and settled[0][0] + timeout <= now:
+                retire(settled.popleft()[1])
 
         try:
             start = loop.time()
             number = 0
-            while count == 0 or number < count:
-                if stop.is_set():
-                    break
+            while (count == 0 or number < count) and not stop.is_set():
                 number += 1
                 sport = fixed_port or reservations.reserve(address.version)
                 probe = SynProbe(
@@ -231,46 +252,46 @@ class Prober:
                     timeout=timeout,
                     tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
                 )
-                flights.append(
-                    engine.launch(
-                        probe, address.version, str(address), (dst, port, sport), finished
-                    )
+                flight = engine.launch(
+                    probe, address.version, str(address), (dst, port, sport), finished
                 )
+                if not flight.reported:
+                    waiting.add(flight)
                 if count and number >= count:
                     break
-                next_send = start + number * interval
-                await _wait(stop, next_send - loop.time())
-            if not all(f.reported for f in flights):
-                all_done.clear()
-                await _wait_either(all_done, stop)
-            if stop.is_set():
-                for flight in flights:
-                    if not flight.reported:
-                        waiting = flight.probe
-                        assert isinstance(waiting, SynProbe)
-                        waiting.interrupt()
-                        engine.poke(flight)
+                await _wait(stop, start + number * interval - loop.time())
+                retire_settled(loop.time())
+            while waiting and not stop.is_set():
+                progress.clear()
+                await _wait_either(progress, stop)
+            for flight in list(waiting):
+                _syn_probe(flight).interrupt()
+                engine.poke(flight)
         finally:
-            for flight in flights:
-                engine.retire(flight)
-            reservations.release()
-        # Results of probes whose answers changed after they were reported (duplicates, late
-        # answers) are taken afresh from the probes.
-        final = [f.probe.result() for f in flights if isinstance(f.probe, SynProbe) and f.reported]
-        final.sort(key=lambda r: r.probe)
+            for flight in [*waiting, *(f for _, f in settled)]:
+                retire(flight)
+            reservations.release_all()
+        results.sort(key=lambda r: r.probe)
         return summarize(
             host,
             str(address),
             port,
-            final,
-            invalid=sum(f.invalid for f in flights),
+            results,
+            invalid=invalid,
             kernel_drops=engine.take_kernel_drops() - drops_before,
         )
 
 
+def _syn_probe(flight: Flight) -> SynProbe:
+    probe = flight.probe
+    assert isinstance(probe, SynProbe)
+    return probe
+
+
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` unless ``stop`` is set first."""
+    """Sleep ``seconds`` unless ``stop`` is set first; always yields to the loop once."""
     if seconds <= 0:
+        await asyncio.sleep(0)
         return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
