@@ -305,3 +305,65 @@ def test_reported_times_match_tcpdump_on_the_wire(
         errors_us.append(abs(probe["rtt_us"] - (received - sent) / 1000))
     errors_us.sort()
     assert errors_us[len(errors_us) // 2] < 50, errors_us
+
+
+def test_a_probe_that_cannot_be_sent_is_reported_not_lost(syn_topology: SynTopology) -> None:
+    # prober runs inside the router namespace, whose output hook drops its SYNs: a raw send
+    # that netfilter drops fails with EPERM, and every probe must say so.
+    router = syn_topology.router_namespace
+    table = f"prober_test_out_{os.getpid()}"
+    ruleset = (
+        f"table inet {table} {{\n chain out {{\n type filter hook output priority 0;\n"
+        " tcp dport 80 drop\n }\n}\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", router, "nft", "-f", "-"],
+        input=ruleset,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    try:
+        done = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                router,
+                *PROBER,
+                "syn",
+                f"{syn_topology.target_v4}:80",
+                "-c",
+                "2",
+                "-i",
+                "0.05",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        subprocess.run(
+            ["ip", "netns", "exec", router, "nft", "delete", "table", "inet", table],
+            check=True,
+            timeout=10,
+        )
+    assert done.returncode == 6, done.stderr
+    *probes, summary = (json.loads(line) for line in done.stdout.splitlines())
+    assert [p["reason"] for p in probes] == ["send-failed", "send-failed"]
+    assert all(p["error"] == "Operation not permitted" for p in probes)
+    assert (summary["sent"], summary["unsent"], summary["lost"]) == (0, 2, 0)
+
+
+def test_a_source_port_in_use_is_refused(syn_topology: SynTopology) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        port = holder.getsockname()[1]
+        code, records, stderr = run_cli(
+            f"{syn_topology.target_v4}:80", "-c", "1", "--source-port", str(port)
+        )
+    assert code == 2 and records == []
+    assert stderr.strip() == f"prober: error: source port {port} is in use on this host"
