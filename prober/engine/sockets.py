@@ -29,6 +29,7 @@ SO_ATTACH_FILTER = 26
 SCM_TS_OPT_ID = 81
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+PACKET_IGNORE_OUTGOING = 23
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -93,6 +94,11 @@ def open_capture_socket() -> socket.socket:
     attach_filter(sock, capture_filter(1, 0))
     _drain_unfiltered(sock)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    # Not a tap on outgoing packets at all (Linux 4.20+): every send skips this socket instead
+    # of running its filter, so prober does not delay its own SYNs before their TX timestamp.
+    # The filter also drops outgoing frames, for kernels without this option.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER_BYTES)
     except OSError:
