@@ -96,7 +96,7 @@ def _parse_ipv4(data: bytes | memoryview) -> Packet:
             tcp = _parse_tcp(data, ihl, end)
         elif proto == IPPROTO_ICMP:
             icmp = _parse_icmp(data, ihl, end, _ICMP_ERRORS, _quote_ipv4)
-    return Packet(4, src, dst, ttl, ip_id, total, tcp, icmp)
+    return Packet(4, src, dst, ttl, ip_id, total, tcp, icmp, bytes(data))
 
 
 def _parse_ipv6(data: bytes | memoryview) -> Packet:
@@ -113,7 +113,7 @@ def _parse_ipv6(data: bytes | memoryview) -> Packet:
         tcp = _parse_tcp(data, off, end)
     elif nh == IPPROTO_ICMPV6 and first:
         icmp = _parse_icmp(data, off, end, _ICMPV6_ERRORS, _quote_ipv6)
-    return Packet(6, src, dst, hlim, None, 40 + plen, tcp, icmp)
+    return Packet(6, src, dst, hlim, None, 40 + plen, tcp, icmp, bytes(data))
 
 
 def _skip_ipv6_extensions(

@@ -7,7 +7,7 @@ objects are made only where a human or JSON needs them.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntFlag
 
 IPPROTO_TCP = 6
@@ -113,6 +113,8 @@ class Packet:
     length: int  # total length on the wire, IP header included
     tcp: TcpSegment | None = None
     icmp: IcmpError | None = None
+    # The captured bytes, kept for pcap output (a reference, not a copy, for bytes input).
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def src_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
