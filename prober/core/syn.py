@@ -154,6 +154,8 @@ class SynProbeResult:
     duplicates: int = 0  # further valid copies of the answer (e.g. SYN/ACK retransmissions)
     late: int = 0  # valid answers that came after the probe gave up waiting
     error: str | None = None  # why the SYN could not be sent
+    # (time_ns, IP packet) of the SYN and of every valid answer, for pcap output.
+    wire: tuple[tuple[int, bytes], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def answered(self) -> bool:
@@ -218,6 +220,8 @@ class SynProbe:
     _reply: Packet | None = None
     _duplicates: int = 0
     _late: int = 0
+    _syn: bytes = b""
+    _answers: list[tuple[Stamp, bytes]] = field(default_factory=list)
     _error: str | None = None
     _result: SynProbeResult | None = None
 
@@ -225,9 +229,10 @@ class SynProbe:
     def start(self, now: float) -> None:
         if self.phase is not SynPhase.IDLE:
             raise RuntimeError("probe already started")
-        self._outbox.append(
-            self.template.build(self.src, self.dst, self.sport, self.dport, self.isn, 0, self.tsval)
+        self._syn = self.template.build(
+            self.src, self.dst, self.sport, self.dport, self.isn, 0, self.tsval
         )
+        self._outbox.append(self._syn)
         self._deadline = now + self.timeout
         self.phase = SynPhase.SENT
 
@@ -250,6 +255,7 @@ class SynProbe:
         reason = self._classify(packet)
         if reason is None:
             return False
+        self._answers.append((stamp, packet.raw))
         if self._reason is Reason.NO_RESPONSE or self._reason is Reason.INTERRUPTED:
             # Late: the probe already gave up. Count it, never rewrite the verdict.
             self._late += 1
@@ -389,7 +395,14 @@ class SynProbe:
             duplicates=self._duplicates,
             late=self._late,
             error=self._error,
+            wire=self._wire(),
         )
+
+    def _wire(self) -> tuple[tuple[int, bytes], ...]:
+        if self._sent is None:
+            return ()
+        answers = [(stamp.best_ns, raw) for stamp, raw in self._answers if raw]
+        return ((self._sent.best_ns, self._syn), *answers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +493,10 @@ class SynRun:
     @property
     def rtt(self) -> RttSummary | None:
         return RttSummary.of([p.rtt for p in self.probes if p.rtt is not None])
+
+    def wire(self) -> list[tuple[int, bytes]]:
+        """Every SYN sent and every valid answer, as (time_ns, IP packet), for pcap output."""
+        return [item for probe in self.probes for item in probe.wire]
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best

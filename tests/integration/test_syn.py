@@ -367,3 +367,44 @@ def test_a_source_port_in_use_is_refused(syn_topology: SynTopology) -> None:
         )
     assert code == 2 and records == []
     assert stderr.strip() == f"prober: error: source port {port} is in use on this host"
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_pcap_holds_every_syn_and_answer_and_tshark_reads_it(
+    syn_topology: SynTopology, version: int, tmp_path: Path
+) -> None:
+    address = target(syn_topology, version)
+    pcap = tmp_path / "syn.pcap"
+    code, records, _ = run_cli(endpoint(address, 80), "-c", "3", "-i", "0.02", "--pcap", str(pcap))
+    assert code == 0
+    done = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(pcap),
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.flags.syn",
+            "-e",
+            "tcp.flags.ack",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert len(rows) == 6
+    syns = {
+        int(r[1]): float(r[0]) for r in rows if r[2] in ("1", "True") and r[3] in ("0", "False")
+    }
+    probes = records[:-1]
+    assert set(syns) == {p["source_port"] for p in probes}
+    for probe in probes:
+        # The pcap carries prober's own kernel timestamps, to the microsecond at least.
+        assert abs(syns[probe["source_port"]] * 1e9 - probe["sent_ns"]) < 1_000
