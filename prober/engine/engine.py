@@ -28,6 +28,7 @@ from prober.core.parse import parse_packet
 from prober.core.timing import Stamp
 from prober.core.wire import MalformedPacket, Packet
 from prober.engine import sockets
+from prober.engine.firewall import Conversation, RstSuppression
 
 # Frames read per wake-up before yielding to the loop, so one busy socket cannot starve it.
 READ_BATCH = 512
@@ -106,6 +107,7 @@ class Engine:
         self._local_ports: Counter[int] = Counter()
         self._filter_range: tuple[int, int] = (1, 0)
         self._timer = _Timer()
+        self._firewall: RstSuppression | None = None
         self._tiebreak = itertools.count()
         self.stats = EngineStats()
 
@@ -142,6 +144,9 @@ class Engine:
         for sock in self._send.values():
             sock.close()
         self._send.clear()
+        if self._firewall is not None:
+            self._firewall.close()
+            self._firewall = None
 
     def send_socket(self, version: int) -> socket.socket:
         """The raw send socket for an IP version, opened on first use."""
@@ -188,6 +193,19 @@ class Engine:
         if self._local_ports[flight.key[2]] <= 0:
             del self._local_ports[flight.key[2]]
         self._update_filter()
+
+    def suppress_rsts(self, conversation: Conversation) -> None:
+        """Drop the local kernel's RSTs on ``conversation`` (see firewall.py) until
+        ``allow_rsts``; the table is created on first use and dies with the process."""
+        if self._firewall is None:
+            firewall = RstSuppression()
+            firewall.open()
+            self._firewall = firewall
+        self._firewall.add(conversation)
+
+    def allow_rsts(self, conversation: Conversation) -> None:
+        if self._firewall is not None:
+            self._firewall.remove(conversation)
 
     def poke(self, flight: Flight) -> None:
         """Carry out what a probe asks after its owner changed it (e.g. interrupted it)."""

@@ -19,6 +19,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
+from prober.engine.firewall import PROBER_MARK
 from prober.errors import RawSocketsNotPermitted
 
 SO_TIMESTAMPNS = 35
@@ -75,6 +76,10 @@ def open_send_socket(version: int) -> socket.socket:
         _raise_permission(exc)
         raise
     sock.setblocking(False)
+    # prober's own packets carry its mark, so its RST-suppression rule lets its RSTs out.
+    # Setting a mark needs CAP_NET_ADMIN, as does the suppression itself.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, PROBER_MARK)
     # Without TX timestamps, RTTs fall back to user-space time on both ends.
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_TIMESTAMP_FLAGS)
