@@ -229,6 +229,8 @@ class Engine:
             heapq.heappush(self._timer.heap, (deadline, next(self._tiebreak), flight))
             self._arm_timer()
         if probe.done and not flight.reported:
+            # The last segment's kernel TX stamp first, so the reported result has it.
+            self._drain_tx_stamps()
             flight.reported = True
             if flight.on_done is not None:
                 flight.on_done(flight)
