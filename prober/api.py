@@ -17,11 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
+from prober.core.close import CloseMode, CloseProbe, CloseResult
 from prober.core.cookies import IsnKey
+from prober.core.halfopen import CookieCheckProbe, HalfOpenProbe, HalfOpenResult
 from prober.core.packets import TcpTemplate
 from prober.core.syn import SynProbe, SynProbeResult, SynRun, summarize
 from prober.core.wire import TcpFlags
-from prober.engine.engine import Engine, Flight
+from prober.engine.engine import DrivenProbe, Engine, Flight
+from prober.engine.firewall import Conversation
 from prober.errors import ResolutionError, SourcePortInUse, UsageError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -194,9 +197,7 @@ class Prober:
         if source_port is not None:
             _check_range("source port", source_port, 1, 65535)
         engine = self.engine
-        address = await resolve(host, version)
-        source = source_address_for(address)
-        engine.send_socket(address.version)  # fail early (and clearly) without raw sockets
+        address, source = await self._prepare(host, version)
         template = TcpTemplate(address.version, TcpFlags.SYN, ttl=ttl)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -280,6 +281,227 @@ class Prober:
             invalid=invalid,
             kernel_drops=engine.take_kernel_drops() - drops_before,
         )
+
+
+    async def _prepare(self, host: str, version: int | None) -> tuple[Address, Address]:
+        """Resolve once, pick the source address, and fail early without raw sockets."""
+        address = await resolve(host, version)
+        source = source_address_for(address)
+        self.engine.send_socket(address.version)
+        return address, source
+
+    async def halfopen(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_wait: float = 90.0,
+        syn_timeout: float = 1.0,
+        leave_open: bool = False,
+        cookie_check: bool = True,
+        kernel_rst: bool = False,
+        version: int | None = None,
+        source_port: int | None = None,
+        ttl: int = 64,
+        stop: asyncio.Event | None = None,
+    ) -> HalfOpenResult:
+        """Send a SYN, never the final ACK, and record how the peer retransmits its SYN/ACK.
+
+        Args:
+            host, port: the target (a name is resolved once).
+            max_wait: seconds to watch at most.
+            syn_timeout: seconds to wait for the first answer.
+            leave_open: do not send a RST at the end to free the peer's request.
+            cookie_check: also run the SYN-cookie check on a second source port.
+            kernel_rst: let the local kernel answer the SYN/ACK with its RST (no
+                suppression), to watch the difference.
+            version, source_port, ttl, stop: as for ``syn``.
+
+        Returns:
+            The SYN/ACK arrivals, how the peer gave up, and the SYN-cookie verdict.
+
+        Raises:
+            UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
+            FirewallUnavailable (nftables missing).
+        """
+        _check_range("port", port, 1, 65535)
+        _check_range("max wait", max_wait, 0.001)
+        _check_range("SYN timeout", syn_timeout, 0.001)
+        _check_range("ttl", ttl, 1, 255)
+        address, source = await self._prepare(host, version)
+        dst, src = address.packed, source.packed
+        reservations = PortReservations()
+        try:
+            main_port = reservations.reserve(address.version, source_port or 0)
+            probes: list[tuple[DrivenProbe, int]] = [
+                (
+                    HalfOpenProbe(
+                        template=TcpTemplate(address.version, TcpFlags.SYN, ttl=ttl),
+                        src=src,
+                        dst=dst,
+                        sport=main_port,
+                        dport=port,
+                        isn=self._isn_key.isn(src, dst, main_port, port, 1),
+                        syn_timeout=syn_timeout,
+                        max_wait=max_wait,
+                        leave_open=leave_open,
+                    ),
+                    main_port,
+                )
+            ]
+            if cookie_check:
+                check_port = reservations.reserve(address.version)
+                probes.append(
+                    (
+                        CookieCheckProbe(
+                            src=src,
+                            dst=dst,
+                            sport=check_port,
+                            dport=port,
+                            isn=self._isn_key.isn(src, dst, check_port, port, 2),
+                            syn_timeout=syn_timeout,
+                            ttl=ttl,
+                            number=2,
+                        ),
+                        check_port,
+                    )
+                )
+            flights = await self._converse(address, port, probes, kernel_rst, stop)
+        finally:
+            reservations.release_all()
+        halfopen = flights[0].probe
+        assert isinstance(halfopen, HalfOpenProbe)
+        result = halfopen.result()
+        if cookie_check:
+            check = flights[1].probe
+            assert isinstance(check, CookieCheckProbe)
+            result = result.with_cookie_check(check.result())
+        return result
+
+    async def close(
+        self,
+        host: str,
+        port: int,
+        *,
+        peer_closes: bool = False,
+        send: bytes = b"",
+        drop_final_ack: bool = False,
+        msl: float = 30.0,
+        no_wait: bool = False,
+        max_wait: float = 120.0,
+        handshake_timeout: float = 3.0,
+        kernel_rst: bool = False,
+        version: int | None = None,
+        source_port: int | None = None,
+        ttl: int = 64,
+        stop: asyncio.Event | None = None,
+    ) -> CloseResult:
+        """Open a connection in user space, optionally send data, and observe the close.
+
+        Args:
+            host, port: the target (a name is resolved once).
+            peer_closes: wait for the peer's FIN instead of sending ours first.
+            send: bytes to send once the connection is established.
+            drop_final_ack: never acknowledge the peer's FIN; record its retransmissions.
+            msl: after an active close we hold TIME-WAIT for 2 x ``msl`` seconds...
+            no_wait: ...unless this is set (or ``stop`` is set: Ctrl-C cuts it short).
+            max_wait: seconds to wait for the peer after the handshake.
+            handshake_timeout: seconds to wait for the SYN/ACK.
+            kernel_rst: no RST suppression (the local kernel will reset the connection).
+            version, source_port, ttl, stop: as for ``syn``.
+
+        Returns:
+            Every segment with kernel timestamps and both sides' states, the close's kind
+            (four-way, three-way, simultaneous, peer-first, reset) and its timings.
+
+        Raises:
+            UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
+            FirewallUnavailable (nftables missing).
+        """
+        _check_range("port", port, 1, 65535)
+        _check_range("MSL", msl, 0)
+        _check_range("max wait", max_wait, 0.001)
+        _check_range("handshake timeout", handshake_timeout, 0.001)
+        _check_range("ttl", ttl, 1, 255)
+        address, source = await self._prepare(host, version)
+        dst, src = address.packed, source.packed
+        reservations = PortReservations()
+        try:
+            sport = reservations.reserve(address.version, source_port or 0)
+            probe = CloseProbe(
+                version=address.version,
+                src=src,
+                dst=dst,
+                sport=sport,
+                dport=port,
+                isn=self._isn_key.isn(src, dst, sport, port, 1),
+                mode=CloseMode.PEER_CLOSES if peer_closes else CloseMode.WE_CLOSE,
+                send_data=send,
+                drop_final_ack=drop_final_ack,
+                msl=msl,
+                no_wait=no_wait,
+                max_wait=max_wait,
+                handshake_timeout=handshake_timeout,
+                ttl=ttl,
+            )
+            await self._converse(address, port, [(probe, sport)], kernel_rst, stop)
+        finally:
+            reservations.release_all()
+        return probe.result()
+
+    async def _converse(
+        self,
+        address: Address,
+        port: int,
+        probes: list[tuple[DrivenProbe, int]],
+        kernel_rst: bool,
+        stop: asyncio.Event | None,
+    ) -> list[Flight]:
+        """Run probes that hold a conversation until each is done, with the local kernel's
+        RSTs suppressed on their 4-tuples; ``stop`` interrupts them (they send their RSTs)."""
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        stop = stop or asyncio.Event()
+        conversations = [Conversation(sport, address, port) for _, sport in probes]
+        waiting: set[Flight] = set()
+        progress = asyncio.Event()
+        flights: list[Flight] = []
+
+        def finished(flight: Flight) -> None:
+            waiting.discard(flight)
+            progress.set()
+
+        try:
+            if not kernel_rst:
+                for conversation in conversations:
+                    engine.suppress_rsts(conversation)
+            for probe, sport in probes:
+                flight = engine.launch(
+                    probe, address.version, str(address), (address.packed, port, sport), finished
+                )
+                flights.append(flight)
+                if not flight.reported:
+                    waiting.add(flight)
+            while waiting and not stop.is_set():
+                progress.clear()
+                await _wait_either(progress, stop)
+            for flight in list(waiting):
+                interrupt = getattr(flight.probe, "interrupt", None)
+                if interrupt is not None:
+                    interrupt(loop.time())
+                engine.poke(flight)
+            # A moment for the last segments' TX stamps and for late copies to be counted.
+            await asyncio.sleep(SETTLE_SECONDS)
+        finally:
+            for flight in flights:
+                engine.retire(flight)
+            if not kernel_rst:
+                for conversation in conversations:
+                    engine.allow_rsts(conversation)
+        return flights
+
+
+SETTLE_SECONDS = 0.05
 
 
 def _syn_probe(flight: Flight) -> SynProbe:

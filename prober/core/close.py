@@ -468,6 +468,7 @@ class CloseProbe:
         self._rto_current = rto
         self._retries = 0
         self._last_peer_fin_now: float | None = None
+        self._prebuild_templates()
         self._last_peer_fin_interval: float | None = None
 
         # Close bookkeeping: log positions of the events the timings are taken between.
@@ -574,6 +575,15 @@ class CloseProbe:
             else:
                 return
         self._result = None
+
+    def _prebuild_templates(self) -> None:
+        """Build (once per process) every template the conversation may need, now: a Scapy
+        build costs about a millisecond, which must not delay the handshake's ACK."""
+        windows = {self._window_field, max(1, self.receive_window >> OUR_WINDOW_SHIFT)}
+        for flags in (_F.SYN, _F.ACK, _F.PSH | _F.ACK, _F.FIN | _F.ACK, _F.RST):
+            for timestamps in (True, False):
+                for window in windows:
+                    _template(self.version, flags, self.ttl, window, timestamps)
 
     def interrupt(self, now: float) -> None:
         """End the probe now (Ctrl-C).

@@ -292,7 +292,6 @@ class Engine:
         now = self._loop.time()
         user_ns = time.time_ns()
         routes = self._routes
-        touched: list[Flight] = []
         for data, kernel_ns in sockets.read_frames(capture, READ_BATCH):
             self.stats.frames += 1
             try:
@@ -310,13 +309,13 @@ class Engine:
             stamp = Stamp(user_ns, kernel_ns)
             for flight in flights:
                 if flight.probe.receive(packet, now, stamp):
-                    touched.append(flight)
+                    # At once, not after the batch: an ACK goes out before the next
+                    # segment is even parsed, and the ladder keeps causal order.
+                    self._service(flight)
                     break
             else:
                 self.stats.invalid += 1
                 flights[0].invalid += 1
-        for flight in touched:
-            self._service(flight)
 
     # -- internals: the one timer -----------------------------------------------------------
     def _arm_timer(self) -> None:

@@ -1,0 +1,143 @@
+"""Human output of the conversation probes (halfopen, close): a ladder, then the verdict.
+
+Reads result objects only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prober.core.close import CloseKind, CloseResult, Handshake
+from prober.core.halfopen import EndedBy, HalfOpenResult
+from prober.output.ladder import ladder
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _ascii_only() -> bool:
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "─►◄".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return True
+    return False
+
+
+def _ms(us: float | None) -> str:
+    return "?" if us is None else f"{us / 1000:.3f} ms"
+
+
+def _s(us: float) -> str:
+    return f"{us / 1_000_000:.3f} s"
+
+
+def halfopen_report(result: HalfOpenResult) -> list[str]:
+    us = _endpoint(result.source, result.source_port)
+    peer = _endpoint(result.target, result.port)
+    lines = [f"HALF-OPEN {peer} from {us} (the final ACK is never sent)", ""]
+    lines += ladder(result.segments, us, peer, ascii_only=_ascii_only())
+    lines.append("")
+    if not result.syn_acks:
+        what = {
+            "rst": "it answered RST: the port is closed",
+            "icmp-unreachable": "an ICMP error came back",
+            "no-response": "no answer",
+        }.get(result.reason.value, result.reason.value)
+        lines.append(f"No SYN/ACK: {what} ({result.state.value}).")
+        return lines
+    rtt = "" if result.rtt is None else f", {_ms(result.rtt.us)} after our SYN"
+    lines.append(f"SYN/ACK at +0.000 s{rtt}; {result.retransmissions} retransmission(s):")
+    for arrival in result.syn_acks[1:]:
+        kind = "retransmission" if arrival.retransmission else (
+            "duplicate" if arrival.duplicate else "new ISN"
+        )
+        interval = "" if arrival.interval_us is None else f" (interval {_s(arrival.interval_us)})"
+        lines.append(f"  #{arrival.number:<2} +{_s(arrival.since_first_us)}{interval}  {kind}")
+    last = result.last_syn_ack_after_us or 0.0
+    ended = {
+        EndedBy.SILENCE: f"the peer went silent after its last SYN/ACK at +{_s(last)}: it gave up",
+        EndedBy.RST: "the peer gave up with a RST",
+        EndedBy.MAX_WAIT: "--max-wait ended the watch while the peer was still retransmitting",
+        EndedBy.INTERRUPTED: "interrupted",
+        EndedBy.NO_SYN_ACK: "no SYN/ACK",
+    }[result.ended_by]
+    lines.append(ended + ".")
+    if result.rst_sent:
+        lines.append("We sent a RST to free the peer's half-open request.")
+    elif result.leave_open:
+        lines.append("No RST sent (--leave-open).")
+    cookies = result.cookies
+    lines.append(f"SYN cookies: {cookies.verdict.value}")
+    lines += [f"  - {reason}" for reason in cookies.reasons]
+    return lines
+
+
+def close_report(result: CloseResult) -> list[str]:
+    us = _endpoint(result.source, result.source_port)
+    peer = _endpoint(result.target, result.port)
+    lines = [f"CLOSE {peer} from {us} ({result.mode.value})", ""]
+    lines += ladder(result.segments, us, peer, ascii_only=_ascii_only())
+    lines += ["", close_verdict(result)]
+    return lines
+
+
+def close_verdict(result: CloseResult) -> str:
+    """One paragraph: what kind of close, in which order, with which timings."""
+    if result.handshake is not Handshake.OPEN:
+        return f"No connection: the handshake ended {result.handshake.value}."
+    kind = result.close_kind
+    parts: list[str] = []
+    if kind is CloseKind.FOUR_WAY:
+        parts.append(
+            f"Four-way close: the peer ACKed our FIN after {_ms(result.our_fin_to_peer_ack_us)}"
+            f" and sent its own FIN {_ms(result.peer_ack_to_peer_fin_us)} later"
+        )
+    elif kind is CloseKind.THREE_WAY:
+        parts.append(
+            "Three-way close: the peer's FIN carried the ACK of our FIN, "
+            f"{_ms(result.our_fin_to_peer_fin_us)} after it"
+        )
+    elif kind is CloseKind.SIMULTANEOUS:
+        parts.append("Simultaneous close: both FINs crossed (each side went through CLOSING)")
+    elif kind is CloseKind.PEER_FIRST:
+        parts.append(
+            "The peer closed first: we ACKed its FIN after "
+            f"{_ms(result.peer_fin_to_our_ack_us)} and sent ours"
+            f" {_ms(result.our_ack_to_our_fin_us)} later"
+        )
+    elif kind is CloseKind.RESET:
+        parts.append("The connection ended with a RST")
+    else:
+        parts.append(f"The close is {kind.value}")
+    if result.half_close:
+        parts.append(
+            f"the peer sent {result.bytes_after_our_fin} bytes after our FIN (a half-close)"
+        )
+    if result.peer_fin_retransmissions:
+        intervals = ", ".join(
+            _s(r.interval_us) for r in result.peer_fin_retransmissions if r.interval_us
+        )
+        end = result.peer_fin_retransmissions_end
+        parts.append(
+            f"the peer retransmitted its FIN {len(result.peer_fin_retransmissions)} time(s)"
+            + (f" (intervals {intervals})" if intervals else "")
+            + (f", then {end.value}" if end is not None else "")
+        )
+    holder = result.time_wait_holder
+    if holder is not None:
+        if holder.value == "us":
+            if result.time_wait_skipped:
+                parts.append("we would hold TIME-WAIT (skipped: --no-wait)")
+            elif result.time_wait_held_us is not None:
+                cut = " (cut short)" if result.time_wait_cut_short else ""
+                parts.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
+        elif holder.value == "peer":
+            parts.append("the peer holds TIME-WAIT")
+        else:
+            parts.append("both sides hold TIME-WAIT")
+    received = result.bytes_received
+    if received:
+        parts.append(f"{received} bytes received in all")
+    return "; ".join(parts) + "."
