@@ -3,6 +3,13 @@
 Exit status (documented in the README): 0 open; 1 no answer; 2 bad usage or input; 3 raw
 sockets not allowed; 4 closed; 5 ICMP error (unreachable or expired); 6 no probe could be sent.
 With several probes the best answer seen decides.
+
+`prober lab up|down|status` (docs/lab.md): 0 done (up: built, or up already with these
+options; down: removed, or was down; status: up and whole); 1 status only: the lab is down;
+2 bad usage (e.g. --delay 20); 3 up/down not run as root, or status cannot read the state;
+7 the lab failed: a command to build, remove or read it failed, or status finds it
+half-built or broken; 8 the lab refused and changed nothing: its addresses are routed by
+something else on this host, it is up with other options, or another `lab up`/`down` runs.
 """
 
 from __future__ import annotations
@@ -12,14 +19,18 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
+from prober import lab
 from prober.api import Prober
 from prober.core.syn import Reason, SynProbeResult, SynRun
 from prober.errors import ProberError, RawSocketsNotPermitted, UsageError
+from prober.lab import render as lab_render
 from prober.output import human, jsonl
+from prober.output.pcap import write_pcap
 from prober.targets import parse_target
 
 
@@ -31,6 +42,8 @@ class Exit(IntEnum):
     CLOSED = 4
     ICMP = 5
     NOT_SENT = 6
+    LAB_FAILED = 7
+    LAB_REFUSED = 8
 
 
 EXIT_OF_REASON: dict[Reason | None, Exit] = {
@@ -85,6 +98,15 @@ def _run(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
         raise _fail(str(exc), Exit.USAGE) from None
 
 
+def _check_writable(path: Path) -> None:
+    """Fail before probing, not after, when an output file cannot be written."""
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror}", Exit.USAGE) from None
+
+
 def _emit(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -116,6 +138,10 @@ def syn(
     ttl: Annotated[
         int, typer.Option("--ttl", help="IP TTL / hop limit of the SYNs.", min=1, max=255)
     ] = 64,
+    pcap: Annotated[
+        Path | None,
+        typer.Option("--pcap", help="Write every SYN and answer, with kernel timestamps, to FILE."),
+    ] = None,
 ) -> None:
     """Send SYNs to HOST:PORT and report each answer, the port's state and the RTT."""
     if ipv4 and ipv6:
@@ -144,9 +170,76 @@ def syn(
                 stop=stop,
             )
 
+    if pcap is not None:
+        _check_writable(pcap)
     run = _run(main)
+    if pcap is not None:
+        write_pcap(pcap, run.wire())
     _emit(jsonl.dumps(run.to_dict()) if json_output else human.syn_summary(run))
     raise typer.Exit(int(EXIT_OF_REASON[run.reason]))
+
+
+lab_app = typer.Typer(
+    help="The built-in lab: peers in network namespaces that show TCP behaviours.",
+)
+app.add_typer(lab_app, name="lab")
+
+
+def _lab_call(call: Callable[[], T]) -> T:
+    """Call the lab library once; its errors become one line and their exit status."""
+    try:
+        return call()
+    except lab.LabNotPermitted as exc:
+        raise _fail(str(exc), Exit.NOT_PERMITTED) from None
+    except lab.LabRefused as exc:
+        raise _fail(str(exc), Exit.LAB_REFUSED) from None
+    except lab.LabError as exc:
+        raise _fail(str(exc), Exit.LAB_FAILED) from None
+    except UsageError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+
+
+@lab_app.command("up")
+def lab_up(
+    delay: Annotated[
+        str, typer.Option("--delay", help="Round-trip time `far` adds, e.g. 20ms, 0.5s.")
+    ] = "20ms",
+    jitter: Annotated[
+        str, typer.Option("--jitter", help="± this much on far's round trip, e.g. 1ms.")
+    ] = "1ms",
+    loss: Annotated[
+        str, typer.Option("--loss", help="Share of round trips `lossy` loses, e.g. 1% or 0.01.")
+    ] = "1%",
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the delay and loss draws (default: "
+                                 "random, shown by status).")
+    ] = None,
+) -> None:
+    """Build the lab (needs root); a no-op if it is up already with these options."""
+    options = _lab_call(lambda: lab.LabOptions.parse(delay, jitter, loss, seed))
+    result = _lab_call(lambda: lab.lab_up(options))
+    _emit(result.message)
+    _emit(lab_render.status_text(result.status))
+
+
+@lab_app.command("down")
+def lab_down() -> None:
+    """Remove everything `lab up` made (needs root), also after an interrupted `up`."""
+    result = _lab_call(lab.lab_down)
+    _emit(result.message)
+
+
+@lab_app.command("status")
+def lab_status(
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """List the lab's addresses, ports, behaviours and commands (no root needed)."""
+    status = _lab_call(lab.lab_status)
+    _emit(lab_render.status_json(status) if json_output else lab_render.status_text(status))
+    if status is None:
+        raise typer.Exit(int(Exit.NO_ANSWER))  # 1, as for syn's silence: nothing is there
+    if not status.healthy:
+        raise typer.Exit(int(Exit.LAB_FAILED))
 
 
 def main() -> None:

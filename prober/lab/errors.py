@@ -1,12 +1,14 @@
-"""The one exception the lab raises."""
+"""The lab's exceptions: LabError, and two kinds of it the command reports apart."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
 
+from prober.errors import ProberError
 
-class LabError(RuntimeError):
+
+class LabError(ProberError, RuntimeError):
     """A lab operation failed; the message is one line naming the command and its stderr."""
 
     def __init__(
@@ -39,3 +41,12 @@ class LabError(RuntimeError):
 def one_line(text: str) -> str:
     """Collapse multi-line tool output so an error stays one line in logs and test reports."""
     return " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+class LabRefused(LabError):
+    """The lab declined to act and changed nothing: its addresses are routed by something
+    else on this host, it is up with other options, or another `lab up`/`down` is running."""
+
+
+class LabNotPermitted(LabError):
+    """Building or removing the lab needs root (network namespaces, root-namespace routes)."""

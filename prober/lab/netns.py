@@ -166,6 +166,10 @@ def delete_route(namespace: str | None, prefix: str, via: str, device: str) -> N
             raise
 
 
+def add_local_route(namespace: str, prefix: str) -> None:
+    run(ip_command(namespace, "route", "add", "local", prefix, "dev", "lo"))
+
+
 def replace_neighbour(namespace: str | None, device: str, address: str, lladdr: str) -> None:
     # Static entries: no ARP/ND exchanges in captures, no first-packet resolution delay.
     run(ip_command(namespace, "neigh", "replace", address, "lladdr", lladdr, "dev", device,

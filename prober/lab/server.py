@@ -1,11 +1,21 @@
 """A small TCP server for lab namespaces.
 
     python -m prober.lab.server --port 80 [--port 8080 ...] [--family 4|6|both] [--backlog N]
-                                [--behaviour close] [--max-seconds S] [--tag TEXT]
+                                [--behaviour close|http|rst|half-close] [--max-seconds S]
+                                [--tag TEXT]
 
 Listens on every address of the chosen families, prints one ``ready`` line on stdout once all
 sockets listen, then serves until SIGTERM/SIGINT or --max-seconds. What it does with an accepted
-connection is a named behaviour, so more can be added without touching the loop.
+connection is a named behaviour, so more can be added without touching the loop:
+
+    close       accept and close at once: a completed handshake, then our FIN
+    http        read the request head, answer ``HTTP/1.0 200 OK`` with a short body, then close
+                first (FIN): the server, not the client, ends up in TIME-WAIT
+    rst         the same answer, then close with SO_LINGER {on, 0}: a RST instead of a FIN
+    half-close  read until the client's FIN, then keep sending a few chunks with short pauses
+                (the half-closed direction still carries data), then close (FIN)
+
+Only the standard library is imported: the lab starts this file directly (``python -I``).
 """
 
 from __future__ import annotations
@@ -15,13 +25,24 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 Behaviour = Callable[[socket.socket], None]
 
 _ACCEPTS_PER_WAKEUP = 64  # bounds one wakeup's work; the rest waits for the next select
+# Connections served at once; more wait in the listen backlog. Each handler is a thread
+# because some behaviours wait on the client (its request, its FIN) or pause between writes.
+MAX_CONCURRENT_CONNECTIONS = 64
+_SLOT_WAIT_S = 0.1  # how long the accept loop waits for a free handler before re-checking
+CLIENT_TIMEOUT_S = 5.0  # a client that sends nothing holds a handler no longer than this
+_REQUEST_HEAD_LIMIT = 8192
+HALF_CLOSE_CHUNKS = 3
+HALF_CLOSE_PAUSE_S = 0.1
+_LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 
 def close_at_once(connection: socket.socket) -> None:
@@ -29,8 +50,93 @@ def close_at_once(connection: socket.socket) -> None:
     connection.close()
 
 
+def read_request_head(connection: socket.socket) -> bytes:
+    """Read until the blank line that ends an HTTP request head, EOF, the size limit or the
+    client timeout, whichever comes first; returns what arrived."""
+    received = b""
+    deadline = time.monotonic() + CLIENT_TIMEOUT_S
+    while b"\r\n\r\n" not in received and len(received) < _REQUEST_HEAD_LIMIT:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        connection.settimeout(remaining)
+        try:
+            chunk = connection.recv(_REQUEST_HEAD_LIMIT - len(received))
+        except (TimeoutError, ConnectionError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def http_response(head: bytes) -> bytes:
+    request_line = head.split(b"\r\n", 1)[0][:200].decode("ascii", "replace")
+    body = f"prober lab: {request_line or 'no request'}\n".encode()
+    return (
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def drain_until_eof(connection: socket.socket) -> None:
+    """Read and discard until the client's FIN (or a reset, or the client timeout)."""
+    deadline = time.monotonic() + CLIENT_TIMEOUT_S
+    while (remaining := deadline - time.monotonic()) > 0:
+        connection.settimeout(remaining)
+        try:
+            if not connection.recv(65536):
+                return
+        except (TimeoutError, ConnectionError):
+            return
+
+
+def http_close_first(connection: socket.socket) -> None:
+    """Answer one HTTP/1.0 request and close first. The FIN goes out with shutdown(SHUT_WR)
+    before we read on: closing with unread bytes queued (a client that sent more than the
+    head) would make the kernel send a RST instead of a FIN."""
+    with connection:
+        head = read_request_head(connection)
+        try:
+            connection.sendall(http_response(head))
+            connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            return  # the client is gone already
+        drain_until_eof(connection)
+
+
+def http_then_reset(connection: socket.socket) -> None:
+    """Answer like `http`, then abort: close with SO_LINGER {on, 0} sends a RST, and the
+    connection skips FIN-WAIT and TIME-WAIT on our side."""
+    with connection:
+        head = read_request_head(connection)
+        try:
+            connection.sendall(http_response(head))
+        except OSError:
+            return
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+
+
+def send_after_half_close(connection: socket.socket) -> None:
+    """Read until the client's FIN, then send HALF_CLOSE_CHUNKS lines HALF_CLOSE_PAUSE_S apart
+    into the half-closed connection, then close (FIN)."""
+    with connection:
+        drain_until_eof(connection)
+        try:
+            for chunk in range(1, HALF_CLOSE_CHUNKS + 1):
+                if chunk > 1:
+                    time.sleep(HALF_CLOSE_PAUSE_S)
+                connection.sendall(f"chunk {chunk}/{HALF_CLOSE_CHUNKS} after your FIN\n".encode())
+        except OSError:
+            return
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "close": close_at_once,
+    "http": http_close_first,
+    "rst": http_then_reset,
+    "half-close": send_after_half_close,
 }
 
 
@@ -64,7 +170,9 @@ def open_listeners(ports: Sequence[int], family: str, backlog: int) -> list[sock
 def serve(
     listeners: Sequence[socket.socket], behaviour: Behaviour, max_seconds: float | None
 ) -> None:
-    """Accept until a stop signal or `max_seconds`, handing each connection to `behaviour`."""
+    """Accept until a stop signal or `max_seconds`, handing each connection to `behaviour` in
+    a thread of its own (at most MAX_CONCURRENT_CONNECTIONS at once)."""
+    slots = threading.BoundedSemaphore(MAX_CONCURRENT_CONNECTIONS)
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     # Signals wake select() through this pipe, so stopping is immediate.
     wake_reader, wake_writer = socket.socketpair()
@@ -94,7 +202,7 @@ def serve(
                         wake_reader.recv(4096)
                         continue
                     assert isinstance(key.fileobj, socket.socket)
-                    _accept_some(key.fileobj, behaviour)
+                    _accept_some(key.fileobj, behaviour, slots)
     finally:
         signal.set_wakeup_fd(previous_wakeup_fd)
         for signum, handler in previous_handlers.items():
@@ -103,16 +211,36 @@ def serve(
         wake_writer.close()
 
 
-def _accept_some(listener: socket.socket, behaviour: Behaviour) -> None:
+def _accept_some(
+    listener: socket.socket, behaviour: Behaviour, slots: threading.BoundedSemaphore
+) -> None:
     for _ in range(_ACCEPTS_PER_WAKEUP):
+        # No free handler: leave the connection in the backlog; select() wakes us again.
+        if not slots.acquire(timeout=_SLOT_WAIT_S):
+            return
         try:
             connection, _peer = listener.accept()
         except (BlockingIOError, InterruptedError):
+            slots.release()
             return
         except ConnectionAbortedError:
+            slots.release()
             continue  # reset while queued: nothing to serve
         connection.setblocking(True)
+        threading.Thread(
+            target=_handle, args=(connection, behaviour, slots), daemon=True
+        ).start()
+
+
+def _handle(
+    connection: socket.socket, behaviour: Behaviour, slots: threading.BoundedSemaphore
+) -> None:
+    try:
         behaviour(connection)
+    except OSError:
+        connection.close()  # a client that vanished mid-way is not the server's problem
+    finally:
+        slots.release()
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import time
@@ -72,6 +73,16 @@ class Route:
 
 
 @dataclass(frozen=True)
+class LocalRoute:
+    """``ip route add local PREFIX dev lo`` in a lab namespace: it answers every address of
+    PREFIX (the built-in lab's `lossy` and `many` blocks)."""
+
+    kind: ClassVar[str] = "local-route"
+    namespace: str
+    prefix: str
+
+
+@dataclass(frozen=True)
 class Neighbour:
     kind: ClassVar[str] = "neighbour"
     namespace: str | None
@@ -113,16 +124,34 @@ class HostsLine:
 
 
 Resource = (
-    Namespace | Veth | Address | Route | Neighbour | Sysctl | NftRuleset | Process | HostsLine
+    Namespace
+    | Veth
+    | Address
+    | Route
+    | LocalRoute
+    | Neighbour
+    | Sysctl
+    | NftRuleset
+    | Process
+    | HostsLine
 )
 _RESOURCE_TYPES: dict[str, type[Resource]] = {
     cls.kind: cls
-    for cls in (Namespace, Veth, Address, Route, Neighbour, Sysctl, NftRuleset, Process, HostsLine)
+    for cls in (Namespace, Veth, Address, Route, LocalRoute, Neighbour, Sysctl, NftRuleset,
+                Process, HostsLine)
 }
 
 
 def resource_to_json(resource: Resource) -> dict[str, Any]:
     return {"kind": resource.kind, **asdict(resource)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _resource_text(resource: Resource) -> str:
+    return json.dumps(resource_to_json(resource))
+
+
+_RESOURCES_PLACEHOLDER = "\0resources\0"
 
 
 def resource_from_json(data: Mapping[str, Any]) -> Resource:
@@ -180,12 +209,18 @@ class LabState:
     owner: Owner | None  # None: persistent, never swept as stale
     created_at: float = field(default_factory=time.time)
     resources: list[Resource] = field(default_factory=list)
+    # What the builder wants readers of the file to know beyond the resources (the built-in
+    # lab keeps its options and peer table here, for `prober lab status`). JSON values only.
+    description: dict[str, Any] | None = None
 
     @property
     def prefix(self) -> str:
         return self.pool.prefix(self.index)
 
     def to_json(self) -> dict[str, Any]:
+        return self._document([resource_to_json(resource) for resource in self.resources])
+
+    def _document(self, resources: object) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "pool": self.pool.name,
@@ -193,7 +228,8 @@ class LabState:
             "prefix": self.prefix,
             "owner": None if self.owner is None else asdict(self.owner),
             "created_at": self.created_at,
-            "resources": [resource_to_json(resource) for resource in self.resources],
+            "resources": resources,
+            "description": self.description,
         }
 
     @classmethod
@@ -207,6 +243,7 @@ class LabState:
             owner=None if owner is None else Owner(int(owner["pid"]), int(owner["start_time"])),
             created_at=float(data["created_at"]),
             resources=[resource_from_json(item) for item in data["resources"]],
+            description=_description(data.get("description")),
         )
 
     def save(self, path: Path) -> None:
@@ -214,8 +251,17 @@ class LabState:
         # No fsync: the file must survive the process, not the machine (a reboot clears the
         # namespaces it describes anyway).
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        temporary.write_text(self.to_text())
         os.replace(temporary, path)
+
+    def to_text(self) -> str:
+        """The file's text: one resource per line. A builder saves after every resource, so
+        each resource's JSON is made once and kept (`_resource_text`): re-encoding them all
+        on every save made building the built-in lab (300 resources) quadratic."""
+        head = json.dumps(self._document(_RESOURCES_PLACEHOLDER), indent=1)
+        resources = ",\n".join(f"  {_resource_text(resource)}" for resource in self.resources)
+        listed = f"[\n{resources}\n ]" if resources else "[]"
+        return head.replace(json.dumps(_RESOURCES_PLACEHOLDER), listed, 1) + "\n"
 
     @classmethod
     def load(cls, path: Path) -> LabState:
@@ -226,6 +272,12 @@ class LabState:
         if not isinstance(data, dict):
             raise LabError(f"lab state file {path} does not hold an object")
         return cls.from_json(data)
+
+
+def _description(value: object) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise LabError(f"lab state description is {type(value).__name__}, not an object")
 
 
 def state_path(state_dir: Path, prefix: str) -> Path:
@@ -247,10 +299,16 @@ def state_paths(state_dir: Path, pool: AddressPool) -> list[Path]:
     return sorted(state_dir.glob(f"{pool.code}[0-9a-f][0-9a-f].json"))
 
 
+def make_state_dir(state_dir: Path) -> None:
+    # World-readable (not writable): `prober lab status` reads the state without root. The
+    # files hold nothing secret, only names, addresses and PIDs that `ip` and `ps` show anyway.
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+
+
 @contextlib.contextmanager
 def state_dir_lock(state_dir: Path) -> Iterator[None]:
     """Serialises index allocation and stale sweeps between processes sharing `state_dir`."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_state_dir(state_dir)
     with open(state_dir / ".lock", "a+") as lock_file:
         deadline = time.monotonic() + _LOCK_TIMEOUT_S
         while True:

@@ -25,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from . import netns
 from .addresses import (
     TEST_POOL,
-    TOPOLOGIES_PER_POOL,
     AddressPool,
     IPAddress,
     IPInterface,
@@ -47,6 +47,7 @@ from .state import (
     Address,
     HostsLine,
     LabState,
+    LocalRoute,
     Namespace,
     Neighbour,
     NftRuleset,
@@ -71,8 +72,7 @@ _KILL_WAIT_S = 2.0
 _POLL_S = 0.02
 _ROLE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-# Where `prober` is importable from, for servers started with `python -m prober.lab.server`.
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+_SERVER_SCRIPT = Path(__file__).resolve().with_name("server.py")
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,14 @@ class Topology:
         index: int | None = None,
         state_dir: Path | None = None,
         persistent: bool = False,
+        description: dict[str, Any] | None = None,
     ) -> Topology:
         """Claim a free index of `pool` (or exactly `index`) and write an empty state file.
 
         A test topology records this process as its owner: once the owner is dead, the topology
         is stale and `sweep_stale` removes it. A persistent one outlives its creator.
         Topologies that may coexist must share `state_dir`, which is where indices are claimed.
+        `description` goes into the very first version of the file (see `describe`).
         """
         directory = state_dir or default_state_dir()
         owner = None if persistent else Owner.current()
@@ -123,9 +125,9 @@ class Topology:
             in_use = netns.list_namespaces() | set(os.listdir("/sys/class/net"))
             # From a random start: an index just released is unlikely to be re-used at once,
             # so checks that a torn-down topology left nothing do not see a newcomer.
-            start = random.randrange(TOPOLOGIES_PER_POOL)
+            start = random.randrange(pool.topologies)
             candidates = (
-                [(start + offset) % TOPOLOGIES_PER_POOL for offset in range(TOPOLOGIES_PER_POOL)]
+                [(start + offset) % pool.topologies for offset in range(pool.topologies)]
                 if index is None
                 else [index]
             )
@@ -133,7 +135,8 @@ class Topology:
                 prefix = pool.prefix(candidate)
                 if prefix in claimed or any(name.startswith(f"{prefix}-") for name in in_use):
                     continue
-                state = LabState(pool=pool, index=candidate, owner=owner)
+                state = LabState(pool=pool, index=candidate, owner=owner,
+                                 description=description)
                 path = state_path(directory, prefix)
                 state.save(path)
                 return cls(state, path)
@@ -306,6 +309,16 @@ class Topology:
         self._record(Route(namespace, str(network), str(gateway), device))
         netns.add_route(namespace, str(network), str(gateway), device)
 
+    def add_local_route(self, namespace: str, prefix: str | IPNetwork) -> None:
+        """Make a lab namespace answer every address of a lab `prefix` (``ip route add local
+        PREFIX dev lo``): a listener on the wildcard address then accepts for all of them."""
+        network = ipaddress.ip_network(prefix) if isinstance(prefix, str) else prefix
+        if not is_lab_network(network):
+            raise LabError(f"refusing local route {network}: not inside the lab ranges")
+        self._check_namespace(namespace)
+        self._record(LocalRoute(namespace, str(network)))
+        netns.add_local_route(namespace, str(network))
+
     def add_neighbour(
         self, namespace: str | None, device: str, address: str | IPAddress, lladdr: str
     ) -> None:
@@ -321,8 +334,7 @@ class Topology:
                 parts = key.split(".")
                 if len(parts) < 5 or parts[2] != "conf" or parts[3] not in self.root_devices:
                     raise LabError(f"refusing root-namespace sysctl {key}: not one of our links")
-        for key, value in values.items():
-            self._record(Sysctl(namespace, key, value))
+        self._record(*(Sysctl(namespace, key, value) for key, value in values.items()))
         netns.set_sysctls(namespace, values)
 
     def apply_nftables(self, namespace: str, ruleset: str) -> None:
@@ -340,19 +352,24 @@ class Topology:
         backlog: int = 128,
         behaviour: str = "close",
         ready_timeout_s: float = SERVER_READY_TIMEOUT_S,
-        max_seconds: float = SERVER_MAX_SECONDS,
+        max_seconds: float | None = SERVER_MAX_SECONDS,
     ) -> int:
         """Start `prober.lab.server` inside `namespace`, wait for its ``ready`` line, return
-        its PID."""
+        its PID. `max_seconds=None` serves until teardown (the persistent lab's servers)."""
         self._check_namespace(namespace)
         if not ports:
             raise LabError("a server needs at least one port")
         ordinal = sum(isinstance(r, Process) for r in self._state.resources)
-        argv: list[str] = [sys.executable, "-m", "prober.lab.server"]
+        # The file, not `-m prober.lab.server`: the server needs only the standard library, and
+        # importing the `prober` package on the way (asyncio, the engine) triples its start-up
+        # time and memory. -I keeps the script's own directory (prober/lab) off sys.path.
+        argv: list[str] = [sys.executable, "-I", str(_SERVER_SCRIPT)]
         for port in ports:
             argv += ["--port", str(port)]
-        argv += ["--family", family, "--backlog", str(backlog), "--behaviour", behaviour,
-                 "--max-seconds", str(max_seconds), "--tag", f"{self.prefix}-server{ordinal}"]
+        argv += ["--family", family, "--backlog", str(backlog), "--behaviour", behaviour]
+        if max_seconds is not None:
+            argv += ["--max-seconds", str(max_seconds)]
+        argv += ["--tag", f"{self.prefix}-server{ordinal}"]
         log_path = self._path.with_name(f"{self.prefix}-server{ordinal}.log")
         # Recorded before it exists: a builder killed right after the spawn leaves a server
         # that teardown still finds, by its unique command line.
@@ -364,7 +381,7 @@ class Topology:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env=_server_env(),
+                env=command_env(),  # -I ignores PYTHON* variables; the server flushes itself
                 start_new_session=True,  # not killed by the terminal's Ctrl-C; teardown stops it
             )
         self._servers[server.pid] = server
@@ -376,6 +393,15 @@ class Topology:
         finally:
             server.stdout.close()
         return server.pid
+
+    @property
+    def description(self) -> dict[str, Any] | None:
+        return self._state.description
+
+    def describe(self, description: dict[str, Any]) -> None:
+        """Record what the builder wants readers of the state file to know (JSON values)."""
+        self._state.description = description
+        self._state.save(self._path)
 
     def hosts_entry(self, name: str, address: str | IPAddress) -> str:
         """Add a marked /etc/hosts line, removed at teardown; returns the line."""
@@ -390,8 +416,8 @@ class Topology:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _record(self, resource: Resource) -> None:
-        self._state.resources.append(resource)
+    def _record(self, *resources: Resource) -> None:
+        self._state.resources.extend(resources)
         self._state.save(self._path)
 
     def _replace(self, old: Resource, new: Resource) -> None:
@@ -413,15 +439,6 @@ class Topology:
                 raise LabError(f"refusing to configure root-namespace link {device}: not ours")
         else:
             self._check_namespace(namespace)
-
-
-def _server_env() -> dict[str, str]:
-    env = command_env()
-    env["PYTHONPATH"] = os.pathsep.join(
-        part for part in (str(_SOURCE_ROOT), env.get("PYTHONPATH", "")) if part
-    )
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def _wait_for_ready(server: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:

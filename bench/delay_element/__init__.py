@@ -1,0 +1,1 @@
+"""Benchmark of prober.lab.element: added delay error, reordering and seeded loss."""
