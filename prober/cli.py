@@ -1,8 +1,10 @@
 """The ``prober`` command: parse options, call the library once, render. Nothing else.
 
 Exit status (documented in the README): 0 open; 1 no answer; 2 bad usage or input; 3 raw
-sockets not allowed; 4 closed; 5 ICMP error (unreachable or expired); 6 no probe could be sent.
-With several probes the best answer seen decides.
+sockets not allowed; 4 closed; 5 ICMP error (unreachable or expired); 6 no probe could be sent;
+9 RST suppression unavailable (nftables missing or refusing; halfopen and close).
+With several probes the best answer seen decides. halfopen and close use the same codes for
+their handshake: 0 means the peer answered SYN/ACK and the observation ran.
 
 `prober lab up|down|status` (docs/lab.md): 0 done (up: built, or up already with these
 options; down: removed, or was down; status: up and whole); 1 status only: the lab is down;
@@ -26,12 +28,15 @@ import typer
 
 from prober import lab
 from prober.api import Prober
+from prober.core.close import CloseResult, Handshake
+from prober.core.halfopen import HalfOpenResult
 from prober.core.syn import Reason, SynProbeResult, SynRun
+from prober.engine.firewall import FirewallUnavailable
 from prober.errors import ProberError, RawSocketsNotPermitted, UsageError
 from prober.lab import render as lab_render
-from prober.output import human, jsonl
+from prober.output import conversation, human, jsonl
 from prober.output.pcap import write_pcap
-from prober.targets import parse_target
+from prober.targets import Target, parse_escaped, parse_target
 
 
 class Exit(IntEnum):
@@ -44,6 +49,7 @@ class Exit(IntEnum):
     NOT_SENT = 6
     LAB_FAILED = 7
     LAB_REFUSED = 8
+    FIREWALL = 9
 
 
 EXIT_OF_REASON: dict[Reason | None, Exit] = {
@@ -92,6 +98,8 @@ def _run(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
         return uvloop.run(runner())
     except RawSocketsNotPermitted as exc:
         raise _fail(str(exc), Exit.NOT_PERMITTED) from None
+    except FirewallUnavailable as exc:
+        raise _fail(str(exc), Exit.FIREWALL) from None
     except UsageError as exc:
         raise _fail(str(exc), Exit.USAGE) from None
     except ProberError as exc:
@@ -105,6 +113,16 @@ def _check_writable(path: Path) -> None:
             pass
     except OSError as exc:
         raise _fail(f"cannot write {path}: {exc.strerror}", Exit.USAGE) from None
+
+
+def _target(target: str, ipv4: bool, ipv6: bool) -> tuple[Target, int | None]:
+    if ipv4 and ipv6:
+        raise _fail("-4 and -6 exclude each other", Exit.USAGE)
+    try:
+        parsed = parse_target(target)
+    except UsageError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+    return parsed, 4 if ipv4 else 6 if ipv6 else None
 
 
 def _emit(line: str) -> None:
@@ -144,13 +162,7 @@ def syn(
     ] = None,
 ) -> None:
     """Send SYNs to HOST:PORT and report each answer, the port's state and the RTT."""
-    if ipv4 and ipv6:
-        raise _fail("-4 and -6 exclude each other", Exit.USAGE)
-    try:
-        parsed = parse_target(target)
-    except UsageError as exc:
-        raise _fail(str(exc), Exit.USAGE) from None
-    version = 4 if ipv4 else 6 if ipv6 else None
+    parsed, version = _target(target, ipv4, ipv6)
 
     def on_probe(result: SynProbeResult) -> None:
         _emit(jsonl.dumps(result.to_dict()) if json_output else human.syn_probe_line(result))
@@ -177,6 +189,197 @@ def syn(
         write_pcap(pcap, run.wire())
     _emit(jsonl.dumps(run.to_dict()) if json_output else human.syn_summary(run))
     raise typer.Exit(int(EXIT_OF_REASON[run.reason]))
+
+
+# Options every conversation command shares.
+TargetArgument = Annotated[str, typer.Argument(help="HOST:PORT; IPv6 in brackets: [2001:2::2]:80")]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object with every segment.")]
+Ipv4Option = Annotated[bool, typer.Option("-4", help="Resolve HOST to IPv4.")]
+Ipv6Option = Annotated[bool, typer.Option("-6", help="Resolve HOST to IPv6.")]
+SourcePortOption = Annotated[
+    int | None, typer.Option("--source-port", "-s", help="Source port.", min=1, max=65535)
+]
+TtlOption = Annotated[int, typer.Option("--ttl", help="IP TTL / hop limit.", min=1, max=255)]
+PcapOption = Annotated[
+    Path | None,
+    typer.Option("--pcap", help="Write every segment sent and received, kernel-stamped, to FILE."),
+]
+KernelRstOption = Annotated[
+    bool,
+    typer.Option(
+        "--kernel-rst",
+        help="Do not suppress the local kernel's RSTs (to watch them end the conversation).",
+    ),
+]
+
+
+@app.command()
+def halfopen(
+    target: TargetArgument,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", help="Seconds to watch at most.", min=0.001)
+    ] = 90.0,
+    timeout: Annotated[
+        float, typer.Option("-W", "--timeout", help="Seconds to wait for the SYN/ACK.", min=0.001)
+    ] = 1.0,
+    leave_open: Annotated[
+        bool, typer.Option("--leave-open", help="Send no RST at the end.")
+    ] = False,
+    cookie_check: Annotated[
+        bool,
+        typer.Option("--cookie-check/--no-cookie-check", help="Check for SYN cookies."),
+    ] = True,
+    kernel_rst: KernelRstOption = False,
+    json_output: JsonOption = False,
+    ipv4: Ipv4Option = False,
+    ipv6: Ipv6Option = False,
+    source_port: SourcePortOption = None,
+    ttl: TtlOption = 64,
+    pcap: PcapOption = None,
+) -> None:
+    """Send a SYN, never the final ACK: record the peer's SYN/ACK retransmissions."""
+    parsed, version = _target(target, ipv4, ipv6)
+
+    async def main(stop: asyncio.Event) -> HalfOpenResult:
+        async with Prober() as prober:
+            return await prober.halfopen(
+                parsed.host,
+                parsed.port,
+                max_wait=max_wait,
+                syn_timeout=timeout,
+                leave_open=leave_open,
+                cookie_check=cookie_check,
+                kernel_rst=kernel_rst,
+                version=version,
+                source_port=source_port,
+                ttl=ttl,
+                stop=stop,
+            )
+
+    if pcap is not None:
+        _check_writable(pcap)
+    if not json_output:
+        typer.echo(f"prober: watching for up to {max_wait:g} s; Ctrl-C stops and reports", err=True)
+    result = _run(main)
+    if pcap is not None:
+        segments = list(result.segments)
+        if result.cookie_check is not None:
+            segments += result.cookie_check.segments
+        write_pcap(pcap, [(s.time_ns, s.raw) for s in segments if s.raw])
+    if json_output:
+        _emit(jsonl.dumps(result.to_dict()))
+    else:
+        for line in conversation.halfopen_report(result):
+            _emit(line)
+    raise typer.Exit(int(EXIT_OF_REASON[result.reason]))
+
+
+EXIT_OF_HANDSHAKE: dict[Handshake, Exit] = {
+    Handshake.OPEN: Exit.OPEN,
+    Handshake.CLOSED: Exit.CLOSED,
+    Handshake.FILTERED: Exit.ICMP,
+    Handshake.EXPIRED: Exit.ICMP,
+    Handshake.NO_ANSWER: Exit.NO_ANSWER,
+    Handshake.SEND_FAILED: Exit.NOT_SENT,
+    Handshake.INTERRUPTED: Exit.NO_ANSWER,
+}
+
+
+@app.command()
+def close(
+    target: TargetArgument,
+    we_close: Annotated[
+        bool,
+        typer.Option(
+            "--we-close/--peer-closes",
+            help="Send our FIN first (default), or wait for the peer's FIN.",
+        ),
+    ] = True,
+    send: Annotated[
+        str | None,
+        typer.Option("--send", help=r"Data to send once connected; escapes like \r\n work."),
+    ] = None,
+    send_file: Annotated[
+        Path | None, typer.Option("--send-file", help="Send this file's bytes once connected.")
+    ] = None,
+    drop_final_ack: Annotated[
+        bool,
+        typer.Option(
+            "--drop-final-ack", help="Never ACK the peer's FIN; record its retransmissions."
+        ),
+    ] = False,
+    msl: Annotated[
+        float, typer.Option("--msl", help="We hold TIME-WAIT for 2 x MSL seconds.", min=0)
+    ] = 30.0,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not hold TIME-WAIT.")] = False,
+    max_wait: Annotated[
+        float,
+        typer.Option(
+            "--max-wait", help="Seconds to wait for the peer after the handshake.", min=0.001
+        ),
+    ] = 120.0,
+    timeout: Annotated[
+        float, typer.Option("-W", "--timeout", help="Seconds to wait for the SYN/ACK.", min=0.001)
+    ] = 3.0,
+    kernel_rst: KernelRstOption = False,
+    json_output: JsonOption = False,
+    ipv4: Ipv4Option = False,
+    ipv6: Ipv6Option = False,
+    source_port: SourcePortOption = None,
+    ttl: TtlOption = 64,
+    pcap: PcapOption = None,
+) -> None:
+    """Connect in user space, optionally send data, and record how the connection closes."""
+    parsed, version = _target(target, ipv4, ipv6)
+    if send is not None and send_file is not None:
+        raise _fail("--send and --send-file exclude each other", Exit.USAGE)
+    payload = b""
+    try:
+        if send is not None:
+            payload = parse_escaped(send)
+        elif send_file is not None:
+            payload = send_file.read_bytes()
+    except UsageError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+    except OSError as exc:
+        raise _fail(f"cannot read {send_file}: {exc.strerror}", Exit.USAGE) from None
+
+    async def main(stop: asyncio.Event) -> CloseResult:
+        async with Prober() as prober:
+            return await prober.close(
+                parsed.host,
+                parsed.port,
+                peer_closes=not we_close,
+                send=payload,
+                drop_final_ack=drop_final_ack,
+                msl=msl,
+                no_wait=no_wait,
+                max_wait=max_wait,
+                handshake_timeout=timeout,
+                kernel_rst=kernel_rst,
+                version=version,
+                source_port=source_port,
+                ttl=ttl,
+                stop=stop,
+            )
+
+    if pcap is not None:
+        _check_writable(pcap)
+    if not json_output and not no_wait and msl > 0:
+        typer.echo(
+            f"prober: after an active close we hold TIME-WAIT for 2 x MSL = {2 * msl:g} s;"
+            " Ctrl-C or --no-wait cuts it short",
+            err=True,
+        )
+    result = _run(main)
+    if pcap is not None:
+        write_pcap(pcap, [(s.time_ns, s.raw) for s in result.segments if s.raw])
+    if json_output:
+        _emit(jsonl.dumps(result.to_dict()))
+    else:
+        for line in conversation.close_report(result):
+            _emit(line)
+    raise typer.Exit(int(EXIT_OF_HANDSHAKE[result.handshake]))
 
 
 lab_app = typer.Typer(
@@ -211,8 +414,10 @@ def lab_up(
         str, typer.Option("--loss", help="Share of round trips `lossy` loses, e.g. 1% or 0.01.")
     ] = "1%",
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of the delay and loss draws (default: "
-                                 "random, shown by status).")
+        int | None,
+        typer.Option(
+            "--seed", help="Seed of the delay and loss draws (default: random, shown by status)."
+        ),
     ] = None,
 ) -> None:
     """Build the lab (needs root); a no-op if it is up already with these options."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 from dataclasses import dataclass
 
@@ -69,3 +70,22 @@ def parse_target(text: str) -> Target:
     if not host:
         raise UsageError(f"invalid target {text!r}: the host is missing")
     return Target(host, parse_port(port))
+
+
+def parse_escaped(text: str) -> bytes:
+    r"""Bytes from text with C-style escapes: \r\n, \t, \x00, \\.
+
+    Characters outside Latin-1 are taken as UTF-8.
+
+    Raises:
+        UsageError: a malformed escape.
+    """
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8")
+    try:
+        decoded: bytes = codecs.escape_decode(raw)[0]
+    except ValueError as exc:
+        raise UsageError(f"invalid escape in {text!r}: {exc}") from None
+    return decoded

@@ -132,8 +132,16 @@ def send_after_half_close(connection: socket.socket) -> None:
             return
 
 
+def close_on_eof(connection: socket.socket) -> None:
+    """Read until the client's FIN, then close: the client closes first, the server's FIN
+    follows as soon as its application sees EOF."""
+    with connection:
+        drain_until_eof(connection)
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "close": close_at_once,
+    "eof": close_on_eof,
     "http": http_close_first,
     "rst": http_then_reset,
     "half-close": send_after_half_close,
