@@ -1,9 +1,8 @@
-"""A tour of `prober syn` against real Linux TCP stacks built on this machine.
+"""The README's first command (``sudo ./demo``, which installs prober first) runs this tour.
 
-Run as root (``sudo ./demo`` installs prober first and then runs this). It builds two network
-namespaces (a router and a target, addressed from 198.18.0.0/15 and 2001:2::/48), runs
-`prober syn` against an open, a closed, a dropped, a port-unreachable and a router-rejected
-port, and tears everything down again, also when interrupted.
+It brings the built-in lab up (network namespaces on this machine, each a real Linux TCP stack,
+addressed from 198.18.0.0/15 and 2001:2::/48 only), runs `prober syn` against an open, a
+filtered, a router-rejected and a far-away peer, and leaves the lab up for you to go on.
 """
 
 from __future__ import annotations
@@ -12,38 +11,41 @@ import shlex
 import subprocess
 import sys
 
-from prober.lab import SynTopology, Topology, build_syn_topology
+from prober.lab import LabOptions, lab_up
 
 
 def show(*args: str) -> None:
-    command = ["prober", *args]
-    print(f"\n$ sudo {shlex.join(command)}", flush=True)
+    print(f"\n$ sudo prober {shlex.join(args)}", flush=True)
     done = subprocess.run([sys.executable, "-m", "prober", *args], check=False)
     print(f"(exit status {done.returncode})", flush=True)
 
 
-def tour(topo: SynTopology) -> None:
-    v4, v6 = str(topo.target_v4), str(topo.target_v6)
-    print(f"target {v4} / {v6} behind router {topo.router_v4} / {topo.router_v6}")
-    show("syn", f"{v4}:{topo.OPEN_PORT}", "-c", "3", "-i", "0.2")
-    show("syn", f"[{v6}]:{topo.OPEN_PORT}", "-c", "1")
-    show("syn", f"{v4}:{topo.CLOSED_PORT}", "-c", "1")
-    show("syn", f"{v4}:{topo.DROPPED_PORT}", "-c", "1", "-W", "0.5")
-    show("syn", f"{v4}:{topo.PORT_UNREACHABLE_PORT}", "-c", "1")
-    show("syn", f"[{v6}]:{topo.ADMIN_PROHIBITED_PORT}", "-c", "1")
-    show("syn", f"{v4}:{topo.OPEN_PORT}", "-c", "1", "--json")
+def endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def main() -> int:
-    with Topology.create() as topology:
-        topo = build_syn_topology(topology)
-        try:
-            tour(topo)
-        except KeyboardInterrupt:
-            print("\ninterrupted; tearing the namespaces down")
-            return 130
-    print("\nThe namespaces are gone again. Next: `sudo .venv/bin/prober syn --help`,")
-    print("and the tests: `sudo .venv/bin/python -m pytest`.")
+    print("$ sudo prober lab up", flush=True)
+    result = lab_up(LabOptions.parse("20ms", "1ms", "1%", None))
+    print(result.message)
+    status = result.status
+    open_v4 = status.address_of("open", 4)
+    filtered_v4 = status.address_of("filtered", 4)
+    filtered_v6 = status.address_of("filtered", 6)
+    far_v4 = status.address_of("far", 4)
+    show("syn", endpoint(open_v4, 80), "-c", "3", "-i", "0.2")
+    show("syn", endpoint(filtered_v4, 80), "-c", "1", "-W", "0.5")
+    show("syn", endpoint(filtered_v6, 81), "-c", "1")
+    show("syn", endpoint(far_v4, 80), "-c", "3", "-i", "0.2")
+    print(
+        "\nThe lab stays up. Go on with:\n"
+        "  prober lab status                       every peer, and the command that shows it\n"
+        f"  sudo .venv/bin/prober halfopen {endpoint(status.address_of('impatient', 4), 80)}\n"
+        f"  sudo .venv/bin/prober close {endpoint(open_v4, 80)}"
+        " --send 'GET / HTTP/1.0\\r\\n\\r\\n'\n"
+        "  sudo .venv/bin/python -m pytest         the tests\n"
+        "Take it down with:  sudo .venv/bin/prober lab down"
+    )
     return 0
 
 

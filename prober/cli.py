@@ -365,7 +365,7 @@ def close(
 
     if pcap is not None:
         _check_writable(pcap)
-    if not json_output and not no_wait and msl > 0:
+    if not json_output and we_close and not no_wait and msl > 0:
         typer.echo(
             f"prober: after an active close we hold TIME-WAIT for 2 x MSL = {2 * msl:g} s;"
             " Ctrl-C or --no-wait cuts it short",

@@ -131,11 +131,14 @@ class PeerPlan:
 
 
 _SYN = "sudo prober syn {endpoint}"
+_CLOSE = "sudo prober close {endpoint}"
+_GET = r" --send 'GET / HTTP/1.0\r\n\r\n'"
 
 PEERS: tuple[PeerPlan, ...] = (
     PeerPlan("open", "open", 1, (
-        PortPlan(HTTP_PORT, "HTTP/1.0 server: answers, closes first (FIN)", _SYN,
-                 "prober close {endpoint}"),
+        PortPlan(HTTP_PORT, "HTTP/1.0 server: answers, closes first (FIN)", _SYN),
+        PortPlan(HTTP_PORT, "the same server, its close sequence",
+                 _CLOSE + " --peer-closes" + _GET),
         PortPlan(CLOSED_PORT, "closed: the kernel answers RST", _SYN),
     )),
     PeerPlan("filtered", "filt", 2, (
@@ -154,23 +157,21 @@ table inet prober_lab {{
 """),
     PeerPlan("syncookies", "cookie", 3, (
         PortPlan(HTTP_PORT, "SYN cookies always (tcp_syncookies=2)",
-                 "sudo ip netns exec {namespace} nstat -az TcpExtSyncookiesSent",
-                 "prober halfopen {endpoint}"),
+                 "sudo prober halfopen {endpoint} --max-wait 10"),
     ), sysctls={"net.ipv4.tcp_syncookies": 2}),
     PeerPlan("impatient", "impat", 4, (
         PortPlan(HTTP_PORT, "tcp_synack_retries=2, tcp_orphan_retries=1",
-                 "sudo ip netns exec {namespace} ss -tano state syn-recv",
-                 "prober halfopen {endpoint}"),
+                 "sudo prober halfopen {endpoint}"),
+        PortPlan(HTTP_PORT, "gives up an unacknowledged FIN within seconds",
+                 _CLOSE + " --drop-final-ack --no-wait"),
     ), sysctls={"net.ipv4.tcp_synack_retries": 2, "net.ipv4.tcp_orphan_retries": 1}),
     PeerPlan("rst-close", "rst", 5, (
         PortPlan(HTTP_PORT, "answers, then closes with RST (SO_LINGER 0)",
-                 "sudo ip netns exec {namespace} nstat -az TcpExtTCPAbortOnData",
-                 "prober close {endpoint}"),
+                 _CLOSE + " --peer-closes" + _GET),
     ), server="rst"),
     PeerPlan("half-close", "half", 6, (
         PortPlan(HTTP_PORT, "sends 3 chunks after your FIN, then FIN",
-                 "sudo ip netns exec {namespace} ss -tan state close-wait",
-                 "prober close {endpoint}"),
+                 _CLOSE + " --no-wait"),
     ), server="half-close"),
     PeerPlan("no-timewait", "notw", 7, (
         PortPlan(HTTP_PORT, "closes first, no TIME-WAIT (tcp_max_tw_buckets=0)",

@@ -33,7 +33,12 @@ def table(entries: Sequence[LabEntry]) -> list[str]:
     previous: LabEntry | None = None
     for entry in entries:
         # The IPv6 row of a port says the same as the IPv4 row above it: show it once.
-        same = previous is not None and (previous.peer, previous.port) == (entry.peer, entry.port)
+        same = (
+            previous is not None
+            and entry.family == 6
+            and (previous.peer, previous.port, previous.behaviour)
+            == (entry.peer, entry.port, entry.behaviour)
+        )
         address = f"[{entry.address}]" if entry.family == 6 and "/" not in entry.address \
             else entry.address
         rows.append((

@@ -48,7 +48,9 @@ def halfopen_report(result: HalfOpenResult) -> list[str]:
         lines.append(f"No SYN/ACK: {what} ({result.state.value}).")
         return lines
     rtt = "" if result.rtt is None else f", {_ms(result.rtt.us)} after our SYN"
-    lines.append(f"SYN/ACK at +0.000 s{rtt}; {result.retransmissions} retransmission(s):")
+    count = result.retransmissions
+    retransmitted = "no retransmission" if count == 0 else f"{count} retransmission(s):"
+    lines.append(f"SYN/ACK at +0.000 s{rtt}; {retransmitted}")
     for arrival in result.syn_acks[1:]:
         kind = "retransmission" if arrival.retransmission else (
             "duplicate" if arrival.duplicate else "new ISN"
@@ -57,11 +59,15 @@ def halfopen_report(result: HalfOpenResult) -> list[str]:
         lines.append(f"  #{arrival.number:<2} +{_s(arrival.since_first_us)}{interval}  {kind}")
     last = result.last_syn_ack_after_us or 0.0
     ended = {
-        EndedBy.SILENCE: f"the peer went silent after its last SYN/ACK at +{_s(last)}: it gave up",
-        EndedBy.RST: "the peer gave up with a RST",
+        EndedBy.SILENCE: (
+            f"The peer went silent after its last SYN/ACK at +{_s(last)}: it gave up"
+            if count
+            else "The peer never retransmitted its SYN/ACK and went silent"
+        ),
+        EndedBy.RST: "The peer gave up with a RST",
         EndedBy.MAX_WAIT: "--max-wait ended the watch while the peer was still retransmitting",
-        EndedBy.INTERRUPTED: "interrupted",
-        EndedBy.NO_SYN_ACK: "no SYN/ACK",
+        EndedBy.INTERRUPTED: "Interrupted",
+        EndedBy.NO_SYN_ACK: "No SYN/ACK",
     }[result.ended_by]
     lines.append(ended + ".")
     if result.rst_sent:

@@ -117,12 +117,13 @@ def syn(
 
 
 def run_printed(command: str) -> tuple[int, list[dict[str, Any]]]:
-    """A command as `prober lab status` prints it (``sudo prober syn ...``), with --json and
-    one probe (the last -c wins)."""
+    """A command as `prober lab status` prints it (``sudo prober syn ...``), with --json and,
+    for syn, one probe (the last -c wins)."""
     argv = shlex.split(command)
     assert argv[:2] == ["sudo", "prober"], command
     route_check(argv[3].rsplit(":", 1)[0].strip("[]"))
-    done = subprocess.run([*PROBER, *argv[2:], "-c", "1", "--json"], capture_output=True,
+    one_probe = ["-c", "1"] if argv[2] == "syn" else []
+    done = subprocess.run([*PROBER, *argv[2:], *one_probe, "--json"], capture_output=True,
                           text=True, timeout=60)
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -237,14 +238,18 @@ def test_syn_sees_each_port(lab: LabStatus, family: int, peer: str, port: int, s
 
 
 @pytest.mark.parametrize(
-    ("peer", "port", "family", "exit_status"),
-    [("open", 80, 4, 0), ("open", 80, 6, 0), ("open", 81, 6, 4), ("filtered", 81, 4, 5),
-     ("many", 80, 6, 0), ("far", 80, 4, 0)],
+    ("peer", "port", "family", "command", "exit_status"),
+    [("open", 80, 4, "syn", 0), ("open", 80, 6, "syn", 0), ("open", 80, 4, "close", 0),
+     ("open", 81, 6, "syn", 4), ("filtered", 81, 4, "syn", 5), ("many", 80, 6, "syn", 0),
+     ("far", 80, 4, "syn", 0), ("syncookies", 80, 6, "halfopen", 0),
+     ("impatient", 80, 4, "close", 0), ("rst-close", 80, 6, "close", 0),
+     ("half-close", 80, 4, "close", 0)],
 )
 def test_printed_commands_work(
-    lab: LabStatus, peer: str, port: int, family: int, exit_status: int
+    lab: LabStatus, peer: str, port: int, family: int, command: str, exit_status: int
 ) -> None:
-    entry, = (e for e in lab.entries if (e.peer, e.port, e.family) == (peer, port, family))
+    entry, = (e for e in lab.entries if (e.peer, e.port, e.family) == (peer, port, family)
+              and shlex.split(e.command)[2] == command)
     code, records = run_printed(entry.command)
     assert code == exit_status, records
 
