@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import selectors
-import signal
 import struct
-import subprocess
-import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prober.lab import LabError
-from prober.lab.commands import command_env, in_namespace, tool
+from prober.lab.capture import CaptureStats, tcpdump
 
 from .sender import MAGIC, PAYLOAD
 
-CAPTURE_READY_TIMEOUT_S = 10.0
 CAPTURE_LINGER_S = 0.3  # after the last frame is due, before SIGINT
-STOP_TIMEOUT_S = 5.0
 SNAPSHOT_BYTES = 128  # Ethernet + IPv6 + UDP + our payload fit
 
 _PCAP_NANO_MAGIC = 0xA1B23C4D
@@ -29,13 +20,6 @@ _PCAP_MICRO_MAGIC = 0xA1B2C3D4
 _ETHERTYPE_IPV4 = 0x0800
 _ETHERTYPE_IPV6 = 0x86DD
 _UDP = 17
-
-
-@dataclass
-class CaptureStats:
-    captured: int | None = None
-    dropped: int | None = None
-    stderr: str = ""
 
 
 @dataclass
@@ -47,59 +31,13 @@ class Frames:
     duplicates: int = 0
 
 
-@contextlib.contextmanager
-def capture(namespace: str, device: str, path: Path, bpf_filter: str) -> Iterator[CaptureStats]:
-    """tcpdump on `device` in `namespace` into `path`, nanosecond stamps, for the block.
-
-    Ready once tcpdump says 'listening on'; stopped with SIGINT by PID (`ip netns exec`
-    execs tcpdump in place) after the block, then SIGKILL if it lingers.
-    """
-    stats = CaptureStats()
-    argv = in_namespace(namespace, [
-        tool("tcpdump"), "-i", device, "-n", "-s", str(SNAPSHOT_BYTES), "-w", str(path),
-        "--immediate-mode", "-U", "--time-stamp-precision=nano", bpf_filter,
-    ])
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=command_env(),
-                               start_new_session=True)
-    received = b""
-    try:
-        received = _read_until(process, b"listening on", CAPTURE_READY_TIMEOUT_S)
-        yield stats
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGINT)
-        try:
-            rest = process.communicate(timeout=STOP_TIMEOUT_S)[1]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            rest = process.communicate(timeout=STOP_TIMEOUT_S)[1]
-        stats.stderr = (received + (rest or b"")).decode(errors="replace")
-    for name, pattern in (("captured", r"(\d+) packets? captured"),
-                          ("dropped", r"(\d+) packets? dropped by kernel")):
-        match = re.search(pattern, stats.stderr)
-        if match:
-            setattr(stats, name, int(match.group(1)))
-
-
-def _read_until(process: subprocess.Popen[bytes], marker: bytes, timeout_s: float) -> bytes:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout_s
-    received = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stderr, selectors.EVENT_READ)
-        while marker not in received and len(received) < 65536:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LabError(f"tcpdump not listening after {timeout_s} s: {received!r}")
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(process.stderr.fileno(), 4096)
-            if not chunk:
-                raise LabError(f"tcpdump exited with {process.wait(timeout=STOP_TIMEOUT_S)}: "
-                               f"{received.decode(errors='replace').strip()}")
-            received += chunk
-    return received
+def capture(
+    namespace: str, device: str, path: Path, bpf_filter: str
+) -> ContextManager[CaptureStats]:
+    """tcpdump on `device` in `namespace` into `path`, nanosecond stamps, for the block (the
+    caller waits CAPTURE_LINGER_S for the last frames before leaving it)."""
+    return tcpdump(device, path, bpf_filter, namespace=namespace, linger_s=0.0,
+                   extra_args=("-s", str(SNAPSHOT_BYTES)))
 
 
 def read_frames(path: Path) -> Frames:

@@ -13,25 +13,19 @@ the `with` block ends, also on failure.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import selectors
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 from prober.lab import LabError, Topology, is_lab_address, route_check
-from prober.lab.commands import command_env, in_namespace, tool
+from prober.lab.capture import CaptureStats, tcpdump
+from prober.lab.commands import command_env
 
 TARGET_PORT = 80
-CAPTURE_READY_TIMEOUT_S = 10.0
 CAPTURE_LINGER_S = 0.3  # after the tool exits, before SIGINT: the last answers still arrive
-# Without --immediate-mode libpcap reads TPACKET_V3 blocks, which the kernel hands over when
-# full or after tcpdump's 1 s timeout; SIGINT earlier loses the last, partly filled block.
-BUFFERED_LINGER_S = 1.5
 STOP_TIMEOUT_S = 5.0
 
 
@@ -66,15 +60,6 @@ def lab_target() -> Iterator[Target]:
                      target_device=link.right.device, topology=topology)
 
 
-@dataclass
-class CaptureStats:
-    argv: list[str] = field(default_factory=list)
-    captured: int | None = None
-    dropped: int | None = None
-    stderr: str = ""
-
-
-@contextlib.contextmanager
 def capture(
     device: str,
     path: Path,
@@ -82,64 +67,15 @@ def capture(
     namespace: str | None = None,
     immediate: bool = True,
     port: int = TARGET_PORT,
-) -> Iterator[CaptureStats]:
-    """tcpdump on `device` (in `namespace`) into `path`, nanosecond stamps, for the block.
+) -> AbstractContextManager[CaptureStats]:
+    """tcpdump on `device` (in `namespace`) into `path`, nanosecond stamps, for the block;
+    stopped CAPTURE_LINGER_S after it (see prober.lab.capture.tcpdump).
 
-    Ready once tcpdump says 'listening on'; stopped with SIGINT (by PID: `ip netns exec`
-    execs tcpdump in place) CAPTURE_LINGER_S (buffered: BUFFERED_LINGER_S) after the block,
-    then SIGKILL if it lingers.
     `immediate=False` drops --immediate-mode and -U: libpcap then uses TPACKET_V3 blocks
     and the kernel no longer wakes tcpdump for every packet.
     """
-    stats = CaptureStats()
-    argv = [tool("tcpdump"), "-i", device, "-n", "-w", str(path)]
-    if immediate:
-        argv += ["--immediate-mode", "-U"]
-    argv += ["--time-stamp-precision=nano", f"tcp port {port}"]
-    stats.argv = in_namespace(namespace, argv)
-    process = subprocess.Popen(stats.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=command_env(),
-                               start_new_session=True)
-    assert process.stderr is not None
-    received = b""
-    try:
-        received = _read_until(process, b"listening on", CAPTURE_READY_TIMEOUT_S)
-        yield stats
-        time.sleep(CAPTURE_LINGER_S if immediate else BUFFERED_LINGER_S)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGINT)
-        try:
-            rest = process.communicate(timeout=STOP_TIMEOUT_S)[1]
-        except subprocess.TimeoutExpired:
-            process.kill()
-            rest = process.communicate(timeout=STOP_TIMEOUT_S)[1]
-        stats.stderr = (received + (rest or b"")).decode(errors="replace")
-    for name, pattern in (("captured", r"(\d+) packets? captured"),
-                          ("dropped", r"(\d+) packets? dropped by kernel")):
-        match = re.search(pattern, stats.stderr)
-        if match:
-            setattr(stats, name, int(match.group(1)))
-
-
-def _read_until(process: subprocess.Popen[bytes], marker: bytes, timeout_s: float) -> bytes:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout_s
-    received = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stderr, selectors.EVENT_READ)
-        while marker not in received and len(received) < 65536:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LabError(f"tcpdump not listening after {timeout_s} s: {received!r}")
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(process.stderr.fileno(), 4096)
-            if not chunk:
-                raise LabError(f"tcpdump exited with {process.wait(timeout=STOP_TIMEOUT_S)}: "
-                               f"{received.decode(errors='replace').strip()}")
-            received += chunk
-    return received
+    return tcpdump(device, path, f"tcp port {port}", namespace=namespace, immediate=immediate,
+                   linger_s=CAPTURE_LINGER_S)
 
 
 @dataclass(frozen=True)

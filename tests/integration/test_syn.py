@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import uvloop
 from prober import PortState, Prober, Reason
 from prober.core.timing import Clock
 from prober.lab import SynTopology, hosts_entry, route_check
+from prober.lab.capture import tcpdump
 
 PROBER = [sys.executable, "-m", "prober"]
 
@@ -236,43 +236,6 @@ def test_library_gives_typed_frozen_results(syn_topology: SynTopology, version: 
 
 
 # -- accuracy against the wire ------------------------------------------------------------------
-@contextlib.contextmanager
-def tcpdump(interface: str, pcap: Path, bpf: str) -> Iterator[None]:
-    """Capture with nanosecond kernel timestamps; stopped by PID with SIGINT, which flushes."""
-    process = subprocess.Popen(
-        [
-            "tcpdump",
-            "-i",
-            interface,
-            "-n",
-            "-w",
-            str(pcap),
-            "--immediate-mode",
-            "-U",
-            "--time-stamp-precision=nano",
-            bpf,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if "listening on" in line or not line:
-                break
-        yield
-    finally:
-        time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.mark.parametrize("version", [4, 6])
 def test_reported_times_match_tcpdump_on_the_wire(
     syn_topology: SynTopology, version: int, tmp_path: Path
