@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -31,6 +31,7 @@ from prober.api import Prober
 from prober.core.close import CloseResult, Handshake
 from prober.core.halfopen import HalfOpenResult
 from prober.core.syn import Reason, SynProbeResult, SynRun
+from prober.core.trace import SegmentRecord
 from prober.engine.firewall import FirewallUnavailable
 from prober.errors import ProberError, RawSocketsNotPermitted, UsageError
 from prober.lab import render as lab_render
@@ -213,6 +214,24 @@ KernelRstOption = Annotated[
 ]
 
 
+def _conclude(
+    segments: Sequence[SegmentRecord],
+    pcap: Path | None,
+    record: dict[str, Any] | None,
+    report: list[str],
+    code: Exit,
+) -> NoReturn:
+    """Write the pcap, print the JSON ``record`` (with --json) or the report, and exit."""
+    if pcap is not None:
+        write_pcap(pcap, [(s.time_ns, s.raw) for s in segments if s.raw])
+    if record is not None:
+        _emit(jsonl.dumps(record))
+    else:
+        for line in report:
+            _emit(line)
+    raise typer.Exit(int(code))
+
+
 @app.command()
 def halfopen(
     target: TargetArgument,
@@ -261,17 +280,14 @@ def halfopen(
     if not json_output:
         typer.echo(f"prober: watching for up to {max_wait:g} s; Ctrl-C stops and reports", err=True)
     result = _run(main)
-    if pcap is not None:
-        segments = list(result.segments)
-        if result.cookie_check is not None:
-            segments += result.cookie_check.segments
-        write_pcap(pcap, [(s.time_ns, s.raw) for s in segments if s.raw])
-    if json_output:
-        _emit(jsonl.dumps(result.to_dict()))
-    else:
-        for line in conversation.halfopen_report(result):
-            _emit(line)
-    raise typer.Exit(int(EXIT_OF_REASON[result.reason]))
+    check = () if result.cookie_check is None else result.cookie_check.segments
+    _conclude(
+        [*result.segments, *check],
+        pcap,
+        result.to_dict() if json_output else None,
+        conversation.halfopen_report(result),
+        EXIT_OF_REASON[result.reason],
+    )
 
 
 EXIT_OF_HANDSHAKE: dict[Handshake, Exit] = {
@@ -372,14 +388,13 @@ def close(
             err=True,
         )
     result = _run(main)
-    if pcap is not None:
-        write_pcap(pcap, [(s.time_ns, s.raw) for s in result.segments if s.raw])
-    if json_output:
-        _emit(jsonl.dumps(result.to_dict()))
-    else:
-        for line in conversation.close_report(result):
-            _emit(line)
-    raise typer.Exit(int(EXIT_OF_HANDSHAKE[result.handshake]))
+    _conclude(
+        result.segments,
+        pcap,
+        result.to_dict() if json_output else None,
+        conversation.close_report(result),
+        EXIT_OF_HANDSHAKE[result.handshake],
+    )
 
 
 lab_app = typer.Typer(
