@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import socket
@@ -19,7 +20,13 @@ from types import TracebackType
 
 from prober.core.close import CloseMode, CloseProbe, CloseResult
 from prober.core.cookies import IsnKey
-from prober.core.halfopen import CookieCheckProbe, HalfOpenProbe, HalfOpenResult
+from prober.core.halfopen import (
+    CookieAnswer,
+    CookieCheckProbe,
+    HalfOpenProbe,
+    HalfOpenResult,
+    SynCookieVerdict,
+)
 from prober.core.packets import TcpTemplate
 from prober.core.syn import SynProbe, SynProbeResult, SynRun, summarize
 from prober.core.wire import TcpFlags
@@ -330,6 +337,7 @@ class Prober:
         _check_range("ttl", ttl, 1, 255)
         address, source = await self._prepare(host, version)
         dst, src = address.packed, source.packed
+        cookie_check = cookie_check and not kernel_rst
         reservations = PortReservations()
         try:
             main_port = reservations.reserve(address.version, source_port or 0)
@@ -372,6 +380,10 @@ class Prober:
         halfopen = flights[0].probe
         assert isinstance(halfopen, HalfOpenProbe)
         result = halfopen.result()
+        if kernel_rst:
+            # The local kernel's RST ends the peer's request at its first SYN/ACK, so neither
+            # the missing retransmissions nor the cookie check's answers say anything.
+            return dataclasses.replace(result, cookies=KERNEL_RST_COOKIE_VERDICT)
         if cookie_check:
             check = flights[1].probe
             assert isinstance(check, CookieCheckProbe)
@@ -502,6 +514,13 @@ class Prober:
 
 
 SETTLE_SECONDS = 0.05
+KERNEL_RST_COOKIE_VERDICT = SynCookieVerdict(
+    CookieAnswer.UNKNOWN,
+    (
+        "not judged: with --kernel-rst the local kernel's RST ends the peer's request at its "
+        "first SYN/ACK, so missing retransmissions prove nothing",
+    ),
+)
 
 
 def _syn_probe(flight: Flight) -> SynProbe:

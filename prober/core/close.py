@@ -445,7 +445,7 @@ class CloseProbe:
         self._fin_wanted = False
         self._our_fin_sent = False
         self._our_fin_acked = False
-        self._received_at_our_fin = 0
+        self._half_close_from: int | None = None  # stream offset of the first half-close byte
 
         # Receive sequence space as offsets from the peer's ISN+1.
         self._peer_isn = 0
@@ -813,7 +813,6 @@ class CloseProbe:
             else:
                 self._pos_our_fin = self._logged
                 self._our_fin_sent = True
-                self._received_at_our_fin = len(self._received)
                 self._emit(_F.FIN | _F.ACK, data_len, now, our_event=_E.SEND_FIN)
             self._snd_nxt = data_len + 1
             self._snd_max = max(self._snd_max, self._snd_nxt)
@@ -1076,7 +1075,17 @@ class CloseProbe:
                 notes.append("data beyond the peer's FIN ignored")
             if data:
                 if self._our_fin_sent:
-                    notes.append("data after our FIN")
+                    # A half-close is data the peer sent after our FIN reached it: its ACK
+                    # covers our FIN. Data that crossed our FIN on the way is not one.
+                    if acked > len(self.send_data):
+                        notes.append("data after our FIN")
+                        if start >= self._rcv_nxt:  # new data, not a retransmission
+                            first = self._half_close_from
+                            self._half_close_from = (
+                                data_at if first is None else min(first, data_at)
+                            )
+                    else:
+                        notes.append("crossed our FIN")
                 if data_at == self._rcv_nxt:
                     self._received += data
                     self._rcv_nxt += len(data)
@@ -1272,9 +1281,11 @@ class CloseProbe:
             icmp=self._icmp,
             negotiated=self._negotiated,
             close_kind=self._close_kind or CloseKind.INCOMPLETE,
-            half_close=len(self._received) > self._received_at_our_fin and self._our_fin_sent,
+            half_close=self._half_close_from is not None,
             bytes_after_our_fin=(
-                len(self._received) - self._received_at_our_fin if self._our_fin_sent else 0
+                0
+                if self._half_close_from is None
+                else max(0, len(self._received) - self._half_close_from)
             ),
             clock=clock,
             our_fin_to_peer_ack_us=between(self._pos_our_fin, self._pos_peer_ack_of_fin),

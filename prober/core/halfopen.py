@@ -24,7 +24,8 @@ The theory, for a Linux peer (net/ipv4/inet_connection_sock.c, tcp_minisocks.c):
   The second (net/ipv4/syncookies.c, ``cookie_init_timestamp``): the cookie SYN/ACK's TSval
   carries the SYN's options in its low 6 bits, ``(wscale_ok ? snd_wscale : 0xF) | sack << 4 |
   ecn << 5``, under the peer's ms clock rounded down to a multiple of 64, plus a random
-  offset per address pair. The offset hides one TSval, but not the difference of two.
+  offset (tcp_timestamps=1; observed here to differ from one connection to the next, so
+  both SYNs share one 4-tuple). The offset hides one TSval, but not the difference of two.
 - ``CookieCheckProbe`` sends SYN1 (window scale 7, SACK: encoding 23) and, on its SYN/ACK,
   SYN2 on the same 4-tuple with the same ISN but window scale 2 and no SACK (encoding 2).
   A peer that kept a request takes SYN2 for a retransmitted SYN and retransmits its SYN/ACK

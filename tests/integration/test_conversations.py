@@ -142,6 +142,7 @@ def test_kernel_rst_ends_the_half_open_connection(peers: dict[str, Peer]) -> Non
         "--no-cookie-check",
     )
     assert code == 0 and result["retransmissions"] == 0
+    assert result["cookies"]["verdict"] == "unknown"  # no evidence survives the kernel RST
 
 
 # -- close -------------------------------------------------------------------------------------

@@ -489,6 +489,21 @@ def test_half_close_data_after_our_fin_is_acked_in_order() -> None:
     assert result.received == b"abcdef" and result.bytes_received == 6
 
 
+def test_data_that_crossed_our_fin_is_not_a_half_close() -> None:
+    # Sent before our FIN reached the peer (its ack does not cover our FIN), as over a long
+    # path: it arrives after our FIN left, yet the peer never saw a half-closed connection.
+    r = run()
+    r.open(at=0.01)
+    r.feed("PA", 0, 0, b"abc", at=0.02)
+    r.feed("FA", 3, 0, at=0.03)
+    notes = [rec.note for rec in r.records() if rec.direction is Direction.RECEIVED]
+    assert "crossed our FIN" in notes[-2]
+    r.probe.interrupt(0.06)
+    result = r.probe.result()
+    assert not result.half_close and result.bytes_after_our_fin == 0
+    assert result.close_kind is CloseKind.SIMULTANEOUS
+
+
 def test_data_before_our_fin_is_not_a_half_close() -> None:
     r = run(send_data=b"GET / HTTP/1.0\r\n\r\n")
     r.open(at=0.01)
