@@ -236,38 +236,48 @@ def test_library_gives_typed_frozen_results(syn_topology: SynTopology, version: 
 
 
 # -- accuracy against the wire ------------------------------------------------------------------
+def wire_times(pcap: Path, flags: str, port_field: str) -> dict[int, int]:
+    """Capture time (ns) of each segment with exactly ``flags``, by our port."""
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    times = {}
+    for packet in rdpcap(str(pcap)):
+        tcp = packet[TCP]
+        if tcp.flags == flags:
+            times[int(getattr(tcp, port_field))] = int(packet.time * 1_000_000_000)
+    return times
+
+
 @pytest.mark.parametrize("version", [4, 6])
 def test_reported_times_match_tcpdump_on_the_wire(
     syn_topology: SynTopology, version: int, tmp_path: Path
 ) -> None:
-    from scapy.layers.inet import TCP
-    from scapy.utils import rdpcap
-
+    # Each segment is stamped where it arrives: the SYN on the router's side of the link, the
+    # SYN/ACK on ours. (A capture on our own side stamps an outgoing SYN before the kernel
+    # even hands it to the driver, by as much as tcpdump's own delivery takes: see
+    # docs/syn.md.) The reference then lags the true RTT by one veth crossing, ~2 us.
     address = target(syn_topology, version)
-    pcap = tmp_path / "wire.pcap"
-    with tcpdump(syn_topology.root_interface, pcap, "tcp port 80"):
+    syn_pcap, synack_pcap = tmp_path / "syn.pcap", tmp_path / "synack.pcap"
+    router_side = f"{syn_topology.prefix}-root"
+    with (
+        tcpdump(router_side, syn_pcap, "tcp port 80", namespace=syn_topology.router_namespace),
+        tcpdump(syn_topology.root_interface, synack_pcap, "tcp port 80"),
+    ):
         code, records, _ = run_cli(endpoint(address, 80), "-c", "30", "-i", "0.01")
     assert code == 0
-    probes = records[:-1]
-    wire: dict[tuple[int, str], int] = {}
-    for packet in rdpcap(str(pcap)):
-        tcp = packet[TCP]
-        stamp = int(packet.time * 1_000_000_000)
-        if tcp.flags == "S":
-            wire[(tcp.sport, "syn")] = stamp
-        elif tcp.flags == "SA":
-            wire[(tcp.dport, "synack")] = stamp
+    syns = wire_times(syn_pcap, "S", "sport")
+    synacks = wire_times(synack_pcap, "SA", "dport")
     errors_us = []
-    for probe in probes:
+    for probe in records[:-1]:
         assert probe["clock"] == "kernel"
-        sent = wire[(probe["source_port"], "syn")]
-        received = wire[(probe["source_port"], "synack")]
+        sent, received = syns[probe["source_port"]], synacks[probe["source_port"]]
         # Each probe's own instants, against the capture of its own segments.
-        assert abs(probe["sent_ns"] - sent) < 200_000
-        assert abs(probe["received_ns"] - received) < 200_000
+        assert abs(probe["sent_ns"] - sent) < 100_000
+        assert abs(probe["received_ns"] - received) < 100_000
         errors_us.append(abs(probe["rtt_us"] - (received - sent) / 1000))
     errors_us.sort()
-    assert errors_us[len(errors_us) // 2] < 50, errors_us
+    assert errors_us[len(errors_us) // 2] < 20, errors_us
 
 
 def test_a_probe_that_cannot_be_sent_is_reported_not_lost(syn_topology: SynTopology) -> None:
