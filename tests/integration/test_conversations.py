@@ -41,6 +41,18 @@ PEERS: dict[str, tuple[dict[str, int], dict[int, str]]] = {
         {80: "eof", 81: "close", 82: "rst", 83: "half-close", 84: "http"},
     ),
     "imp": ({"net.ipv4.tcp_orphan_retries": 1}, {80: "http"}),
+    # Conntrack counts our packets, so the rule below can drop exactly our fourth (the ACK of
+    # the peer's FIN): the peer then retransmits its FIN into our TIME-WAIT.
+    "tw": ({"net.netfilter.nf_conntrack_acct": 1}, {80: "eof"}),
+}
+RULESETS = {
+    "tw": """table inet prober_test {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        tcp dport 80 tcp flags == ack ct original packets 4 drop
+    }
+}
+""",
 }
 
 
@@ -69,6 +81,8 @@ def peers() -> Iterator[dict[str, Peer]]:
             by_behaviour: dict[str, list[int]] = {}
             for port, behaviour in servers.items():
                 by_behaviour.setdefault(behaviour, []).append(port)
+            if name in RULESETS:
+                topology.apply_nftables(namespace, RULESETS[name])
             for behaviour, ports in by_behaviour.items():
                 topology.start_server(
                     namespace, ports, family="both", behaviour=behaviour, max_seconds=600
@@ -223,6 +237,19 @@ def test_drop_final_ack_records_the_peers_fin_retransmissions(peers: dict[str, P
     intervals = [r["interval_us"] for r in retransmissions]
     assert all(i > 0 for i in intervals)
     assert result["peer_fin_retransmissions_end"] in ("silence", "reset")
+
+
+def test_time_wait_re_acks_a_retransmitted_fin(peers: dict[str, Peer]) -> None:
+    code, result = run_json("close", peers["tw"].endpoint(4, 80), "--msl", "1")
+    assert code == 0
+    assert result["time_wait_holder"] == "us"
+    assert len(result["peer_fin_retransmissions"]) == 1
+    notes = [s["note"] for s in result["segments"]]
+    assert "FIN retransmission, re-ACKed in TIME-WAIT" in notes
+    last = result["segments"][-1]
+    assert (last["direction"], last["flags"], last["our_state"]) == ("sent", ".", "TIME-WAIT")
+    # The retransmitted FIN restarted the 2 MSL timer (RFC 9293 3.6.1).
+    assert result["time_wait_held_us"] > 2.0e6
 
 
 def test_close_pcap_is_read_by_tshark(peers: dict[str, Peer], tmp_path: Path) -> None:
