@@ -55,10 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from . import netns
-from .commands import command_env, in_namespace
-from .errors import LabError, one_line
-from .state import Process, Veth, process_start_time
-from .topology import LinkEnd, Topology
+from .errors import LabError
+from .state import Process
+from .topology import LinkEnd, StartedProcess, Topology
 
 # --- Linux constants the socket module lacks (asm-generic values: x86, arm, riscv) -------------
 SOL_PACKET = 263
@@ -90,9 +89,6 @@ ELEMENT_READY_TIMEOUT_S = 5.0
 ELEMENT_MAX_SECONDS = 3600.0  # an element orphaned by a killed builder still exits eventually
 ELEMENT_STOP_TIMEOUT_S = 5.0
 _KILL_WAIT_S = 2.0
-_READY_POLL_S = 0.01
-# Where `prober` is importable from, for the element started inside a namespace.
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # The lab starts `main` with -c rather than -m: `prober.lab` imports this module, and runpy
 # would then execute it a second time as __main__ (with a RuntimeWarning in the log).
 _LAUNCHER = "import sys; from prober.lab.element import main; sys.exit(main())"
@@ -608,95 +604,6 @@ class ElementCounters:
 
 
 @dataclass
-class StartedProcess:
-    """A process `start_process` started and recorded; stdout and stderr go to `log_path`."""
-
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    namespace: str
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-
-def start_process(
-    topology: Topology,
-    namespace: str,
-    argv: Sequence[str],
-    *,
-    name: str,
-    ready_line: str = "ready",
-    ready_timeout_s: float = ELEMENT_READY_TIMEOUT_S,
-) -> StartedProcess:
-    """Start `argv` inside lab `namespace`, recorded (so teardown stops it by PID), and wait
-    until it prints `ready_line` on a line of its own. `name` names its log file.
-
-    Like `Topology.start_server`, but for any command; output goes to a log file rather than
-    a pipe, so the process may print (e.g. counters at exit) after the builder stops reading.
-    """
-    if namespace not in topology.namespaces:
-        raise LabError(f"namespace {namespace!r} does not belong to topology {topology.prefix}")
-    argv = list(argv)
-    log_path = topology.state_path.with_name(f"{topology.prefix}-{name}.log")
-    # Recorded before it exists: a builder killed right after the spawn leaves a process
-    # that teardown still finds, by its unique command line.
-    record = Process(namespace, tuple(argv), None, None, str(log_path))
-    topology._record(record)
-    with open(log_path, "wb") as log:
-        popen = subprocess.Popen(
-            in_namespace(namespace, argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_process_env(),
-            start_new_session=True,  # not killed by the terminal's Ctrl-C; teardown stops it
-        )
-    topology._servers[popen.pid] = popen  # teardown reaps it
-    topology._replace(record, Process(namespace, tuple(argv), popen.pid,
-                                      process_start_time(popen.pid), str(log_path)))
-    started = StartedProcess(popen=popen, log_path=log_path, namespace=namespace)
-    _wait_for_line(started, ready_line, ready_timeout_s)
-    return started
-
-
-def _process_env() -> dict[str, str]:
-    env = command_env()
-    env["PYTHONPATH"] = os.pathsep.join(
-        part for part in (str(_SOURCE_ROOT), env.get("PYTHONPATH", "")) if part
-    )
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _wait_for_line(started: StartedProcess, line: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if line in _log_text(started.log_path).splitlines():
-            return
-        if started.popen.poll() is not None:
-            raise LabError(f"{started.log_path.stem} (PID {started.pid}) exited with status "
-                           f"{started.popen.returncode} before {line!r}"
-                           f"{_tail(started.log_path)}")
-        if time.monotonic() > deadline:
-            raise LabError(f"{started.log_path.stem} (PID {started.pid}) did not print "
-                           f"{line!r} within {timeout_s} s{_tail(started.log_path)}")
-        time.sleep(_READY_POLL_S)
-
-
-def _log_text(log_path: Path) -> str:
-    try:
-        return log_path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def _tail(log_path: Path) -> str:
-    tail = one_line("\n".join(_log_text(log_path).strip().splitlines()[-5:]))
-    return f": {tail}" if tail else ""
-
-
-@dataclass
 class ElementProcess:
     """A running element; `stop()` ends it and returns its counters."""
 
@@ -727,14 +634,14 @@ class ElementProcess:
             popen.kill()
             popen.wait(timeout=_KILL_WAIT_S)
             raise LabError(f"element {self.pid} ignored SIGTERM for {timeout_s} s; killed"
-                           f"{_tail(self.process.log_path)}") from None
-        text = _log_text(self.process.log_path)
+                           f"{self.process.log_tail()}") from None
+        text = self.process.log_text()
         for line in reversed(text.splitlines()):
             if line.startswith("{"):
                 self.counters = ElementCounters.from_json(json.loads(line))
                 return self.counters
         raise LabError(f"element {self.pid} exited with status {popen.returncode} without "
-                       f"counters{_tail(self.process.log_path)}")
+                       f"counters{self.process.log_tail()}")
 
 
 def start_element(
@@ -757,8 +664,8 @@ def start_element(
     name = f"element{ordinal}"
     argv = [sys.executable, "-c", _LAUNCHER, "--left", left_device, "--right", right_device,
             *settings.arguments(), "--tag", f"{topology.prefix}-{name}"]
-    process = start_process(topology, namespace, argv, name=name,
-                            ready_timeout_s=ready_timeout_s)
+    process = topology.start_process(namespace, argv, name=name,
+                                     ready_timeout_s=ready_timeout_s)
     return ElementProcess(process=process, settings=settings, left_device=left_device,
                           right_device=right_device)
 
@@ -831,10 +738,10 @@ def add_element_link(
     left_device, element_left, element_right, right_device = (
         topology.device_name(f"{label}{side}") for side in "alrb"
     )
-    left_mac, _ = _add_bare_veth(topology, left_namespace, left_device, element_namespace,
-                                 element_left)
-    _, right_mac = _add_bare_veth(topology, element_namespace, element_right, right_namespace,
-                                  right_device)
+    left_mac, _ = topology.add_bare_veth(left_namespace, left_device, element_namespace,
+                                         element_left)
+    _, right_mac = topology.add_bare_veth(element_namespace, element_right, right_namespace,
+                                          right_device)
     left_end = LinkEnd(left_namespace, left_device, left_mac, plan.host_v4(left_host),
                        plan.host_v6(left_host))
     right_end = LinkEnd(right_namespace, right_device, right_mac, plan.host_v4(right_host),
@@ -868,23 +775,6 @@ def add_element_link(
     return ElementLink(number=number, left=left_end, right=right_end,
                        element_namespace=element_namespace, element_left=element_left,
                        element_right=element_right, element=element)
-
-
-def _add_bare_veth(
-    topology: Topology,
-    namespace: str | None,
-    device: str,
-    peer_namespace: str | None,
-    peer_device: str,
-) -> tuple[str, str]:
-    """A recorded veth pair with no addresses, not yet up; returns the two MACs."""
-    ordinal = sum(isinstance(r, Veth) for r in topology.resources)
-    if ordinal > 0xFF:
-        raise LabError("a topology holds at most 256 veth pairs")
-    mac, peer_mac = topology._mac(ordinal, 1), topology._mac(ordinal, 2)
-    topology._record(Veth(namespace, device, peer_namespace, peer_device, mac, peer_mac))
-    netns.add_veth(device, namespace, mac, peer_device, peer_namespace, peer_mac)
-    return mac, peer_mac
 
 
 if __name__ == "__main__":

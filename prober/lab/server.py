@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         print("ready", flush=True)
-        # The builder stops reading after "ready" and may exit; later output must not SIGPIPE us.
+        # "ready" is all the builder reads from stdout (its log); nothing later belongs there.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)

@@ -16,7 +16,6 @@ import ipaddress
 import os
 import random
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -65,14 +64,18 @@ from .state import (
     state_paths,
 )
 
-SERVER_READY_TIMEOUT_S = 5.0
+PROCESS_READY_TIMEOUT_S = 5.0
+SERVER_READY_TIMEOUT_S = PROCESS_READY_TIMEOUT_S
 SERVER_MAX_SECONDS = 3600.0  # a server orphaned by a killed builder still exits eventually
 _STOP_GRACE_S = 2.0
 _KILL_WAIT_S = 2.0
 _POLL_S = 0.02
+_READY_POLL_S = 0.01
 _ROLE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _SERVER_SCRIPT = Path(__file__).resolve().with_name("server.py")
+# Where `prober` is importable from, for Python processes started inside a namespace.
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,44 @@ class Link:
     right: LinkEnd
 
 
+@dataclass
+class StartedProcess:
+    """A process `Topology.start_process` started and recorded; stdout and stderr go to
+    `log_path`."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    namespace: str
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_text(self) -> str:
+        """Everything it has written so far ("" before the log file exists)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self) -> str:
+        """The log's last lines as one line, prefixed ``": "``, for appending to an error
+        message; "" if there is nothing to quote."""
+        try:
+            text = self.log_text()
+        except OSError:
+            return ""
+        tail = one_line("\n".join(text.strip().splitlines()[-5:]))
+        return f": {tail}" if tail else ""
+
+
 class Topology:
     """Builds one topology and records it; use `Topology.create()` as a context manager."""
 
     def __init__(self, state: LabState, path: Path) -> None:
         self._state = state
         self._path = path
-        self._servers: dict[int, subprocess.Popen[bytes]] = {}
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}  # started here; reaped at teardown
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -164,11 +198,11 @@ class Topology:
         try:
             teardown(self._path)
         finally:
-            for server in self._servers.values():
-                if server.poll() is None:
-                    server.kill()
-                server.wait(timeout=_KILL_WAIT_S)  # reap: teardown() only signalled it
-            self._servers.clear()
+            for process in self._processes.values():
+                if process.poll() is None:
+                    process.kill()
+                process.wait(timeout=_KILL_WAIT_S)  # reap: teardown() only signalled it
+            self._processes.clear()
 
     # --- what it is --------------------------------------------------------------------------
 
@@ -250,27 +284,12 @@ class Topology:
         """A ready point-to-point link: veth pair (offloads off), IPv4 and IPv6 addresses from
         link `number` of the plan, both ends up, static neighbour entries on both ends."""
         plan = self.addresses.link(number)
-        ordinal = sum(isinstance(r, Veth) for r in self._state.resources)
-        if ordinal > 0xFF:
-            raise LabError("a topology holds at most 256 veth pairs")
-        left_end = LinkEnd(
-            namespace=left,
-            device=self.device_name(left_label),
-            mac=self._mac(ordinal, 1),
-            v4=plan.host_v4(left_host),
-            v6=plan.host_v6(left_host),
-        )
-        right_end = LinkEnd(
-            namespace=right,
-            device=self.device_name(right_label),
-            mac=self._mac(ordinal, 2),
-            v4=plan.host_v4(right_host),
-            v6=plan.host_v6(right_host),
-        )
-        self._record(Veth(left, left_end.device, right, right_end.device, left_end.mac,
-                          right_end.mac))
-        netns.add_veth(left_end.device, left, left_end.mac, right_end.device, right,
-                       right_end.mac)
+        left_device, right_device = self.device_name(left_label), self.device_name(right_label)
+        left_v4, left_v6 = plan.host_v4(left_host), plan.host_v6(left_host)
+        right_v4, right_v6 = plan.host_v4(right_host), plan.host_v6(right_host)
+        left_mac, right_mac = self.add_bare_veth(left, left_device, right, right_device)
+        left_end = LinkEnd(left, left_device, left_mac, left_v4, left_v6)
+        right_end = LinkEnd(right, right_device, right_mac, right_v4, right_v6)
         for end in (left_end, right_end):
             if end.namespace is None:
                 # Root's `default` settings are not ours to change; set this link's own.
@@ -285,6 +304,23 @@ class Topology:
             self.add_neighbour(end.namespace, end.device, peer.v4.ip, peer.mac)
             self.add_neighbour(end.namespace, end.device, peer.v6.ip, peer.mac)
         return Link(number=number, left=left_end, right=right_end)
+
+    def add_bare_veth(
+        self,
+        namespace: str | None,
+        device: str,
+        peer_namespace: str | None,
+        peer_device: str,
+    ) -> tuple[str, str]:
+        """A recorded veth pair with no addresses, not yet up (`add_link` is the ready-made
+        kind); returns the MACs of `device` and `peer_device`."""
+        ordinal = sum(isinstance(r, Veth) for r in self._state.resources)
+        if ordinal > 0xFF:
+            raise LabError("a topology holds at most 256 veth pairs")
+        mac, peer_mac = self._mac(ordinal, 1), self._mac(ordinal, 2)
+        self._record(Veth(namespace, device, peer_namespace, peer_device, mac, peer_mac))
+        netns.add_veth(device, namespace, mac, peer_device, peer_namespace, peer_mac)
+        return mac, peer_mac
 
     def add_address(self, namespace: str | None, device: str, interface: IPInterface) -> None:
         self._check_device(namespace, device)
@@ -370,29 +406,50 @@ class Topology:
         if max_seconds is not None:
             argv += ["--max-seconds", str(max_seconds)]
         argv += ["--tag", f"{self.prefix}-server{ordinal}"]
-        log_path = self._path.with_name(f"{self.prefix}-server{ordinal}.log")
-        # Recorded before it exists: a builder killed right after the spawn leaves a server
+        # Its log gets the ``ready`` line too: the server prints it, flushed, then points its
+        # stdout at /dev/null.
+        return self.start_process(namespace, argv, name=f"server{ordinal}",
+                                  ready_timeout_s=ready_timeout_s).pid
+
+    def start_process(
+        self,
+        namespace: str,
+        argv: Sequence[str],
+        *,
+        name: str,
+        ready_line: str = "ready",
+        ready_timeout_s: float = PROCESS_READY_TIMEOUT_S,
+    ) -> StartedProcess:
+        """Start `argv` inside lab `namespace`, recorded (so teardown stops it by PID), and
+        wait until it prints `ready_line` on a line of its own. `name` names its log file,
+        ``<prefix>-<name>.log`` next to the state file.
+
+        stdout and stderr go to that log file rather than a pipe, so the process may print
+        (e.g. counters at exit) after the builder stops reading. Python children find
+        `prober` on their PYTHONPATH and run unbuffered (unless started with -I).
+        """
+        self._check_namespace(namespace)
+        argv = tuple(argv)
+        log_path = self._path.with_name(f"{self.prefix}-{name}.log")
+        # Recorded before it exists: a builder killed right after the spawn leaves a process
         # that teardown still finds, by its unique command line.
-        record = Process(namespace, tuple(argv), None, None, str(log_path))
+        record = Process(namespace, argv, None, None, str(log_path))
         self._record(record)
         with open(log_path, "wb") as log:
-            server = subprocess.Popen(
+            popen = subprocess.Popen(
                 in_namespace(namespace, argv),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=command_env(),  # -I ignores PYTHON* variables; the server flushes itself
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_process_env(),
                 start_new_session=True,  # not killed by the terminal's Ctrl-C; teardown stops it
             )
-        self._servers[server.pid] = server
-        started = replace(record, pid=server.pid, start_time=process_start_time(server.pid))
-        self._replace(record, started)
-        assert server.stdout is not None
-        try:
-            _wait_for_ready(server, ready_timeout_s, log_path)
-        finally:
-            server.stdout.close()
-        return server.pid
+        self._processes[popen.pid] = popen  # teardown reaps it
+        self._replace(record, replace(record, pid=popen.pid,
+                                      start_time=process_start_time(popen.pid)))
+        started = StartedProcess(popen=popen, log_path=log_path, namespace=namespace)
+        _wait_for_line(started, ready_line, ready_timeout_s)
+        return started
 
     @property
     def description(self) -> dict[str, Any] | None:
@@ -441,37 +498,27 @@ class Topology:
             self._check_namespace(namespace)
 
 
-def _wait_for_ready(server: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:
-    assert server.stdout is not None
+def _process_env() -> dict[str, str]:
+    env = command_env()
+    env["PYTHONPATH"] = os.pathsep.join(
+        part for part in (str(_SOURCE_ROOT), env.get("PYTHONPATH", "")) if part
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_for_line(started: StartedProcess, line: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    received = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(server.stdout, selectors.EVENT_READ)
-        while b"\n" not in received and len(received) < 4096:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LabError(f"server {server.pid} not ready after {timeout_s} s"
-                               f"{_log_tail(log_path)}")
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(server.stdout.fileno(), 4096)
-            if not chunk:
-                server.wait(timeout=_KILL_WAIT_S)
-                raise LabError(f"server exited with status {server.returncode} before ready"
-                               f"{_log_tail(log_path)}")
-            received += chunk
-    first_line = received.split(b"\n", 1)[0].strip()
-    if first_line != b"ready":
-        raise LabError(f"server said {first_line[:200]!r} instead of 'ready'{_log_tail(log_path)}")
-
-
-def _log_tail(log_path: Path) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError:
-        return ""
-    tail = one_line("\n".join(text.strip().splitlines()[-5:]))
-    return f": {tail}" if tail else ""
+    while True:
+        if line in started.log_text().splitlines():
+            return
+        if started.popen.poll() is not None:
+            raise LabError(f"{started.log_path.stem} (PID {started.pid}) exited with status "
+                           f"{started.popen.returncode} before {line!r}{started.log_tail()}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{started.log_path.stem} (PID {started.pid}) did not print "
+                           f"{line!r} within {timeout_s} s{started.log_tail()}")
+        time.sleep(_READY_POLL_S)
 
 
 # --- teardown ------------------------------------------------------------------------------
@@ -615,6 +662,7 @@ def sweep_stale(state_dir: Path | None = None, pool: AddressPool = TEST_POOL) ->
 __all__ = [
     "Link",
     "LinkEnd",
+    "StartedProcess",
     "Topology",
     "stop_process",
     "sweep_stale",
