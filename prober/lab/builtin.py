@@ -25,8 +25,6 @@ own, so the integration tests never meet a lab a user left up.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import ipaddress
 import itertools
 import json
@@ -35,7 +33,6 @@ import os
 import random
 import shlex
 import stat
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +49,7 @@ from .state import (
     Namespace,
     Process,
     default_state_dir,
+    file_lock,
     make_state_dir,
     process_start_time,
     state_paths,
@@ -63,7 +61,6 @@ LAB_KIND = "prober-lab"
 # "test", so tests can run the real commands without meeting a lab a user left up.
 POOL_ENV = "PROBER_LAB_POOL"
 _LAB_LOCK_WAIT_S = 5.0
-_POLL_S = 0.05
 
 HTTP_PORT = 80
 CLOSED_PORT = 81  # on `open`: nothing listens, the kernel answers RST
@@ -714,25 +711,14 @@ def _readable_by_all(directory: Path) -> None:
 def _lab_lock(directory: Path, pool: AddressPool) -> Iterator[None]:
     """One `lab up` or `lab down` at a time per pool and state directory. The kernel drops
     the lock when its holder dies, so a killed `up` never blocks the `down` after it."""
-    with open(directory / f".lab-{pool.code}.lock", "a+") as lock_file:
-        deadline = time.monotonic() + _LAB_LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise LabRefused(
-                        "another `prober lab up` or `prober lab down` is running; wait for "
-                        "it to finish"
-                    ) from exc
-                time.sleep(_POLL_S)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    with file_lock(
+        directory / f".lab-{pool.code}.lock",
+        _LAB_LOCK_WAIT_S,
+        lambda: LabRefused(
+            "another `prober lab up` or `prober lab down` is running; wait for it to finish"
+        ),
+    ):
+        yield
 
 
 def _network(text: object, version: int) -> IPNetwork | None:

@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -306,11 +306,11 @@ def make_state_dir(state_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def state_dir_lock(state_dir: Path) -> Iterator[None]:
-    """Serialises index allocation and stale sweeps between processes sharing `state_dir`."""
-    make_state_dir(state_dir)
-    with open(state_dir / ".lock", "a+") as lock_file:
-        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+def file_lock(path: Path, timeout_s: float, timed_out: Callable[[], Exception]) -> Iterator[None]:
+    """An exclusive flock on ``path`` for the block, waiting at most ``timeout_s``; raises
+    ``timed_out()`` after that. The kernel drops the lock when its holder dies."""
+    with open(path, "a+") as lock_file:
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -319,13 +319,23 @@ def state_dir_lock(state_dir: Path) -> Iterator[None]:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 if time.monotonic() > deadline:
-                    raise LabError(
-                        f"lab state lock {state_dir / '.lock'} still held after "
-                        f"{_LOCK_TIMEOUT_S:.0f} s"
-                    ) from exc
+                    raise timed_out() from exc
                 time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[None]:
+    """Serialises index allocation and stale sweeps between processes sharing `state_dir`."""
+    make_state_dir(state_dir)
+    path = state_dir / ".lock"
+    with file_lock(
+        path,
+        _LOCK_TIMEOUT_S,
+        lambda: LabError(f"lab state lock {path} still held after {_LOCK_TIMEOUT_S:.0f} s"),
+    ):
+        yield
 
