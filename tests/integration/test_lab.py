@@ -38,7 +38,11 @@ from prober.lab import (
 )
 from prober.lab.builtin import POOL_ENV, refuse_if_routed
 from prober.lab.state import STATE_DIR_ENV, process_start_time
-from tests.integration.conftest import new_lab_state_dir, remove_lab_state_dir
+from tests.integration.conftest import (
+    new_lab_state_dir,
+    remove_lab_state_dir,
+    system_leftovers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -435,42 +439,7 @@ def test_up_refuses_and_leaves_nothing(claimed_index: int) -> None:
 
 def leftovers(prefix: str, state_dir: Path) -> list[str]:
     """Anything of test lab `prefix` still present, found without the lab's own code."""
-    index = int(prefix[2:], 16)
-    topology = TEST_POOL.topology(index)
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [topology.v4, topology.v6]
-    found = [f"netns {name.name}" for name in Path("/run/netns").glob(f"{prefix}-*")]
-    found += [f"link {name}" for name in os.listdir("/sys/class/net")
-              if name.startswith(f"{prefix}-")]
-    for version in ("-4", "-6"):
-        shown = subprocess.run(["ip", version, "-j", "route", "show", "table", "all"],
-                               capture_output=True, text=True, check=True, timeout=10)
-        for route in json.loads(shown.stdout or "[]"):
-            dst = route.get("dst", "default")
-            network = None if dst == "default" else ipaddress.ip_network(dst, strict=False)
-            ours = network is not None and any(
-                network.version == mine.version
-                and (network.network_address in mine or mine.network_address in network)
-                for mine in networks)
-            if ours or str(route.get("dev", "")).startswith(f"{prefix}-"):
-                found.append(f"route {dst} dev {route.get('dev')}")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"{prefix}-server".encode() in cmdline or f"{prefix}-element".encode() in cmdline:
-            found.append(f"process {entry}: {os.fsdecode(cmdline).replace(chr(0), ' ')}")
-    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
-                            check=True, timeout=10).stdout
-    found += [f"root nft {line}" for line in tables.splitlines()
-              if "prober_lab" in line or "prober_element" in line]
-    for line in Path("/etc/hosts").read_text().splitlines():
-        fields = line.split()
-        if "# prober-lab" in line and any(ipaddress.ip_address(fields[0]) in network
-                                          for network in networks):
-            found.append(f"/etc/hosts line {line!r}")
+    found = system_leftovers(prefix)
     found += [f"file {path}" for path in state_dir.iterdir() if not path.name.endswith(".lock")]
     return found
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import os
 import selectors
 import signal
@@ -32,6 +31,7 @@ from prober.lab import (
     sweep_stale,
     teardown,
 )
+from tests.integration.conftest import system_leftovers
 
 pytestmark = pytest.mark.integration
 
@@ -204,40 +204,7 @@ def test_hosts_entry_removed_on_failure(tmp_path: Path) -> None:
 
 def leftovers(prefix: str) -> list[str]:
     """Anything of topology `prefix` still present, found independently of the lab's code."""
-    index = int(prefix[2:], 16)
-    plan = TEST_POOL.topology(index)
-    found = []
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    found += [f"netns {line.split()[0]}" for line in netns.stdout.splitlines()
-              if line.startswith(f"{prefix}-")]
-    found += [f"link {name}" for name in os.listdir("/sys/class/net")
-              if name.startswith(f"{prefix}-")]
-    for version in ("-4", "-6"):
-        shown = subprocess.run(["ip", version, "-j", "route", "show", "table", "all"],
-                               capture_output=True, text=True, check=True)
-        for route in json.loads(shown.stdout or "[]"):
-            dst = route.get("dst", "default")
-            network = None if dst == "default" else ipaddress.ip_network(dst, strict=False)
-            ours = (
-                isinstance(network, ipaddress.IPv4Network) and network.overlaps(plan.v4)
-            ) or (isinstance(network, ipaddress.IPv6Network) and network.overlaps(plan.v6))
-            if ours or str(route.get("dev", "")).startswith(f"{prefix}-"):
-                found.append(f"route {dst} dev {route.get('dev')}")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"{prefix}-server".encode() in cmdline:
-            found.append(f"process {entry}: {os.fsdecode(cmdline).replace(chr(0), ' ')}")
-    for line in Path("/etc/hosts").read_text().splitlines():
-        fields = line.split()
-        if "# prober-lab" in line and fields and (
-            ipaddress.ip_address(fields[0]) in plan.v4 or ipaddress.ip_address(fields[0]) in plan.v6
-        ):
-            found.append(f"/etc/hosts line {line!r}")
+    found = system_leftovers(prefix)
     state = default_state_dir() / f"{prefix}.json"
     if state.exists():
         found.append(f"state file {state}")
