@@ -1,4 +1,4 @@
-"""The README's first command (``sudo ./demo``, which installs prober first) runs this tour.
+"""The README's first command (``./demo`` as root, which installs prober first) runs this tour.
 
 It brings the built-in lab up (network namespaces on this machine, each a real Linux TCP stack,
 addressed from 198.18.0.0/15 and 2001:2::/48 only), runs `prober syn` against an open, a
@@ -38,13 +38,13 @@ def main() -> int:
     show("syn", endpoint(filtered_v6, 81), "-c", "1")
     show("syn", endpoint(far_v4, 80), "-c", "3", "-i", "0.2")
     print(
-        "\nThe lab stays up. Go on with:\n"
-        "  prober lab status                       every peer, and the command that shows it\n"
-        f"  sudo .venv/bin/prober halfopen {endpoint(status.address_of('impatient', 4), 80)}\n"
-        f"  sudo .venv/bin/prober close {endpoint(open_v4, 80)}"
+        "\nThe lab stays up. Go on with (as root):\n"
+        "  .venv/bin/prober lab status             every peer, and the command that shows it\n"
+        f"  .venv/bin/prober halfopen {endpoint(status.address_of('impatient', 4), 80)}\n"
+        f"  .venv/bin/prober close {endpoint(open_v4, 80)}"
         " --send 'GET / HTTP/1.0\\r\\n\\r\\n'\n"
-        "  sudo .venv/bin/python -m pytest         the tests\n"
-        "Take it down with:  sudo .venv/bin/prober lab down"
+        "  .venv/bin/python -m pytest              the tests\n"
+        "Take it down with:  .venv/bin/prober lab down"
     )
     return 0
 
