@@ -56,16 +56,18 @@ from typing import Any
 from prober.core.packets import DEFAULT_MSS, TcpTemplate
 from prober.core.parse import parse_packet
 from prober.core.states import TcpEvent, TcpState, mirrored, transition
-from prober.core.syn import (
+from prober.core.syn import IcmpReply
+from prober.core.timing import Clock, Rtt, Stamp, rtt_between
+from prober.core.trace import SegmentLog, SegmentRecord
+from prober.core.wire import (
     ICMP_TIME_EXCEEDED_V4,
     ICMP_TIME_EXCEEDED_V6,
     ICMP_UNREACHABLE_V4,
     ICMP_UNREACHABLE_V6,
-    IcmpReply,
+    Packet,
+    TcpFlags,
+    TcpSegment,
 )
-from prober.core.timing import Clock, Rtt, Stamp, rtt_between
-from prober.core.trace import SegmentLog, SegmentRecord
-from prober.core.wire import Packet, TcpFlags, TcpSegment
 
 SEQ_MASK = 0xFFFFFFFF
 OUR_WINDOW_SHIFT = 7  # the window scale our SYN offers (Linux's default for a 64 KiB+ buffer)

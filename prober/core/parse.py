@@ -22,6 +22,7 @@ from prober.core.wire import (
     TcpFlags,
     TcpOptions,
     TcpSegment,
+    icmp_kind,
 )
 
 __all__ = ["parse_packet"]
@@ -95,7 +96,7 @@ def _parse_ipv4(data: bytes | memoryview) -> Packet:
         if proto == IPPROTO_TCP:
             tcp = _parse_tcp(data, ihl, end)
         elif proto == IPPROTO_ICMP:
-            icmp = _parse_icmp(data, ihl, end, _ICMP_ERRORS, _quote_ipv4)
+            icmp = _parse_icmp(data, ihl, end, _ICMP_ERRORS, _quote_ipv4, 4)
     return Packet(4, src, dst, ttl, ip_id, total, tcp, icmp, bytes(data))
 
 
@@ -112,7 +113,7 @@ def _parse_ipv6(data: bytes | memoryview) -> Packet:
     if nh == IPPROTO_TCP and first:
         tcp = _parse_tcp(data, off, end)
     elif nh == IPPROTO_ICMPV6 and first:
-        icmp = _parse_icmp(data, off, end, _ICMPV6_ERRORS, _quote_ipv6)
+        icmp = _parse_icmp(data, off, end, _ICMPV6_ERRORS, _quote_ipv6, 6)
     return Packet(6, src, dst, hlim, None, 40 + plen, tcp, icmp, bytes(data))
 
 
@@ -214,6 +215,7 @@ def _parse_icmp(
     end: int,
     errors: frozenset[int],
     quote: Callable[[bytes | memoryview, int, int], QuotedHeader | None],
+    version: int,
 ) -> IcmpError | None:
     """An ICMP(v6) error with its quote, or None for other messages and unreadable quotes."""
     if off + 4 > end:  # type, code, checksum: every ICMP(v6) message has them
@@ -226,7 +228,7 @@ def _parse_icmp(
     quoted = quote(data, off + 8, end)
     if quoted is None:
         return None
-    return IcmpError(icmp_type, data[off + 1], quoted)
+    return IcmpError(icmp_type, data[off + 1], quoted, icmp_kind(version, icmp_type))
 
 
 def _quote_ipv4(data: bytes | memoryview, q: int, end: int) -> QuotedHeader | None:

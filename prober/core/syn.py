@@ -24,12 +24,14 @@ from typing import Any
 
 from prober.core.packets import TcpTemplate
 from prober.core.timing import Clock, Rtt, Stamp, rtt_between
-from prober.core.wire import Packet, TcpFlags
-
-ICMP_UNREACHABLE_V4 = 3
-ICMP_TIME_EXCEEDED_V4 = 11
-ICMP_UNREACHABLE_V6 = 1
-ICMP_TIME_EXCEEDED_V6 = 3
+from prober.core.wire import (
+    ICMP_TIME_EXCEEDED_V4,
+    ICMP_TIME_EXCEEDED_V6,
+    ICMP_UNREACHABLE_V4,
+    ICMP_UNREACHABLE_V6,
+    Packet,
+    TcpFlags,
+)
 
 
 class PortState(StrEnum):

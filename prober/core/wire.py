@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from enum import IntFlag
+from enum import Enum, IntFlag
 
 IPPROTO_TCP = 6
 IPPROTO_ICMP = 1
@@ -88,6 +88,40 @@ class QuotedHeader:
     seq: int | None  # TCP sequence number, None when fewer than 8 bytes are quoted
 
 
+class IcmpKind(Enum):
+    """What an ICMP(v6) error can say about a probe.
+
+    Only the two errors of reachability may decide a verdict (RFC 1122 3.2.2.1 and 4.2.3.9,
+    RFC 4443 3.1 and 3.3): the packet cannot reach its port (destination unreachable), or died
+    on the way (time exceeded). Every other error quoting our segment (source quench, redirect,
+    parameter problem, packet too big) says the path had something to say, not that the port
+    is filtered; probes count and show those.
+    """
+
+    UNREACHABLE = "unreachable"
+    TIME_EXCEEDED = "time-exceeded"
+    OTHER = "other"
+
+
+ICMP_UNREACHABLE_V4 = 3
+ICMP_TIME_EXCEEDED_V4 = 11
+ICMP_UNREACHABLE_V6 = 1
+ICMP_TIME_EXCEEDED_V6 = 3
+
+
+def icmp_kind(version: int, icmp_type: int) -> IcmpKind:
+    """The kind of an ICMP (``version`` 4) or ICMPv6 (6) error of type ``icmp_type``."""
+    if version == 4:
+        unreachable, expired = ICMP_UNREACHABLE_V4, ICMP_TIME_EXCEEDED_V4
+    else:
+        unreachable, expired = ICMP_UNREACHABLE_V6, ICMP_TIME_EXCEEDED_V6
+    if icmp_type == unreachable:
+        return IcmpKind.UNREACHABLE
+    if icmp_type == expired:
+        return IcmpKind.TIME_EXCEEDED
+    return IcmpKind.OTHER
+
+
 @dataclass(frozen=True, slots=True)
 class IcmpError:
     """An ICMP or ICMPv6 error message: destination unreachable, time exceeded, and the like."""
@@ -95,6 +129,12 @@ class IcmpError:
     type: int
     code: int
     quoted: QuotedHeader
+    kind: IcmpKind = IcmpKind.OTHER  # set by the parser from the IP version and type
+
+    @property
+    def decides_verdict(self) -> bool:
+        """Whether this error may decide a probe's verdict (see IcmpKind)."""
+        return self.kind is not IcmpKind.OTHER
 
 
 @dataclass(frozen=True, slots=True)
