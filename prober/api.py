@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import ipaddress
 import socket
@@ -21,11 +20,10 @@ from types import TracebackType
 from prober.core.close import CloseMode, CloseProbe, CloseResult
 from prober.core.cookies import IsnKey
 from prober.core.halfopen import (
-    CookieAnswer,
+    DEFAULT_MAX_WAIT,
     CookieCheckProbe,
     HalfOpenProbe,
     HalfOpenResult,
-    SynCookieVerdict,
 )
 from prober.core.packets import TcpTemplate
 from prober.core.syn import SynProbe, SynProbeResult, SynRun, summarize
@@ -302,7 +300,7 @@ class Prober:
         host: str,
         port: int,
         *,
-        max_wait: float = 90.0,
+        max_wait: float = DEFAULT_MAX_WAIT,
         syn_timeout: float = 1.0,
         leave_open: bool = False,
         cookie_check: bool = True,
@@ -316,7 +314,8 @@ class Prober:
 
         Args:
             host, port: the target (a name is resolved once).
-            max_wait: seconds to watch at most.
+            max_wait: seconds to watch at most; a watch it ends before the silence rule
+                could conclude says so (``HalfOpenResult.caveat``, ``peer_gave_up``).
             syn_timeout: seconds to wait for the first answer.
             leave_open: do not send a RST at the end to free the peer's request.
             cookie_check: also run the SYN-cookie check on a second source port.
@@ -379,16 +378,13 @@ class Prober:
             reservations.release_all()
         halfopen = flights[0].probe
         assert isinstance(halfopen, HalfOpenProbe)
-        result = halfopen.result()
-        if kernel_rst:
-            # The local kernel's RST ends the peer's request at its first SYN/ACK, so neither
-            # the missing retransmissions nor the cookie check's answers say anything.
-            return dataclasses.replace(result, cookies=KERNEL_RST_COOKIE_VERDICT)
+        evidence = None
         if cookie_check:
             check = flights[1].probe
             assert isinstance(check, CookieCheckProbe)
-            result = result.with_cookie_check(check.result())
-        return result
+            evidence = check.result()
+        # The verdict's policy (kernel_rst included) is core's: judge_cookies.
+        return halfopen.result().with_cookie_check(evidence, kernel_rst=kernel_rst)
 
     async def close(
         self,
@@ -514,13 +510,6 @@ class Prober:
 
 
 SETTLE_SECONDS = 0.05
-KERNEL_RST_COOKIE_VERDICT = SynCookieVerdict(
-    CookieAnswer.UNKNOWN,
-    (
-        "not judged: with --kernel-rst the local kernel's RST ends the peer's request at its "
-        "first SYN/ACK, so missing retransmissions prove nothing",
-    ),
-)
 
 
 def _syn_probe(flight: Flight) -> SynProbe:

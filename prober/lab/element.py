@@ -4,13 +4,16 @@ The kernel has neither netem nor nftables `queue`, so this process stands in for
 
     python -m prober.lab.element --left IF --right IF [--delay S] [--jitter S] [--loss P]
         [--seed N] [--max-seconds S] [--tag TEXT] [--spin-margin S] [--queue-limit N]
-        [--keep-awake]
+        [--keep-awake] [--drop-synack-retransmissions N]
 
 Every frame received on one interface is sent unchanged on the other at its kernel receive
 timestamp + delay (± jitter, uniform), or dropped with probability `loss`. Drops come from one
 seeded `random.Random` per direction, so the same frame sequence gives the same drops. Frames
-never overtake each other within a direction. Prints ``ready`` once both interfaces are bound;
-on SIGTERM/SIGINT or --max-seconds prints one JSON line of counters and exits.
+never overtake each other within a direction. `--drop-synack-retransmissions N` drops the
+first N retransmissions of every SYN/ACK (a SYN/ACK is its 4-tuple and sequence number: the
+first copy passes, the next N are dropped, later ones pass), as a path that lost them would.
+Prints ``ready`` once both interfaces are bound; on SIGTERM/SIGINT or --max-seconds prints one
+JSON line of counters and exits.
 
 In a lab (the element namespace sits between two end hosts on one subnet):
 
@@ -69,6 +72,13 @@ SO_TIMESTAMPNS = 35
 SO_RCVBUFFORCE = 33
 ETH_P_ALL = 0x0003
 SIOCGIFADDR = 0x8915
+ETH_HEADER_BYTES = 14
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+IPPROTO_TCP = 6
+TCP_SYN_ACK = 0x12  # the SYN and ACK bits of the TCP flags byte
+TCP_FLAG_BITS = 0x3F  # FIN SYN RST PSH ACK URG (ECE/CWR ignored)
+SYNACK_MEMORY = 65_536  # SYN/ACKs remembered per direction for the drop rule (oldest forgotten)
 
 _TIMESPEC = struct.Struct("qq")
 _PACKET_MREQ = struct.Struct("iHH8s")
@@ -128,6 +138,7 @@ class ElementSettings:
     queue_limit: int = DEFAULT_QUEUE_LIMIT
     max_seconds: float | None = None
     keep_awake: bool = False  # see `keep_cpu_awake`
+    drop_synack_retransmissions: int = 0  # drop copies 2 .. N+1 of each SYN/ACK
 
     def __post_init__(self) -> None:
         problems = []
@@ -139,6 +150,10 @@ class ElementSettings:
             problems.append(f"loss {self.loss} outside 0..1")
         if self.queue_limit < 1:
             problems.append(f"queue_limit {self.queue_limit} below 1")
+        if not 0 <= self.drop_synack_retransmissions <= 255:
+            problems.append(
+                f"drop_synack_retransmissions {self.drop_synack_retransmissions} outside 0..255"
+            )
         if self.max_seconds is not None and not (
             math.isfinite(self.max_seconds) and self.max_seconds > 0
         ):
@@ -156,6 +171,8 @@ class ElementSettings:
             arguments += ["--max-seconds", repr(self.max_seconds)]
         if self.keep_awake:
             arguments.append("--keep-awake")
+        if self.drop_synack_retransmissions:
+            arguments += ["--drop-synack-retransmissions", str(self.drop_synack_retransmissions)]
         return arguments
 
 
@@ -221,9 +238,11 @@ class Direction:
     """One way through the element: frames from `source`, after their delay, out `target`."""
 
     __slots__ = (
-        "delay_ns", "dropped_by_loss", "dropped_by_overflow", "forwarded", "jitter_ns",
-        "jitter_random", "last_due_ns", "late", "loss", "loss_random", "max_late_ns", "name",
-        "queue", "queue_limit", "received", "send_errors", "source", "target", "truncated",
+        "delay_ns", "drop_synack_retransmissions", "dropped_by_loss", "dropped_by_overflow",
+        "dropped_synack_retransmissions", "forwarded", "jitter_ns", "jitter_random",
+        "last_due_ns", "late", "loss", "loss_random", "max_late_ns", "name", "queue",
+        "queue_limit", "received", "send_errors", "source", "synack_copies", "target",
+        "truncated",
     )
 
     def __init__(
@@ -250,6 +269,23 @@ class Direction:
         self.send_errors = 0
         self.late = 0
         self.max_late_ns = 0
+        self.drop_synack_retransmissions = settings.drop_synack_retransmissions
+        self.synack_copies: dict[bytes, int] = {}  # SYN/ACK key -> copies seen
+        self.dropped_synack_retransmissions = 0
+
+    def is_dropped_synack_copy(self, frame: bytes) -> bool:
+        """Whether `frame` is one of the first N retransmissions of a SYN/ACK seen before."""
+        key = synack_key(frame)
+        if key is None:
+            return False
+        copies = self.synack_copies.pop(key, 0) + 1
+        self.synack_copies[key] = copies  # re-inserted: the dict's order is recency
+        if len(self.synack_copies) > SYNACK_MEMORY:
+            del self.synack_copies[next(iter(self.synack_copies))]
+        if 1 < copies <= 1 + self.drop_synack_retransmissions:
+            self.dropped_synack_retransmissions += 1
+            return True
+        return False
 
     def receive(self) -> bool:
         """Take one waiting frame and queue or drop it; False when none was waiting."""
@@ -276,6 +312,8 @@ class Direction:
             return True
         if flags & socket.MSG_TRUNC:
             self.truncated += 1
+            return True
+        if self.drop_synack_retransmissions and self.is_dropped_synack_copy(frame):
             return True
         if len(self.queue) >= self.queue_limit:
             self.dropped_by_overflow += 1
@@ -316,7 +354,32 @@ class Direction:
             "pending_at_exit": len(self.queue),
             "late": self.late,
             "max_late_ns": self.max_late_ns,
+            "dropped_synack_retransmissions": self.dropped_synack_retransmissions,
         }
+
+
+def synack_key(frame: bytes) -> bytes | None:
+    """A SYN/ACK's identity in an Ethernet frame: addresses, ports and sequence number (the
+    bytes as they are); None for anything else, IPv6 extension headers included."""
+    if len(frame) < ETH_HEADER_BYTES + 20:
+        return None
+    ethertype = int.from_bytes(frame[12:14], "big")
+    ip = ETH_HEADER_BYTES
+    if ethertype == ETHERTYPE_IPV4:
+        if frame[ip + 9] != IPPROTO_TCP or int.from_bytes(frame[ip + 6:ip + 8], "big") & 0x1FFF:
+            return None  # not TCP, or a fragment after the first
+        addresses = frame[ip + 12:ip + 20]
+        tcp = ip + (frame[ip] & 0x0F) * 4
+    elif ethertype == ETHERTYPE_IPV6:
+        if len(frame) < ip + 40 or frame[ip + 6] != IPPROTO_TCP:
+            return None
+        addresses = frame[ip + 8:ip + 40]
+        tcp = ip + 40
+    else:
+        return None
+    if len(frame) < tcp + 14 or frame[tcp + 13] & TCP_FLAG_BITS != TCP_SYN_ACK:
+        return None
+    return addresses + frame[tcp:tcp + 8]  # ports and sequence number
 
 
 class Forwarder:
@@ -466,6 +529,9 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Ele
                         help="seconds before a due time to stop sleeping and spin")
     parser.add_argument("--queue-limit", type=int, default=DEFAULT_QUEUE_LIMIT,
                         help="frames waiting per direction; more are dropped and counted")
+    parser.add_argument("--drop-synack-retransmissions", type=int, default=0, metavar="N",
+                        help="drop the first N retransmissions of every SYN/ACK (same "
+                             "4-tuple and seq as a copy seen before)")
     parser.add_argument("--keep-awake", action="store_true",
                         help="pin to one CPU and keep it from idling (a SCHED_IDLE spinner): "
                              "on VMs, waking a halted vCPU can take milliseconds")
@@ -478,6 +544,7 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Ele
             seed=arguments.seed, spin_margin_s=arguments.spin_margin,
             queue_limit=arguments.queue_limit, max_seconds=arguments.max_seconds,
             keep_awake=arguments.keep_awake,
+            drop_synack_retransmissions=arguments.drop_synack_retransmissions,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -566,6 +633,7 @@ class DirectionCounters:
     pending_at_exit: int
     late: int  # sent more than LATE_THRESHOLD_NS after the due time
     max_late_ns: int
+    dropped_synack_retransmissions: int  # by --drop-synack-retransmissions
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DirectionCounters:
@@ -714,6 +782,7 @@ def add_element_link(
     queue_limit: int = DEFAULT_QUEUE_LIMIT,
     max_seconds: float = ELEMENT_MAX_SECONDS,
     keep_awake: bool = False,
+    drop_synack_retransmissions: int = 0,
 ) -> ElementLink:
     """Put the two end hosts on link `number` of the address plan, with the element (in a new
     namespace ``<prefix>-<element_role>``) between them, and start it.
@@ -724,12 +793,14 @@ def add_element_link(
     other's MACs as static neighbours; the element's interfaces get no address and no IPv6.
     `quiet_end_hosts` drops the end hosts' MLD reports (see QUIET_END_HOST_RULESET; root
     namespace ends are left alone). `keep_awake` trades a CPU's idle time for fewer
-    millisecond stalls on VMs (see the module's docstring). Everything is recorded in the
+    millisecond stalls on VMs (see the module's docstring). `drop_synack_retransmissions`
+    drops the first N retransmissions of every SYN/ACK. Everything is recorded in the
     topology; the element is stopped at teardown or by `link.element.stop()`.
     """
     settings = ElementSettings(delay_s=delay, jitter_s=jitter, loss=loss, seed=seed,
                                spin_margin_s=spin_margin, queue_limit=queue_limit,
-                               max_seconds=max_seconds, keep_awake=keep_awake)
+                               max_seconds=max_seconds, keep_awake=keep_awake,
+                               drop_synack_retransmissions=drop_synack_retransmissions)
     if left_namespace == right_namespace:
         raise LabError("the element's two end hosts must be in different namespaces")
     plan = topology.addresses.link(number)

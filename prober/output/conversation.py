@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from prober.core.close import CloseKind, CloseResult, Handshake
-from prober.core.halfopen import EndedBy, HalfOpenResult
+from prober.core.halfopen import STRAY_DESCRIPTIONS, EndedBy, HalfOpenResult, Stray
 from prober.output.ladder import ladder
 
 
@@ -46,30 +46,17 @@ def halfopen_report(result: HalfOpenResult) -> list[str]:
             "no-response": "no answer",
         }.get(result.reason.value, result.reason.value)
         lines.append(f"No SYN/ACK: {what} ({result.state.value}).")
-        return lines
+        return lines + _invalid_lines(result)
     rtt = "" if result.rtt is None else f", {_ms(result.rtt.us)} after our SYN"
     count = result.retransmissions
     retransmitted = "no retransmission" if count == 0 else f"{count} retransmission(s):"
     lines.append(f"SYN/ACK at +0.000 s{rtt}; {retransmitted}")
     for arrival in result.syn_acks[1:]:
-        kind = "retransmission" if arrival.retransmission else (
-            "duplicate" if arrival.duplicate else "new ISN"
-        )
+        kind = "retransmission" if arrival.retransmission else "duplicate"
         interval = "" if arrival.interval_us is None else f" (interval {_s(arrival.interval_us)})"
         lines.append(f"  #{arrival.number:<2} +{_s(arrival.since_first_us)}{interval}  {kind}")
-    last = result.last_syn_ack_after_us or 0.0
-    ended = {
-        EndedBy.SILENCE: (
-            f"The peer went silent after its last SYN/ACK at +{_s(last)}: it gave up"
-            if count
-            else "The peer never retransmitted its SYN/ACK and went silent"
-        ),
-        EndedBy.RST: "The peer gave up with a RST",
-        EndedBy.MAX_WAIT: "--max-wait ended the watch while the peer was still retransmitting",
-        EndedBy.INTERRUPTED: "Interrupted",
-        EndedBy.NO_SYN_ACK: "No SYN/ACK",
-    }[result.ended_by]
-    lines.append(ended + ".")
+    lines.append(_watch_ended(result) + ".")
+    lines += _invalid_lines(result)
     if result.rst_sent:
         lines.append("We sent a RST to free the peer's half-open request.")
     elif result.leave_open:
@@ -77,6 +64,42 @@ def halfopen_report(result: HalfOpenResult) -> list[str]:
     cookies = result.cookies
     lines.append(f"SYN cookies: {cookies.verdict.value}")
     lines += [f"  - {reason}" for reason in cookies.reasons]
+    return lines
+
+
+def _watch_ended(result: HalfOpenResult) -> str:
+    """How the watch ended and whether that shows the peer gave up."""
+    last = result.last_syn_ack_after_us or 0.0
+    needed = result.silence_needed_s or 0.0
+    not_safe = f" before a conclusion was safe: {result.caveat}" if result.caveat else ""
+    unknown = "; whether the peer gave up is unknown"
+    if result.ended_by is EndedBy.SILENCE:
+        if result.retransmissions:
+            return (
+                f"The peer went silent after its last SYN/ACK at +{_s(last)}: it gave up "
+                f"(no copy in the {needed:.1f} s that any known schedule allows)"
+            )
+        return (
+            f"The peer never retransmitted its SYN/ACK and stayed silent for {needed:.1f} s, "
+            "longer than any known stack's first retransmission: it kept no request, or "
+            "gave up at once"
+        )
+    if result.ended_by is EndedBy.RST:
+        return "The peer gave up with a RST"
+    if result.ended_by is EndedBy.MAX_WAIT:
+        return f"--max-wait ended the watch{not_safe}{unknown}"
+    if result.ended_by is EndedBy.INTERRUPTED:
+        return f"Interrupted{not_safe}{unknown}"
+    return "No SYN/ACK"
+
+
+def _invalid_lines(result: HalfOpenResult) -> list[str]:
+    """The packets that proved nothing, by kind (never part of a verdict)."""
+    if not result.invalid:
+        return []
+    lines = [f"Ignored {result.invalid} packet(s) that prove nothing:"]
+    for kind, count in result.invalid_by_kind.items():
+        lines.append(f"  - {count} {STRAY_DESCRIPTIONS[Stray(kind)]}")
     return lines
 
 

@@ -25,6 +25,7 @@ from scapy.packet import Raw
 from prober.core.cookies import IsnKey
 from prober.core.halfopen import (
     DEFAULT_FIRST_SYN,
+    DEFAULT_MAX_WAIT,
     DEFAULT_SECOND_SYN,
     CookieAnswer,
     CookieCheckProbe,
@@ -41,6 +42,7 @@ from prober.core.halfopen import (
     mod64_distance,
     tsval_at,
 )
+from prober.core.handshake_conversation import MAX_LOGGED_STRAYS
 from prober.core.packets import TcpTemplate
 from prober.core.parse import parse_packet
 from prober.core.states import TcpState
@@ -48,6 +50,7 @@ from prober.core.syn import PortState, Reason
 from prober.core.timing import Clock, Stamp
 from prober.core.wire import Packet, TcpFlags
 from prober.engine.engine import DrivenProbe
+from prober.output import conversation
 
 SRC4, DST4, ROUTER4 = "198.19.0.1", "198.19.1.2", "198.19.0.2"
 SRC6, DST6 = "2001:2:0:100::1", "2001:2:0:101::2"
@@ -154,6 +157,10 @@ class Peer:
     icmp: bool = False
     silent: bool = False
     reset_after: int | None = None  # send a RST instead of retransmission number n+1
+    first_rto: int = S  # Linux's TCP_TIMEOUT_INIT; 4.4BSD-derived stacks: about 6 s
+    rto_cap: int = 120 * S  # Linux's TCP_RTO_MAX; BSDs: 64 s
+    lost_retransmissions: int = 0  # the path drops the first n retransmissions
+    icmp_type: int = 3  # with ``icmp``: 3 (unreachable, code 13); 5 is a redirect
     answer_syns: int | None = None  # answer only this many SYNs
     requests: dict[int, Request] = field(default_factory=dict)
     freed: list[int] = field(default_factory=list)  # ports whose request our RST dropped
@@ -178,7 +185,8 @@ class Peer:
         me, you = self.addresses()
         if self.icmp:
             quoted = Raw(raw[:28])
-            return [(t, bytes(IP(src=ROUTER4, dst=SRC4) / ICMP(type=3, code=13) / quoted))]
+            error = ICMP(type=self.icmp_type, code=13 if self.icmp_type == 3 else 1)
+            return [(t, bytes(IP(src=ROUTER4, dst=SRC4) / error / quoted))]
         if tcp.flags & TcpFlags.RST:
             request = self.requests.get(tcp.sport)
             if request is not None and tcp.seq == (request.their_isn + 1) & MASK:
@@ -210,7 +218,7 @@ class Peer:
             ack = (tcp.seq + 1) & MASK
             tsecr = 0 if ts is None else ts[0]
             return [(t, template.build(me, you, DPORT, tcp.sport, cookie_isn, ack, tsval, tsecr))]
-        request = Request(tcp.seq, 0 if ts is None else ts[0], sack, wscale, t + S)
+        request = Request(tcp.seq, 0 if ts is None else ts[0], sack, wscale, t + self.first_rto)
         self.requests[tcp.sport] = request
         return [(t, self.syn_ack(tcp.sport, request, t))]
 
@@ -236,9 +244,10 @@ class Peer:
             elif request.num_timeout >= self.synack_retries:
                 del self.requests[port]  # dropped silently
             else:
-                out.append((t, self.syn_ack(port, request, t)))
+                if request.num_timeout >= self.lost_retransmissions:
+                    out.append((t, self.syn_ack(port, request, t)))
                 request.num_timeout += 1
-                request.next_timer = t + min(S << request.num_timeout, 120 * S)
+                request.next_timer = t + min(self.first_rto << request.num_timeout, self.rto_cap)
         return out
 
 
@@ -373,9 +382,10 @@ def test_syn_has_linux_options_our_isn_and_a_tsval_from_now() -> None:
 def silence_after(retries: int) -> float:
     """Seconds from the first SYN/ACK until the probe declares silence, for Linux's schedule."""
     if retries == 0:
-        return 1.5 * 1.0 + 0.5
+        return 1.5 * 6.0 + 0.5  # the largest known first timeout (4.4BSD's 6 s) must pass
     last = float((1 << retries) - 1)  # retransmissions at 1, 3, 7, ... s
-    expected = float(min(1 << retries, 120))  # twice the last interval, at most TCP_RTO_MAX
+    # twice the last interval plus a timer tick, at most the largest known cap (RFC 1122's)
+    expected = float(min((1 << retries) + 1, 240))
     return last + 1.5 * expected + 0.5
 
 
@@ -408,7 +418,11 @@ def test_linux_retransmissions_are_recorded_until_silence(retries: int) -> None:
     assert rst_time == pytest.approx(START + (first_arrival + silence_after(retries)) * S, abs=1)
     assert_frees_request(sim, SPORT, probe.isn)
     assert result.rst_sent and result.peer_state is TcpState.CLOSED
-    assert result.cookies.verdict is (CookieAnswer.YES if retries == 0 else CookieAnswer.NO)
+    assert result.peer_gave_up is CookieAnswer.YES and result.caveat is None
+    last_s = result.last_syn_ack_after_us / 1e6
+    assert result.silence_needed_s == pytest.approx(silence_after(retries) - last_s)
+    # No retransmission alone is weak evidence (tcp_synack_retries=0 looks the same).
+    assert result.cookies.verdict is (CookieAnswer.UNKNOWN if retries == 0 else CookieAnswer.NO)
 
 
 def test_ladder_states_follow_the_conversation() -> None:
@@ -469,10 +483,16 @@ def test_rst_validation_after_the_syn_ack() -> None:
     # ... nor a RST/ACK acking something we never sent, nor one from another port.
     bad_ack = peer_segment(probe, TcpFlags.RST | TcpFlags.ACK, PEER_ISN + 1, probe.isn + 7)
     assert not probe.receive(bad_ack, 100.03, Stamp(3)) and not probe.done
-    # In-window (RFC 9293) is enough.
+    # In the window but not at RCV.NXT: a blind guess (RFC 5961 §3), counted, no verdict.
     inside = peer_segment(probe, TcpFlags.RST, PEER_ISN + 1 + 64239, 0)
-    assert probe.receive(inside, 100.04, Stamp(4))
-    assert probe.result().ended_by is EndedBy.RST
+    assert not probe.receive(inside, 100.04, Stamp(4)) and not probe.done
+    # Exactly the peer's ISN + 1 resets.
+    exact = peer_segment(probe, TcpFlags.RST, PEER_ISN + 1, 0)
+    assert probe.receive(exact, 100.05, Stamp(5))
+    result = probe.result()
+    assert result.ended_by is EndedBy.RST and result.peer_gave_up is CookieAnswer.YES
+    assert result.invalid_by_kind == {"stray-rst": 2, "wrong-ack": 1}
+    assert result.invalid == 3
 
 
 def test_a_syn_ack_with_a_wrong_ack_is_refused() -> None:
@@ -579,34 +599,32 @@ def test_a_late_syn_ack_gets_its_request_freed(leave_open: bool) -> None:
         assert_frees_request(sim, SPORT, probe.isn)
 
 
-def test_new_isn_and_duplicates_are_told_apart_from_retransmissions() -> None:
+def test_other_seqs_and_duplicates_are_told_apart_from_retransmissions() -> None:
     probe = started(halfopen())
     ack = probe.isn + 1
     other = PEER_ISN + 99
-    for now, seq, tsval in [
-        (100.010, PEER_ISN, 5000),
-        (100.011, PEER_ISN, 5000),  # the same segment again: a copy made on the path
-        (101.010, PEER_ISN, 6000),
-        (102.000, other, 7000),  # another request
-        (103.000, other, 8000),
+    for now, seq, tsval, accepted in [
+        (100.010, PEER_ISN, 5000, True),
+        (100.011, PEER_ISN, 5000, True),  # the same segment again: a copy made on the path
+        (101.010, PEER_ISN, 6000, True),
+        (102.000, other, 7000, False),  # another seq: a flood or a spoofed copy, not ours
+        (103.000, other, 8000, False),
     ]:
         syn_ack = peer_segment(probe, SYN_ACK, seq, ack, tsval)
-        assert probe.receive(syn_ack, now, Stamp(int(now * S)))
+        assert probe.receive(syn_ack, now, Stamp(int(now * S))) is accepted
     arrivals = probe.arrivals()
-    assert [(a.retransmission, a.duplicate, a.new_isn) for a in arrivals] == [
-        (False, False, False),
-        (False, True, False),
-        (True, False, False),
-        (False, False, True),
-        (True, False, False),
+    assert [(a.retransmission, a.duplicate) for a in arrivals] == [
+        (False, False),
+        (False, True),
+        (True, False),
     ]
-    # the new request restarted the schedule: silence is due 1.5 * 1 s + 0.5 s after it,
-    # then twice the 1 s interval after its retransmission
-    assert probe.next_deadline() == pytest.approx(103.0 + 1.5 * 2.0 + 0.5)
+    # The other seqs did not move the schedule: silence is due 1.5 * twice (the 1 s interval
+    # + 0.5 s) + 0.5 s after the retransmission.
+    assert probe.next_deadline() == pytest.approx(101.010 + 1.5 * 3.0 + 0.5)
     probe.interrupt(103.5)
     result = probe.result()
-    assert (result.retransmissions, result.new_isns) == (2, 1)
-    notes = ["", "duplicate", "retransmission", "new ISN", "retransmission"]
+    assert result.retransmissions == 1 and result.invalid_by_kind == {"other-seq": 2}
+    notes = ["", "duplicate", "retransmission", "ignored: other-seq", "ignored: other-seq"]
     assert [r.note for r in result.segments[1:6]] == notes
 
 
@@ -653,13 +671,14 @@ def test_result_is_refused_until_the_end_and_start_only_once() -> None:
 
 HALFOPEN_KEYS = {
     "type", "probe", "target", "port", "source", "source_port", "state", "reason", "rtt_us",
-    "rtt_clock", "sent_ns", "tcp", "icmp", "syn_acks", "clock", "retransmissions", "new_isns",
-    "ended_by", "ended_after_s", "last_syn_ack_after_us", "rst_sent", "leave_open",
+    "rtt_clock", "sent_ns", "tcp", "icmp", "syn_acks", "clock", "retransmissions",
+    "ended_by", "ended_after_s", "last_syn_ack_after_us", "peer_gave_up", "caveat",
+    "silence_needed_s", "invalid", "invalid_by_kind", "rst_sent", "leave_open",
     "peer_state", "late", "cookies", "cookie_check", "segments", "error",
 }
 ARRIVAL_KEYS = {
     "number", "time_ns", "since_first_us", "interval_us", "seq", "tsval", "window", "options",
-    "retransmission", "duplicate", "new_isn",
+    "retransmission", "duplicate",
 }
 EVIDENCE_KEYS = {
     "type", "verdict", "explanation", "tsval1", "tsval2", "encoding1", "encoding2",
@@ -838,8 +857,10 @@ def test_no_timestamps_leaves_the_retransmission_evidence() -> None:
     assert [flags_of(p) for _, p in sim.sent_by(COOKIE_SPORT)] == ["S", "R"]
     result = probe.result().with_cookie_check(evidence)
     assert result.retransmissions == 0 and result.ended_by is EndedBy.SILENCE
-    assert result.cookies.verdict is CookieAnswer.YES
+    # Only the weak clue is left: not enough for "yes".
+    assert result.cookies.verdict is CookieAnswer.UNKNOWN
     assert [c.strong for c in result.cookies.clues] == [False]
+    assert "decides nothing alone" in result.cookies.reasons[-1]
 
 
 def test_no_answer_and_no_second_answer() -> None:
@@ -903,7 +924,8 @@ def evidence(verdict: CookieVerdict, answers: str | None = None) -> CookieEviden
 @pytest.mark.parametrize(
     ("halfopen_fields", "cookie", "expected"),
     [
-        (fields(0, "silence"), None, CookieAnswer.YES),
+        # no retransmission alone: weak, so unknown (tcp_synack_retries=0 looks the same)
+        (fields(0, "silence"), None, CookieAnswer.UNKNOWN),
         (fields(3, "silence"), None, CookieAnswer.NO),
         (fields(0, "max-wait"), None, CookieAnswer.UNKNOWN),
         (fields(0, "no-syn-ack", 0), None, CookieAnswer.UNKNOWN),
@@ -916,7 +938,7 @@ def evidence(verdict: CookieVerdict, answers: str | None = None) -> CookieEviden
         (fields(0, "silence"), evidence(CookieVerdict.NO_COOKIES, "syn2"), CookieAnswer.YES),
         (fields(0, "silence"), evidence(CookieVerdict.NO_COOKIES), CookieAnswer.UNKNOWN),
         (fields(0, "silence"), evidence(CookieVerdict.INCONCLUSIVE, "syn2"), CookieAnswer.YES),
-        (fields(0, "silence"), evidence(CookieVerdict.INCONCLUSIVE), CookieAnswer.YES),
+        (fields(0, "silence"), evidence(CookieVerdict.INCONCLUSIVE), CookieAnswer.UNKNOWN),
         (fields(2, "rst"), evidence(CookieVerdict.COOKIES, "syn2"), CookieAnswer.UNKNOWN),
         (fields(0, "max-wait"), evidence(CookieVerdict.NO_TIMESTAMPS), CookieAnswer.UNKNOWN),
     ],
@@ -936,6 +958,126 @@ def test_halfopen_result_alone_carries_the_retransmission_verdict() -> None:
     Sim(Peer(cookies=True)).launch(probe).run()
     result = probe.result()
     assert isinstance(result, HalfOpenResult) and result.cookie_check is None
-    assert result.retransmissions == 0 and result.cookies.verdict is CookieAnswer.YES
-    assert result.cookies.reasons[-1] == "no cookie check ran"
+    assert result.retransmissions == 0 and result.cookies.verdict is CookieAnswer.UNKNOWN
+    assert result.cookies.reasons[-2] == "no cookie check ran"
     assert result.cookies == combine_cookie_evidence(result, None)
+
+
+# -- other stacks' schedules, and a watch that ends too early ------------------------------
+
+
+def test_a_bsd_schedule_is_waited_for_and_reported() -> None:
+    # A 4.4BSD-derived peer: the first retransmission 6.4 s after the SYN/ACK, then doubling
+    # (capped at 64 s). Linux's 1 s schedule taken as everyone's would call it silent at 2 s.
+    peer = Peer(first_rto=6400 * MS, rto_cap=64 * S, synack_retries=3)
+    probe = halfopen(max_wait=200.0)
+    Sim(peer).launch(probe).run()
+    result = probe.result()
+    assert result.retransmissions == 3
+    assert [round(a.since_first_us / 1e6, 1) for a in result.syn_acks] == [0, 6.4, 19.2, 44.8]
+    assert result.ended_by is EndedBy.SILENCE and result.peer_gave_up is CookieAnswer.YES
+    assert result.cookies.verdict is CookieAnswer.NO
+
+
+def test_lost_first_retransmissions_are_waited_for() -> None:
+    # Linux's defaults, the path drops the copies at 1 s and 3 s: the first seen comes at 7 s.
+    peer = Peer(lost_retransmissions=2)
+    probe = halfopen(max_wait=12.0)
+    Sim(peer).launch(probe).run()
+    result = probe.result()
+    assert [round(a.since_first_us / 1e6, 3) for a in result.syn_acks] == [0, 7.0]
+    assert result.retransmissions == 1 and result.syn_acks[1].retransmission
+    assert result.ended_by is EndedBy.MAX_WAIT and result.peer_gave_up is CookieAnswer.UNKNOWN
+    assert result.caveat is not None and "the last SYN/ACK came 5.0 s before" in result.caveat
+    assert result.cookies.verdict is CookieAnswer.NO  # a retransmission: a kept request
+
+
+def test_a_short_max_wait_says_no_conclusion_was_safe() -> None:
+    probe = halfopen(max_wait=5.0)
+    Sim(Peer(cookies=True)).launch(probe).run()
+    result = probe.result()
+    assert result.ended_by is EndedBy.MAX_WAIT and result.retransmissions == 0
+    assert result.peer_gave_up is CookieAnswer.UNKNOWN
+    assert result.caveat == (
+        "no retransmission within 5.0 s of the SYN/ACK; stacks with a 6 s first timeout would "
+        "not have retransmitted yet (9.5 s of silence are needed to conclude)"
+    )
+    assert result.cookies.verdict is CookieAnswer.UNKNOWN
+    assert result.caveat in result.cookies.reasons[0]
+    data = result.to_dict()
+    assert data["caveat"] == result.caveat and data["peer_gave_up"] == "unknown"
+    assert data["silence_needed_s"] == 9.5
+    report = "\n".join(conversation.halfopen_report(result))
+    assert "--max-wait ended the watch before a conclusion was safe: no retransmission" in report
+    assert "whether the peer gave up is unknown" in report
+    assert "SYN cookies: unknown" in report
+
+
+def test_the_default_max_wait_lets_linux_defaults_conclude() -> None:
+    probe = halfopen()  # DEFAULT_MAX_WAIT
+    Sim(Peer(synack_retries=5)).launch(probe).run()
+    result = probe.result()
+    assert result.ended_by is EndedBy.SILENCE and result.retransmissions == 5
+    assert result.ended_after_s is not None and result.ended_after_s < DEFAULT_MAX_WAIT
+
+
+# -- hostile and stray input ----------------------------------------------------------------
+
+
+def icmp_quoting(probe: Probe, icmp_type: int, code: int, seq: int | None = None) -> Packet:
+    syn = syn_template(4).build(
+        probe.src, probe.dst, probe.sport, probe.dport, probe.isn if seq is None else seq, 0, 0
+    )
+    return parse_packet(bytes(IP(src=ROUTER4, dst=SRC4) / ICMP(type=icmp_type, code=code)
+                              / Raw(syn[:28])))
+
+
+def test_icmp_that_decides_nothing_is_counted_and_does_not_end_the_probe() -> None:
+    probe = started(halfopen())
+    redirect = icmp_quoting(probe, 5, 1)
+    assert redirect.icmp is not None and not redirect.icmp.decides_verdict
+    assert not probe.receive(redirect, 100.001, Stamp(1)) and not probe.done
+    not_ours = icmp_quoting(probe, 3, 1, seq=probe.isn + 5)
+    assert not probe.receive(not_ours, 100.002, Stamp(2)) and not probe.done
+    syn_ack = peer_segment(probe, SYN_ACK, PEER_ISN, probe.isn + 1, 5)
+    assert probe.receive(syn_ack, 100.01, Stamp(3))
+    # After the SYN/ACK even an unreachable quoting our SYN decides nothing.
+    late_unreachable = icmp_quoting(probe, 3, 1)
+    assert not probe.receive(late_unreachable, 100.02, Stamp(4)) and not probe.done
+    probe.interrupt(100.5)
+    result = probe.result()
+    assert (result.state, result.reason) == (PortState.OPEN, Reason.SYN_ACK)
+    assert result.invalid_by_kind == {
+        "icmp-after-answer": 1, "icmp-no-verdict": 1, "icmp-not-ours": 1,
+    }
+    report = "\n".join(conversation.halfopen_report(result))
+    assert "Ignored 3 packet(s) that prove nothing:" in report
+    assert "1 ICMP messages that decide nothing" in report
+
+
+def test_a_redirect_alone_is_silence_not_filtered_by_icmp() -> None:
+    probe = halfopen()
+    Sim(Peer(icmp=True, icmp_type=5)).launch(probe).run()
+    result = probe.result()
+    assert (result.state, result.reason) == (PortState.FILTERED, Reason.NO_RESPONSE)
+    assert result.invalid_by_kind == {"icmp-no-verdict": 1} and result.icmp is None
+
+
+def test_a_syn_ack_flood_with_other_seqs_is_counted_not_kept() -> None:
+    probe = started(halfopen())
+    ack = probe.isn + 1
+    assert probe.receive(peer_segment(probe, SYN_ACK, PEER_ISN, ack, 5), 100.01, Stamp(1))
+    for k in range(1000):
+        flood = peer_segment(probe, SYN_ACK, PEER_ISN + 1000 + k, ack, 9)
+        assert not probe.receive(flood, 100.02 + k * 1e-4, Stamp(2 + k))
+    wrong = peer_segment(probe, SYN_ACK, PEER_ISN, ack + 1, 5)
+    assert not probe.receive(wrong, 100.2, Stamp(5000))
+    assert not probe.done and probe.next_deadline() == pytest.approx(100.01 + 9.5)
+    probe.interrupt(100.5)
+    result = probe.result()
+    assert result.invalid_by_kind == {"other-seq": 1000, "wrong-ack": 1}
+    assert len(result.syn_acks) == 1 and result.retransmissions == 0
+    # Only the first few are drawn in the ladder: the flood cannot grow the log.
+    ignored = [r for r in result.segments if r.note.startswith("ignored")]
+    assert len(ignored) == MAX_LOGGED_STRAYS
+    assert result.to_dict()["invalid"] == 1001
