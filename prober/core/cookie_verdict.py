@@ -3,13 +3,13 @@
 A verdict is only as strong as its evidence. Each piece is a ``CookieClue`` that points to yes
 or no, strong or weak:
 
-| clue                                               | points to | strength |
-|----------------------------------------------------|-----------|----------|
-| a SYN/ACK retransmission (a kept request)          | no        | strong   |
-| no retransmission before a safe silence            | yes       | weak     |
-| TSval difference = the option encodings' (Linux)   | yes       | strong   |
-| TSval difference follows the elapsed time          | no        | weak     |
-| SYN/ACK2 repeated the answer to SYN1 / answered SYN2 | no / yes | strong   |
+| clue                                                 | points to | strength |
+|------------------------------------------------------|-----------|----------|
+| a SYN/ACK retransmission (a kept request)            | no        | strong   |
+| no retransmission before a safe silence              | yes       | weak     |
+| TSval difference = the option encodings' (Linux)     | yes       | strong   |
+| TSval difference follows the elapsed time            | no        | weak     |
+| SYN/ACK2 repeated the answer to SYN1 / answered SYN2 | no / yes  | strong   |
 
 Only strong clues decide. "No retransmission seen" alone is weak: tcp_synack_retries=0, copies
 lost on the path, or a stack whose first retransmission comes later than the watch lasted
