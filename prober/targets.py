@@ -76,11 +76,11 @@ def parse_target(text: str) -> Target:
         )
     host, sep, port = text.rpartition(":")
     if not sep:
-        _check_host(text, text)
+        check_host(text, text)
         raise UsageError(f"invalid target {text!r}: a port is required, e.g. {text}:80")
     if not host:
         raise UsageError(f"invalid target {text!r}: the host is missing")
-    _check_host(text, host)
+    check_host(host, text)
     return Target(host, parse_port(port))
 
 
@@ -91,8 +91,9 @@ _MAX_LABEL = 63
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")  # a part of an address, as inet_aton reads it
 
 
-def _check_host(text: str, host: str) -> None:
+def check_host(host: str, text: str | None = None) -> None:
     """An IPv4 literal must be a whole one; anything else must be a well-formed name.
+    ``text`` is the target as the user wrote it, for the message.
 
     A name whose last label is all digits is an IPv4 address mistyped, never a name (no
     top-level domain is numeric, RFC 3696 section 2): ``999.1.1.1``, ``1.2.3`` and
@@ -103,34 +104,33 @@ def _check_host(text: str, host: str) -> None:
     Raises:
         UsageError: with a one-line explanation of what is wrong.
     """
+    what = "" if text is None else f"invalid target {text!r}: "
     labels = host.removesuffix(".").split(".")
     if _NUMBER.fullmatch(next((label for label in reversed(labels) if label), "")):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
             raise UsageError(
-                f"invalid target {text!r}: {host!r} is not an IPv4 address "
+                f"{what}{host!r} is not an IPv4 address "
                 "(four numbers from 0 to 255, e.g. 198.18.0.18)"
             ) from None
         return
     bad = next((c for c in host if not (c.isalnum() or c in "-._")), None)
     if bad is not None:
-        raise UsageError(
-            f"invalid target {text!r}: {bad!r} cannot be part of a host name or IPv4 address"
-        )
+        raise UsageError(f"{what}{bad!r} cannot be part of a host name or IPv4 address")
     encoded = host
     if not host.isascii():
         try:  # as the resolver will encode it (socket.getaddrinfo's IDNA codec)
             encoded = host.encode("idna").decode("ascii")
         except UnicodeError:
-            raise UsageError(f"invalid target {text!r}: {host!r} is not a host name") from None
+            raise UsageError(f"{what}{host!r} is not a host name") from None
         labels = encoded.removesuffix(".").split(".")
     if len(encoded) > _MAX_NAME or any(
         not 1 <= len(label) <= _MAX_LABEL or label.startswith("-") or label.endswith("-")
         for label in labels
     ):
         raise UsageError(
-            f"invalid target {text!r}: {host!r} is not a host name (labels of 1 to "
+            f"{what}{host!r} is not a host name (labels of 1 to "
             f"{_MAX_LABEL} characters between dots, not beginning or ending with '-', "
             f"{_MAX_NAME} characters in all)"
         )

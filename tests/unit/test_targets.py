@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prober.errors import UsageError
+from prober.api import resolve
+from prober.errors import ResolutionError, UsageError
 from prober.targets import Target, parse_target
 
 
@@ -106,3 +109,15 @@ def test_digits_and_dots_are_an_ipv4_address_or_refused(host: str) -> None:
 def test_every_address_parses_back(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     text = f"[{address}]:80" if address.version == 6 else f"{address}:80"
     assert parse_target(text).literal == address
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3", "0x7f.1", "lab..test"])
+def test_the_library_refuses_near_addresses_without_asking_the_resolver(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_resolver(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the resolver was asked about {args[0]!r}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+    with pytest.raises(ResolutionError, match="is not"):
+        asyncio.run(resolve(host))
