@@ -170,7 +170,9 @@ table inet prober_lab {{
                  _CLOSE + " --no-wait"),
     ), server="half-close"),
     PeerPlan("no-timewait", "notw", 7, (
-        PortPlan(HTTP_PORT, "closes first, no TIME-WAIT (tcp_max_tw_buckets=0)",
+        PortPlan(HTTP_PORT, "closes first, but keeps no TIME-WAIT (tcp_max_tw_buckets=0)",
+                 _CLOSE + " --peer-closes" + _GET),
+        PortPlan(HTTP_PORT, "each TIME-WAIT it did not keep, counted by its kernel",
                  "sudo ip netns exec {namespace} nstat -az TcpExtTCPTimeWaitOverflow"),
     ), sysctls={"net.ipv4.tcp_max_tw_buckets": 0}),
     PeerPlan("far", "far", 8, (
