@@ -23,6 +23,7 @@ the firewall are imported inside the commands that use them, and nothing here im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -184,6 +185,18 @@ def _run(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
             stop.set()
         try:
             return await main(stop)
+        except asyncio.CancelledError:
+            if signals < 2:
+                raise
+            # main() has unwound: its finally blocks and `async with` exits ran (the engine
+            # is released, the nftables table removed). Leaving the loop normally would wait
+            # for the resolver's threads (a name lookup cannot be cancelled, and asyncio's
+            # shutdown joins them): a dead nameserver would hold the exit for its timeout.
+            with contextlib.suppress(OSError):
+                typer.echo("prober: interrupted", err=True)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(int(Exit.INTERRUPTED))
         finally:
             _stdout.stop = None
             if hint is not None:
@@ -191,9 +204,6 @@ def _run(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
 
     try:
         return uvloop.run(runner())
-    except asyncio.CancelledError:
-        typer.echo("prober: interrupted", err=True)
-        raise typer.Exit(int(Exit.INTERRUPTED)) from None
     except RawSocketsNotPermitted as exc:
         raise _fail(str(exc), Exit.NOT_PERMITTED) from None
     except FirewallUnavailable as exc:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from prober.cli import STILL_STOPPING_HINT
 from prober.lab import SynTopology, route_check
 from prober.output.pcap import PCAP_MAGIC_NANOSECONDS
 
@@ -139,6 +142,77 @@ def test_one_signal_still_ends_the_run_with_its_report(syn_topology: SynTopology
     assert code == 0
     assert stdout.startswith("HALF-OPEN ")
     assert table not in nft_tables()
+
+
+DNS_DROP = """\
+table inet prober_test_dns {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        udp dport 53 drop
+        tcp dport 53 drop
+    }
+}
+"""
+
+
+@pytest.fixture
+def silent_resolver(syn_topology: SynTopology, tmp_path: Path) -> Iterator[Path]:
+    """A resolv.conf whose only nameserver is the topology's target, which drops DNS: a
+    lookup there waits 5 x 30 s, as behind a dead or unreachable server (far past WAIT_S,
+    so a process that waits for it fails the test instead of passing slowly)."""
+    route_check(str(syn_topology.target_v4))
+    namespace = ["ip", "netns", "exec", syn_topology.target_namespace]
+    subprocess.run([*namespace, "nft", "-f", "-"], input=DNS_DROP, text=True, check=True,
+                   timeout=10)
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {syn_topology.target_v4}\noptions timeout:30 attempts:5\n")
+    try:
+        yield resolv
+    finally:
+        subprocess.run([*namespace, "nft", "delete", "table", "inet", "prober_test_dns"],
+                       check=True, timeout=10)
+
+
+def test_a_second_ctrl_c_quits_a_run_that_cannot_stop(silent_resolver: Path) -> None:
+    """The first Ctrl-C cannot end a run that waits for the resolver; after half a second
+    prober says how to quit, and the second Ctrl-C quits at once (before: it was ignored,
+    and the run waited out the resolver's timeout)."""
+    # The nameserver is swapped in a mount namespace of the child's own: the host's
+    # /etc/resolv.conf is never touched.
+    swap = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", swap, "sh",
+            str(silent_resolver), *PROBER, "halfopen", "slow.prober.test:80"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.put(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+
+    def next_line() -> str:
+        return lines.get(timeout=WAIT_S)
+
+    try:
+        assert next_line().startswith("prober: watching for up to")  # then it resolves
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        assert next_line() == STILL_STOPPING_HINT
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=WAIT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=WAIT_S)
+        reader.join(timeout=WAIT_S)
+    assert code == 130
+    assert next_line() == "prober: interrupted"
+    assert lines.empty()  # no "cannot resolve", no traceback
+    assert process.stdout is not None and process.stdout.read() == ""
+    process.stdout.close()
 
 
 # --- what a one-probe command imports --------------------------------------------------------
