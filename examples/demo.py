@@ -11,7 +11,9 @@ import shlex
 import subprocess
 import sys
 
-from prober.lab import LabOptions, lab_up
+from _args import OneLineParser
+
+from prober.lab import LabError, LabNotPermitted, LabOptions, LabRefused, lab_up
 
 
 def show(*args: str) -> None:
@@ -49,5 +51,24 @@ def main() -> int:
     return 0
 
 
+def parse_args(argv: list[str] | None = None) -> None:
+    parser = OneLineParser(
+        prog="demo.py",
+        description="Bring the built-in lab up (as root) and run prober syn against four of its "
+                    "peers; the lab stays up. Takes no arguments. Exit status as `prober lab "
+                    "up`: 0 done, 3 not root, 7 the lab failed, 8 it refused.",
+    )
+    parser.parse_args(argv)
+
+
+# `prober lab up`'s exit status for each refusal (prober/cli.py); any other LabError is 7.
+EXIT_OF_LAB_ERROR: dict[type[LabError], int] = {LabNotPermitted: 3, LabRefused: 8}
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    parse_args()
+    try:
+        sys.exit(main())
+    except LabError as error:  # one line, with `prober lab up`'s exit status
+        print(f"demo.py: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_OF_LAB_ERROR.get(type(error), 7))

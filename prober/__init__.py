@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-from prober.api import Prober
-from prober.core.syn import PortState, Reason, RttSummary, SynProbeResult, SynRun
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from prober.errors import (
     ProberError,
     RawSocketsNotPermitted,
@@ -16,6 +17,10 @@ from prober.errors import (
     SourcePortInUse,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from prober.api import Prober
+    from prober.core.syn import PortState, Reason, RttSummary, SynProbeResult, SynRun
 
 __all__ = [
     "PortState",
@@ -30,4 +35,28 @@ __all__ = [
     "SynRun",
     "UsageError",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it from here
+
+# Imported on first use (PEP 562), so `prober --version` or `prober lab status`, which import
+# this package too, do not pay for the engine and the probes.
+_LAZY = {
+    "Prober": "prober.api",
+    "PortState": "prober.core.syn",
+    "Reason": "prober.core.syn",
+    "RttSummary": "prober.core.syn",
+    "SynProbeResult": "prober.core.syn",
+    "SynRun": "prober.core.syn",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prober' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

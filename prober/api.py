@@ -31,6 +31,7 @@ from prober.core.wire import TcpFlags
 from prober.engine.engine import DrivenProbe, Engine, Flight
 from prober.engine.firewall import Conversation
 from prober.errors import ResolutionError, SourcePortInUse, UsageError
+from prober.targets import check_host
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -63,6 +64,10 @@ async def resolve(host: str, version: int | None = None) -> Address:
                 f"{host} is an IPv{literal.version} address, but -{version} was given"
             )
         return literal
+    try:  # 999.1.1.1 is a mistyped address, not a name to ask DNS about (prober.targets)
+        check_host(host)
+    except UsageError as exc:
+        raise ResolutionError(str(exc)) from None
     family = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[version]
     loop = asyncio.get_running_loop()
     try:

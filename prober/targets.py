@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from prober.errors import UsageError
@@ -24,7 +25,7 @@ class Target:
 
 
 def parse_port(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # not "+80", nor digits of other scripts
         raise UsageError(f"invalid port {text!r}: expected a number from 1 to 65535")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -48,28 +49,91 @@ def parse_target(text: str) -> Target:
         host = text[1:close]
         rest = text[close + 1 :]
         try:
-            ipaddress.IPv6Address(host)
+            address = ipaddress.IPv6Address(host)
         except ValueError:
             raise UsageError(f"invalid target {text!r}: {host!r} is not an IPv6 address") from None
+        if address.scope_id is not None:
+            # The engine sends on the interface the route picks; a zone would need its own.
+            raise UsageError(
+                f"invalid target {text!r}: addresses with a zone (%{address.scope_id}) "
+                "are not supported"
+            )
         if not rest.startswith(":") or len(rest) == 1:
             raise UsageError(f"invalid target {text!r}: a port is required, e.g. [{host}]:80")
         return Target(host, parse_port(rest[1:]))
     if text.count(":") > 1:
         try:
-            ipaddress.IPv6Address(text)
+            bare = ipaddress.IPv6Address(text)
         except ValueError:
             pass
-        else:
-            raise UsageError(f"invalid target {text!r}: a port is required, e.g. [{text}]:80")
+        else:  # (with a zone, "fe80::1%eth0:80" reads as the zone "eth0:80")
+            if bare.scope_id is None:
+                raise UsageError(
+                    f"invalid target {text!r}: a port is required, e.g. [{text}]:80"
+                )
         raise UsageError(
             f"invalid target {text!r}: put an IPv6 address in brackets, e.g. [2001:2::2]:80"
         )
     host, sep, port = text.rpartition(":")
     if not sep:
+        check_host(text, text)
         raise UsageError(f"invalid target {text!r}: a port is required, e.g. {text}:80")
     if not host:
         raise UsageError(f"invalid target {text!r}: the host is missing")
+    check_host(host, text)
     return Target(host, parse_port(port))
+
+
+# A host name's labels (RFC 1123 letters, digits, hyphens; underscores and non-ASCII letters
+# pass too, for SRV-style names and IDNA, which the resolver encodes).
+_MAX_NAME = 253
+_MAX_LABEL = 63
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")  # a part of an address, as inet_aton reads it
+
+
+def check_host(host: str, text: str | None = None) -> None:
+    """An IPv4 literal must be a whole one; anything else must be a well-formed name.
+    ``text`` is the target as the user wrote it, for the message.
+
+    A name whose last label is all digits is an IPv4 address mistyped, never a name (no
+    top-level domain is numeric, RFC 3696 section 2): ``999.1.1.1``, ``1.2.3`` and
+    ``1.2.3.4.5`` are refused here instead of going to the resolver, which would send
+    ``999.1.1.1`` to DNS and read ``1.2.3`` as 1.2.0.3 (inet_aton's shorthand) or ``0x7f.1``
+    as 127.0.0.1.
+
+    Raises:
+        UsageError: with a one-line explanation of what is wrong.
+    """
+    what = "" if text is None else f"invalid target {text!r}: "
+    labels = host.removesuffix(".").split(".")
+    if _NUMBER.fullmatch(next((label for label in reversed(labels) if label), "")):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise UsageError(
+                f"{what}{host!r} is not an IPv4 address "
+                "(four numbers from 0 to 255, e.g. 198.18.0.18)"
+            ) from None
+        return
+    bad = next((c for c in host if not (c.isalnum() or c in "-._")), None)
+    if bad is not None:
+        raise UsageError(f"{what}{bad!r} cannot be part of a host name or IPv4 address")
+    encoded = host
+    if not host.isascii():
+        try:  # as the resolver will encode it (socket.getaddrinfo's IDNA codec)
+            encoded = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise UsageError(f"{what}{host!r} is not a host name") from None
+        labels = encoded.removesuffix(".").split(".")
+    if len(encoded) > _MAX_NAME or any(
+        not 1 <= len(label) <= _MAX_LABEL or label.startswith("-") or label.endswith("-")
+        for label in labels
+    ):
+        raise UsageError(
+            f"{what}{host!r} is not a host name (labels of 1 to "
+            f"{_MAX_LABEL} characters between dots, not beginning or ending with '-', "
+            f"{_MAX_NAME} characters in all)"
+        )
 
 
 def parse_escaped(text: str) -> bytes:

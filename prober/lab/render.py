@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from .builtin import LabEntry, LabStatus
 
 DOWN = "lab is down"
-_COLUMNS = ("ADDRESS", "PORT", "PEER", "BEHAVIOUR", "SHOW IT WITH", "COMING")
+_COLUMNS = ("ADDRESS", "PORT", "PEER", "BEHAVIOUR", "SHOW IT WITH")
 
 
 def status_text(status: LabStatus | None) -> str:
@@ -47,7 +47,6 @@ def table(entries: Sequence[LabEntry]) -> list[str]:
             "" if same else entry.peer,
             "  (same, over IPv6)" if same else entry.behaviour,
             entry.command,
-            "" if same or entry.coming is None else entry.coming,
         ))
         previous = entry
     widths = [max(len(row[column]) for row in rows) for column in range(len(_COLUMNS))]

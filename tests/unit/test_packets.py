@@ -206,6 +206,72 @@ def test_syn_option_variants_equal_scapy(
     assert t.options_length % 4 == 0
 
 
+def linux_option_names(flags: int, *, ws: bool, sack: bool, ts: bool) -> list[str]:
+    """Linux's layout (tcp_options_write), written out again here as Scapy option names."""
+    if not flags & F.SYN:
+        return LINUX_TS_ONLY if ts else []
+    names = ["MSS"]
+    if ts:
+        names += ["SAckOK", "Timestamp"] if sack else ["NOP", "NOP", "Timestamp"]
+    elif sack:
+        names += ["NOP", "NOP", "SAckOK"]
+    return [*names, "NOP", "WScale"] if ws else names
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    version=st.sampled_from([4, 6]),
+    flags=st.integers(0, 0xFF),
+    ttl=st.integers(1, 255),
+    window=u16,
+    mss=u16,
+    wscale=st.one_of(st.none(), st.integers(0, 14)),
+    sack=st.booleans(),
+    ts=st.one_of(st.none(), st.booleans()),
+    ip_id=u16,
+    df=st.booleans(),
+    fields=st.tuples(u16, u16, u32, u32, u32, u32),
+    payload=st.one_of(st.just(b""), st.binary(max_size=300)),
+)
+def test_any_template_equals_scapy(
+    version: int,
+    flags: int,
+    ttl: int,
+    window: int,
+    mss: int,
+    wscale: int | None,
+    sack: bool,
+    ts: bool | None,
+    ip_id: int,
+    df: bool,
+    fields: tuple[int, int, int, int, int, int],
+    payload: bytes,
+) -> None:
+    """Every flag byte, IP field, option choice and payload: the struct-packed template and
+    its per-packet patches give the bytes Scapy builds for the same fields."""
+    sport, dport, seq, ack, tsval, tsecr = fields
+    t = TcpTemplate(
+        version, F(flags), ttl=ttl, window=window, mss=mss, window_scale=wscale,
+        sack_permitted=sack, timestamps=ts, ip_id=ip_id, dont_fragment=df,
+    )
+    timestamps = not flags & F.RST if ts is None else ts
+    names = linux_option_names(flags, ws=wscale is not None, sack=sack, ts=timestamps)
+    tcp = TCP(
+        sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, window=window,
+        options=scapy_options(names, mss, wscale or 0, tsval, tsecr),
+    )
+    if version == 4:
+        src, dst = b"\xc6\x12\x00\x01", b"\xc6\x12\x00\x12"
+        ip = IP(src="198.18.0.1", dst="198.18.0.18", ttl=ttl, id=ip_id, flags="DF" if df else 0)
+        expected = bytes(ip / tcp / payload)
+    else:
+        src = socket.inet_pton(socket.AF_INET6, "2001:2::1")
+        dst = socket.inet_pton(socket.AF_INET6, "2001:2::1:2")
+        expected = bytes(IPv6(src="2001:2::1", dst="2001:2::1:2", hlim=ttl) / tcp / payload)
+    assert t.build(src, dst, sport, dport, seq, ack, tsval, tsecr, payload) == expected
+    assert t.header_length == len(expected) - len(payload) - (20 if version == 4 else 40)
+
+
 def test_linux_syn_defaults() -> None:
     t4 = TcpTemplate(4, F.SYN)
     assert t4.options_order == "MSTNW"
@@ -315,6 +381,11 @@ def test_build_rejects_bad_input() -> None:
         TcpTemplate(4, F.SYN, options="MX")
     with pytest.raises(ValueError):
         TcpTemplate(4, F.SYN, options="TTTTT")
+    with pytest.raises(ValueError):
+        TcpTemplate(4, F.SYN, options="N" * 41)
+    for bad in ({"ttl": 256}, {"window": 65536}, {"mss": -1}, {"window_scale": 256}):
+        with pytest.raises(ValueError, match="out of range"):
+            TcpTemplate(4, F.SYN, **bad)
 
 
 @settings(max_examples=200, deadline=None)
@@ -342,9 +413,13 @@ def test_isn_key() -> None:
     assert len({IsnKey.random().isn(a, b, 1, 2, 3) for _ in range(4)}) > 1
 
 
-def test_core_imports_without_scapy() -> None:
+def test_core_imports_and_builds_without_scapy() -> None:
+    """Scapy is the tests' oracle only: building every kind of template never imports it."""
     code = (
         "import sys, prober.core.packets, prober.core.parse, prober.core.cookies;"
+        "from prober.core.packets import TcpTemplate; from prober.core.wire import TcpFlags;"
+        "[TcpTemplate(v, f) for v in (4, 6) for f in TcpFlags];"
+        "TcpTemplate(4, TcpFlags.SYN, options='WNNSMTE', window_scale=3);"
         "assert 'scapy' not in sys.modules, 'scapy imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

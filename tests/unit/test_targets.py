@@ -1,10 +1,17 @@
+"""parse_target: what a user types as a target, and what is refused before any packet."""
+
 from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prober.errors import UsageError
+from prober.api import resolve
+from prober.errors import ResolutionError, UsageError
 from prober.targets import Target, parse_target
 
 
@@ -15,6 +22,13 @@ from prober.targets import Target, parse_target
         ("[2001:2::2]:443", Target("2001:2::2", 443)),
         ("lab-open.test:8080", Target("lab-open.test", 8080)),
         (" 198.18.0.2:1 ", Target("198.18.0.2", 1)),
+        # Names pass to the resolver as they are: a trailing dot, underscores, IDNA.
+        ("lab-open.test.:80", Target("lab-open.test.", 80)),
+        ("_http._tcp.lab.test:80", Target("_http._tcp.lab.test", 80)),
+        ("bücher.test:80", Target("bücher.test", 80)),
+        ("1e3.test:80", Target("1e3.test", 80)),
+        ("198.18.0.2:080", Target("198.18.0.2", 80)),
+        ("[::ffff:198.18.0.2]:80", Target("::ffff:198.18.0.2", 80)),
     ],
 )
 def test_valid_targets(text: str, expected: Target) -> None:
@@ -37,6 +51,30 @@ def test_valid_targets(text: str, expected: Target) -> None:
         ("[2001:2::2]80", "a port is required"),
         ("[2001:2::2:80", "missing ']'"),
         ("[198.18.0.2]:80", "is not an IPv6 address"),
+        # Near-addresses are invalid addresses, never names for the resolver (which would ask
+        # DNS about 999.1.1.1, and read 1.2.3 as 1.2.0.3 and 0x7f.1 as 127.0.0.1).
+        ("999.1.1.1:80", "'999.1.1.1' is not an IPv4 address"),
+        ("999.1.1.1", "'999.1.1.1' is not an IPv4 address"),
+        ("1.2.3:80", "'1.2.3' is not an IPv4 address"),
+        ("1.2.3.4.5:80", "'1.2.3.4.5' is not an IPv4 address"),
+        ("198.18.0.256:80", "is not an IPv4 address"),
+        ("01.2.3.4:80", "is not an IPv4 address"),
+        ("1.2.3.4.:80", "is not an IPv4 address"),
+        ("0x7f.1:80", "'0x7f.1' is not an IPv4 address"),
+        ("4294967295:80", "is not an IPv4 address"),
+        ("[::1", "missing ']'"),
+        ("[::1]:", "a port is required"),
+        ("[]:80", "'' is not an IPv6 address"),
+        ("[fe80::1%eth0]:80", "addresses with a zone (%eth0) are not supported"),
+        ("fe80::1%eth0:80", "put an IPv6 address in brackets"),
+        ("198.18.0.2:+80", "invalid port '+80'"),
+        ("198.18.0.2:\u0668\u0660", "invalid port"),  # Arabic-Indic "80"
+        ("198.18.0.0/24:80", "'/' cannot be part of a host name"),
+        ("lab open:80", "' ' cannot be part of a host name"),
+        ("lab..test:80", "is not a host name"),
+        ("-lab.test:80", "is not a host name"),
+        ("x" * 64 + ".test:80", "is not a host name"),
+        ("a." * 127 + "test:80", "is not a host name"),
     ],
 )
 def test_invalid_targets_say_what_is_wrong(text: str, complaint: str) -> None:
@@ -53,3 +91,33 @@ def test_any_text_parses_or_raises_usage_error(text: str) -> None:
     except UsageError:
         return
     assert 1 <= target.port <= 65535 and target.host
+
+
+@given(st.from_regex(r"[0-9.]{0,8}[0-9][0-9.]{0,8}", fullmatch=True))
+def test_digits_and_dots_are_an_ipv4_address_or_refused(host: str) -> None:
+    """Never a name to resolve: whatever the resolver would make of it."""
+    try:
+        target = parse_target(f"{host}:80")
+    except UsageError as error:
+        assert "is not an IPv4 address" in str(error) or "the host is missing" in str(error)
+        return
+    assert isinstance(target.literal, ipaddress.IPv4Address)
+    assert str(target.literal) == host
+
+
+@given(st.ip_addresses())
+def test_every_address_parses_back(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    text = f"[{address}]:80" if address.version == 6 else f"{address}:80"
+    assert parse_target(text).literal == address
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3", "0x7f.1", "lab..test"])
+def test_the_library_refuses_near_addresses_without_asking_the_resolver(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_resolver(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the resolver was asked about {args[0]!r}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+    with pytest.raises(ResolutionError, match="is not"):
+        asyncio.run(resolve(host))
