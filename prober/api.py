@@ -470,7 +470,10 @@ class Prober:
         stop: asyncio.Event | None,
     ) -> list[Flight]:
         """Run probes that hold a conversation until each is done, with the local kernel's
-        RSTs suppressed on their 4-tuples; ``stop`` interrupts them (they send their RSTs)."""
+        RSTs suppressed on their 4-tuples; ``stop`` interrupts them (they send their RSTs).
+
+        A cancelled task interrupts them too: the RST that frees the peer's state goes out
+        (the engine sends synchronously) before the cancellation goes on."""
         engine = self.engine
         loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
@@ -482,6 +485,13 @@ class Prober:
         def finished(flight: Flight) -> None:
             waiting.discard(flight)
             progress.set()
+
+        def interrupt_waiting() -> None:
+            for flight in list(waiting):
+                interrupt = getattr(flight.probe, "interrupt", None)
+                if interrupt is not None:
+                    interrupt(loop.time())
+                engine.poke(flight)
 
         try:
             if not kernel_rst:
@@ -497,14 +507,12 @@ class Prober:
             while waiting and not stop.is_set():
                 progress.clear()
                 await _wait_either(progress, stop)
-            for flight in list(waiting):
-                interrupt = getattr(flight.probe, "interrupt", None)
-                if interrupt is not None:
-                    interrupt(loop.time())
-                engine.poke(flight)
+            interrupt_waiting()
             # A moment for the last segments' TX stamps and for late copies to be counted.
             await asyncio.sleep(SETTLE_SECONDS)
         finally:
+            # Cancelled (or failed) mid-conversation: free the peers before leaving.
+            interrupt_waiting()
             for flight in flights:
                 engine.retire(flight)
             if not kernel_rst:

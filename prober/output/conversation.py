@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import sys
 
-from prober.core.close import CloseKind, CloseResult, Handshake
+from prober.core.close import (
+    PEER_TIME_WAIT_CHECK,
+    CloseKind,
+    CloseResult,
+    Handshake,
+    TimeWaitDue,
+)
 from prober.core.halfopen import EndedBy, HalfOpenResult
 from prober.output.ladder import ladder
 
@@ -86,6 +92,7 @@ def close_report(result: CloseResult) -> list[str]:
     lines = [f"CLOSE {peer} from {us} ({result.mode.value})", ""]
     lines += ladder(result.segments, us, peer, ascii_only=_ascii_only())
     lines += ["", close_verdict(result)]
+    lines += close_anomalies(result)
     return lines
 
 
@@ -131,19 +138,84 @@ def close_verdict(result: CloseResult) -> str:
             + (f" (intervals {intervals})" if intervals else "")
             + (f", then {end.value}" if end is not None else "")
         )
-    holder = result.time_wait_holder
-    if holder is not None:
-        if holder.value == "us":
-            if result.time_wait_skipped:
-                parts.append("we would hold TIME-WAIT (skipped: --no-wait)")
-            elif result.time_wait_held_us is not None:
-                cut = " (cut short)" if result.time_wait_cut_short else ""
-                parts.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
-        elif holder.value == "peer":
-            parts.append("the peer holds TIME-WAIT")
-        else:
-            parts.append("both sides hold TIME-WAIT")
+    parts += _time_wait(result)
     received = result.bytes_received
     if received:
         parts.append(f"{received} bytes received in all")
     return "; ".join(parts) + "."
+
+
+def _time_wait(result: CloseResult) -> list[str]:
+    """What was observed about TIME-WAIT. Ours we hold and time; the peer's we can only
+    say is due (it closed first), not that its kernel kept it."""
+    due = result.time_wait_due
+    if due is None:
+        return []
+    ours: list[str] = []
+    if result.time_wait_skipped:
+        ours.append("we would hold TIME-WAIT (skipped: --no-wait)")
+    elif result.time_wait_held_us is not None:
+        cut = " (cut short)" if result.time_wait_cut_short else ""
+        ours.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
+    check = f"whether it kept one shows on the peer: {PEER_TIME_WAIT_CHECK}"
+    if due is TimeWaitDue.US:
+        return ours
+    if due is TimeWaitDue.PEER:
+        return [f"the peer closed first, so TIME-WAIT is its to hold ({check})"]
+    return [
+        "the FINs crossed, so each side passes CLOSING into TIME-WAIT",
+        *ours,
+        f"the peer's is not observed here ({check})",
+    ]
+
+
+def close_anomalies(result: CloseResult) -> list[str]:
+    """Lines for what was not part of the conversation: strays, ICMP that decided nothing,
+    data dropped outside the window, segments not recorded, sends that failed."""
+    lines: list[str] = []
+    if result.invalid:
+        kinds = ", ".join(f"{kind.value} {count}" for kind, count in result.invalid.items())
+        limited = (
+            f"; {result.answers_rate_limited} challenge/out-of-window ACKs not sent"
+            " (RFC 5961 rate limit)"
+            if result.answers_rate_limited
+            else ""
+        )
+        lines.append(
+            f"Invalid packets (not part of the conversation, no verdict): "
+            f"{result.invalid_total} ({kinds}){limited}."
+        )
+    if result.icmp_ignored:
+        kinds = ", ".join(f"{key} {count}" for key, count in result.icmp_ignored.items())
+        lines.append(f"ICMP errors that decide nothing, ignored: {kinds}.")
+    stats = result.receive
+    if stats is not None and (
+        stats.out_of_order_segments or stats.out_of_window_bytes or stats.dropped_no_room_segments
+    ):
+        lines.append(
+            f"Receive window {stats.window_bytes} bytes: out of order "
+            f"{stats.out_of_order_segments} segment(s), at most "
+            f"{stats.buffered_high_water_bytes} bytes buffered; dropped outside the window "
+            f"{stats.out_of_window_segments} segment(s), {stats.out_of_window_bytes} bytes"
+            + (
+                f"; dropped for want of room {stats.dropped_no_room_segments} segment(s)"
+                if stats.dropped_no_room_segments
+                else ""
+            )
+            + "."
+        )
+    if stats is not None and stats.kept_bytes < stats.delivered_bytes:
+        lines.append(
+            f"Kept the first {stats.kept_bytes} of {stats.delivered_bytes} bytes received."
+        )
+    if result.unrecorded_segments:
+        lines.append(
+            f"{result.unrecorded_segments} segments (bulk data and its ACKs, strays) are "
+            "counted but not in the ladder, JSON or pcap."
+        )
+    if result.failed_sends:
+        lines.append(
+            f"{result.failed_sends} segment(s) could not be sent ({result.error}); the ladder "
+            "marks them, and the pcap leaves them out."
+        )
+    return lines
