@@ -5,12 +5,19 @@ A sans-IO state machine like ``SynProbe``: the engine calls ``start``, ``receive
 (``segments_to_send``, ``next_deadline``); the probe never reads a clock or touches a socket.
 The local kernel knows nothing of this connection; the engine suppresses its RSTs.
 
+This module is the state machine; what it keeps is split by idea, as aioquic splits its
+connection's spaces: ``close_send`` (our send space: SND.UNA/NXT/WND, our FIN, the RTO's
+backoff), ``close_receive`` (the receive space: RCV.NXT, the window, the reassembly and its
+cap) and ``close_timeline`` (the close's classification, timings and result). The public names
+of all three are importable from here.
+
 What one run does:
 
 1. Handshake: a SYN with Linux's options, retransmitted on RTO (doubling) until
    ``handshake_timeout``. A SYN/ACK acking ISN+1 opens the connection; a RST acking ISN+1
-   means the port is closed; an ICMP error quoting our 4-tuple and ISN ends it as filtered
-   (or expired, for time exceeded); silence is no answer.
+   means the port is closed; an ICMP error of reachability (``IcmpError.decides_verdict``)
+   quoting our 4-tuple and ISN ends it as filtered (or expired, for time exceeded); other
+   ICMP errors are counted; silence is no answer.
 2. The options of the SYN/ACK decide the rest (RFC 7323): timestamps on every segment we
    send iff the SYN/ACK carried them (TSecr is TS.Recent); window scaling iff it carried WS
    (we always offer 7); the peer's MSS, less the option bytes, bounds our data segments.
@@ -18,10 +25,13 @@ What one run does:
    the last, retransmitted go-back-N from SND.UNA on RTO (doubling, ``max_retries`` at most).
 4. The peer's data is reassembled in order; every data or FIN segment is answered at once
    with an ACK of RCV.NXT (no delayed ACK, so ladders are deterministic). Duplicates are
-   re-ACKed, out-of-order segments buffered and answered with a duplicate ACK, segments
-   outside the window ACKed and dropped (RFC 9293 §3.10.7.4). A RST counts only when its
-   sequence number is exactly RCV.NXT; one elsewhere in the window draws a challenge ACK
-   (RFC 5961 §3.2), any other is ignored.
+   re-ACKed, out-of-order segments buffered (within the window, which caps the buffer: see
+   ``close_receive``) and answered with a duplicate ACK, segments outside the window ACKed
+   and dropped (RFC 9293 §3.10.7.4). A RST counts only when its sequence number is exactly
+   RCV.NXT; one elsewhere in the window draws a challenge ACK (RFC 5961 §3.2), any other is
+   ignored. Such strays, and ICMP errors that may not decide a verdict, are counted in the
+   result (``Stray``), never a verdict; the ACKs they draw are rate-limited (RFC 5961 §7),
+   and the log records a bounded number of them (and of bulk data segments).
 5. Closing. Who sends the first FIN decides who holds TIME-WAIT (see ``prober.core.states``):
    - ``WE_CLOSE``: our FIN follows as soon as all our data is acknowledged. The peer may ACK
      it and send its FIN later (four-way), ACK it with its FIN (three-way), send its FIN
@@ -51,6 +61,7 @@ import ipaddress
 from functools import lru_cache
 
 from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly, acceptable
+from prober.core.close_send import SendSpace
 from prober.core.close_timeline import (
     PEER_TIME_WAIT_CHECK,
     CloseKind,
@@ -276,17 +287,9 @@ class CloseProbe:
         self._timestamps = False
         self._peer_shift = 0
         self._window_field = min(receive_window, MAX_WINDOW_FIELD)
-        self._mss = DEFAULT_PEER_MSS[version]  # payload bytes per data segment
 
-        # Send sequence space as offsets from ISN+1 (no wrap-around to think about):
-        # our data occupies 0 .. len(send_data)-1 and our FIN len(send_data).
-        self._snd_una = -1  # the SYN is offset -1
-        self._snd_nxt = -1
-        self._snd_max = -1  # highest offset sent + 1 (go-back-N rewinds snd_nxt only)
-        self._snd_wnd = 0
-        self._fin_wanted = False
-        self._our_fin_sent = False
-        self._our_fin_acked = False
+        # Send sequence space as offsets from ISN+1 (see close_send).
+        self._tx = SendSpace(self.send_data, rto, DEFAULT_PEER_MSS[version])
         self._half_close_from: int | None = None  # stream offset of the first half-close byte
 
         # Receive sequence space as offsets from the peer's ISN+1: RCV.NXT, the window we
@@ -306,8 +309,6 @@ class CloseProbe:
         self._max_wait_deadline: float | None = None
         self._time_wait_deadline: float | None = None
         self._silence_deadline: float | None = None
-        self._rto_current = rto
-        self._retries = 0
         self._last_peer_fin_now: float | None = None
         self._prebuild_templates()
         self._last_peer_fin_interval: float | None = None
@@ -316,7 +317,6 @@ class CloseProbe:
         self._close_kind: CloseKind | None = None
         self._fin_end: FinRetransmissionsEnd | None = None
         self._timeline = Timeline()
-        self._our_fin_retransmissions = 0
         self._we_entered_time_wait = False
         self._peer_entered_time_wait = False
         self._time_wait_entered: float | None = None
@@ -403,7 +403,7 @@ class CloseProbe:
                     self._close_kind = CloseKind.NOT_ESTABLISHED
                     self._finish()
                 elif self._rto_deadline is not None and now >= self._rto_deadline:
-                    self._rto_current *= 2
+                    self._tx.rto *= 2
                     self._send_syn(now)
                 else:
                     return
@@ -518,7 +518,8 @@ class CloseProbe:
 
     def _send_offset(self, ack: int) -> int:
         """An ack number as an offset in our sequence space (relative to SND.UNA)."""
-        return self._snd_una + _delta(ack, self._seq(self._snd_una))
+        una = self._tx.una
+        return una + _delta(ack, self._seq(una))
 
     def _receive_offset(self, seq: int) -> int:
         """A sequence number of the peer's as an offset (relative to RCV.NXT)."""
@@ -626,11 +627,11 @@ class CloseProbe:
             note="" if first else "retransmission",
         )
         self._syn_tsvals[index] = int(now * 1000) & SEQ_MASK
-        self._snd_nxt = self._snd_max = 0
-        self._rto_deadline = now + self._rto_current
+        self._tx.syn_out()
+        self._rto_deadline = now + self._tx.rto
 
     def _send_ack(self, now: float, note: str = "", *, bulk: bool = False) -> None:
-        self._emit(_F.ACK, self._snd_nxt, now, note=note, bulk=bulk)
+        self._emit(_F.ACK, self._tx.nxt, now, note=note, bulk=bulk)
 
     def _answer_invalid(self, now: float, note: str) -> None:
         """ACK an unacceptable segment (RFC 9293 §3.10.7.4) or challenge one (RFC 5961),
@@ -646,7 +647,7 @@ class CloseProbe:
     def _send_rst(self, now: float, note: str) -> None:
         # RST carries SND.NXT and no ACK (RFC 9293 §3.10.7.1 for a connection we abort).
         # snd_max, not a go-back-N-rewound snd_nxt: the peer expects the highest we sent.
-        self._emit(_F.RST, self._snd_max, now, ack=False, our_event=_E.SEND_RST, note=note)
+        self._emit(_F.RST, self._tx.max_sent, now, ack=False, our_event=_E.SEND_RST, note=note)
 
     def _pump(self, now: float, *, force: bool = False) -> None:
         """Send what is due: new (or go-back-N) data within the window, then our FIN.
@@ -655,52 +656,38 @@ class CloseProbe:
         """
         if self._done or self.our_state not in _CAN_SEND:
             return
-        data_len = len(self.send_data)
-        while self._snd_nxt < data_len:
-            room = self._snd_una + self._snd_wnd - self._snd_nxt
-            if force:
-                room = max(room, 1)
-                force = False
-            size = min(self._mss, data_len - self._snd_nxt, room)
-            if size <= 0:
-                break
-            start = self._snd_nxt
-            flags = _F.ACK | _F.PSH if start + size == data_len else _F.ACK
+        tx = self._tx
+        for segment in tx.data_due(force=force):
             self._emit(
-                flags,
-                start,
+                _F.ACK | _F.PSH if segment.last else _F.ACK,
+                segment.offset,
                 now,
-                payload=self.send_data[start : start + size],
-                note="retransmission" if start < self._snd_max else "",
+                payload=segment.payload,
+                note="retransmission" if segment.retransmission else "",
                 bulk=True,
             )
-            self._snd_nxt = start + size
-            self._snd_max = max(self._snd_max, self._snd_nxt)
         if (
-            not self._fin_wanted
-            and self._snd_una == data_len
+            not tx.fin_wanted
+            and tx.all_data_acked
             and (
                 (self.mode is CloseMode.WE_CLOSE and self.our_state is _S.ESTABLISHED)
                 or self.our_state is _S.CLOSE_WAIT
             )
         ):
-            self._fin_wanted = True
-        if self._fin_wanted and self._snd_nxt == data_len:
-            if self._our_fin_sent:
-                self._our_fin_retransmissions += 1
+            tx.fin_wanted = True
+        if tx.fin_due:
+            if tx.fin_sent:
                 self._emit(
                     _F.FIN | _F.ACK,
-                    data_len,
+                    tx.fin_offset,
                     now,
                     peer_event=_E.RECEIVE_FIN,
                     note="retransmission",
                 )
             else:
                 self._timeline.our_fin = (Direction.SENT, self._next_index)
-                self._our_fin_sent = True
-                self._emit(_F.FIN | _F.ACK, data_len, now, our_event=_E.SEND_FIN)
-            self._snd_nxt = data_len + 1
-            self._snd_max = max(self._snd_max, self._snd_nxt)
+                self._emit(_F.FIN | _F.ACK, tx.fin_offset, now, our_event=_E.SEND_FIN)
+            tx.fin_out()
         self._arm_rto(now)
 
     def _arm_rto(self, now: float) -> None:
@@ -709,23 +696,17 @@ class CloseProbe:
         Data held back by a shut window keeps it running too: it doubles as the persist
         timer, whose expiry sends a one-byte window probe.
         """
-        waiting = self._snd_una < self._snd_max or self._snd_nxt < len(self.send_data)
-        if not waiting:
+        if not self._tx.outstanding:
             self._rto_deadline = None
         elif self._rto_deadline is None:
-            self._rto_deadline = now + self._rto_current
+            self._rto_deadline = now + self._tx.rto
 
     def _on_rto(self, now: float) -> None:
         self._rto_deadline = None
-        self._retries += 1
-        if self._retries > self.max_retries:
+        if not self._tx.back_off(self.max_retries):
             self._notes.append(f"retransmissions exhausted after {self.max_retries} retries")
             self._end_early(now, CloseKind.INCOMPLETE, None, "retransmissions exhausted")
             return
-        self._rto_current *= 2  # RFC 6298 5.5: back off
-        # Go-back-N: everything from SND.UNA again (RFC 6298 5.4 asks for the first segment
-        # at least; resending the whole flight keeps the ladder simple and deterministic).
-        self._snd_nxt = self._snd_una
         self._pump(now, force=True)
 
     def _end_early(
@@ -863,7 +844,7 @@ class CloseProbe:
             self._window_field = max(1, self.receive_window >> OUR_WINDOW_SHIFT)
             self._rx.reset_window(self._window_field << OUR_WINDOW_SHIFT)
         peer_mss = options.mss if options.mss else DEFAULT_PEER_MSS[self.version]
-        self._mss = max(
+        mss = max(
             1,
             min(peer_mss, DEFAULT_MSS[self.version])
             - (TIMESTAMP_OPTION_BYTES if self._timestamps else 0),
@@ -875,10 +856,7 @@ class CloseProbe:
             timestamps=self._timestamps,
         )
         # The SYN/ACK's window is never scaled (RFC 7323 §2.2).
-        self._snd_wnd = tcp.window
-        self._snd_una = self._snd_nxt = self._snd_max = 0
-        self._rto_current = self.rto
-        self._retries = 0
+        self._tx.opened(tcp.window, mss)
         self._rto_deadline = None
         self._handshake_deadline = None
         self._max_wait_deadline = now + self.max_wait
@@ -954,7 +932,8 @@ class CloseProbe:
 
         # Fifth check: the ACK field.
         acked = self._send_offset(tcp.ack)
-        if acked > self._snd_max:
+        tx = self._tx
+        if acked > tx.max_sent:
             self._stray(Stray.ACK_OF_UNSENT)
             self._log_received(
                 packet, stamp, "acknowledges data not yet sent: dropped", stray=True
@@ -962,18 +941,14 @@ class CloseProbe:
             self._answer_invalid(now, "")
             return
         fin_acked_now = False
-        if acked > self._snd_una:
-            self._snd_una = acked
-            self._snd_nxt = max(self._snd_nxt, acked)
-            self._retries = 0
-            self._rto_current = self.rto
+        if acked > tx.una:
+            fin_acked_now = tx.acknowledged(acked)
             # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
-            self._rto_deadline = now + self.rto if self._snd_una < self._snd_max else None
-            if self._our_fin_sent and acked > len(self.send_data) and not self._our_fin_acked:
-                self._our_fin_acked = fin_acked_now = True
+            self._rto_deadline = now + tx.rto if tx.una < tx.max_sent else None
+            if fin_acked_now:
                 self._timeline.peer_ack_of_fin = (Direction.RECEIVED, self.log.next_arrival)
-        if acked >= self._snd_una:
-            self._snd_wnd = tcp.window << self._peer_shift
+        if acked >= tx.una:
+            tx.wnd = tcp.window << self._peer_shift
 
         # Data and FIN, trimmed to the window.
         need_ack = False
@@ -998,7 +973,7 @@ class CloseProbe:
                 data = data[: max(0, self._peer_fin_at - data_at)]
                 notes.append("data beyond the peer's FIN ignored")
             if data:
-                if self._our_fin_sent:
+                if tx.fin_sent:
                     # A half-close is data the peer sent after our FIN reached it: its ACK
                     # covers our FIN. Data that crossed our FIN on the way is not one.
                     if acked > len(self.send_data):
@@ -1057,9 +1032,9 @@ class CloseProbe:
         self._timeline.peer_fin_copies.append(this)
         self._last_peer_fin_now = now
         # Acked before this segment: four segments; acked by the FIN itself: three.
-        acked_before = self._our_fin_acked and self._timeline.peer_ack_of_fin != this
+        acked_before = self._tx.fin_acked and self._timeline.peer_ack_of_fin != this
         kind = classify_peer_fin(
-            our_fin_sent=self._our_fin_sent, acks_our_fin=acks_our_fin, acked_before=acked_before
+            our_fin_sent=self._tx.fin_sent, acks_our_fin=acks_our_fin, acked_before=acked_before
         )
         if kind is CloseKind.SIMULTANEOUS:
             # It sent its FIN before ours arrived: ESTABLISHED → FIN-WAIT-1, then ours
@@ -1160,7 +1135,6 @@ class CloseProbe:
             if syn_stamp is not None:
                 rtt = rtt_between(syn_stamp, self._syn_ack_stamp)
         timings = self._timeline.timings(self.log, self._close_kind)
-        acked = max(0, min(self._snd_una, len(self.send_data)))
         notes = list(self._notes)
         notes += [
             f"{key} ({count}x) ignored: not an error of reachability, or the connection "
@@ -1195,7 +1169,7 @@ class CloseProbe:
             peer_ack_to_peer_fin_us=timings["peer_ack_to_peer_fin_us"],
             peer_fin_to_our_ack_us=timings["peer_fin_to_our_ack_us"],
             our_ack_to_our_fin_us=timings["our_ack_to_our_fin_us"],
-            our_fin_retransmissions=self._our_fin_retransmissions,
+            our_fin_retransmissions=self._tx.fin_retransmissions,
             peer_fin_retransmissions=self._timeline.fin_retransmissions(self.log),
             peer_fin_retransmissions_end=self._fin_end,
             time_wait_due=time_wait_due(
@@ -1209,7 +1183,7 @@ class CloseProbe:
             our_final_state=self.our_state,
             peer_final_state=self.peer_state,
             bytes_sent=len(self.send_data),
-            bytes_acked=acked,
+            bytes_acked=self._tx.acked_bytes,
             received=self._rx.kept,
             interrupted=self._interrupted,
             error=self._error,
