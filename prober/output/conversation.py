@@ -116,7 +116,7 @@ def close_verdict(result: CloseResult) -> str:
         parts.append("Simultaneous close: both FINs crossed (each side went through CLOSING)")
     elif kind is CloseKind.PEER_FIRST:
         parts.append(
-            "The peer closed first: we ACKed its FIN after "
+            "Passive close: we ACKed the peer's FIN after "
             f"{_ms(result.peer_fin_to_our_ack_us)} and sent ours"
             f" {_ms(result.our_ack_to_our_fin_us)} later"
         )
@@ -162,11 +162,7 @@ def _time_wait(result: CloseResult) -> list[str]:
         return ours
     if due is TimeWaitDue.PEER:
         return [f"the peer closed first, so TIME-WAIT is its to hold ({check})"]
-    return [
-        "the FINs crossed, so each side passes CLOSING into TIME-WAIT",
-        *ours,
-        f"the peer's is not observed here ({check})",
-    ]
+    return [*ours, f"the peer's TIME-WAIT is due as well, not observed here ({check})"]
 
 
 def close_anomalies(result: CloseResult) -> list[str]:

@@ -19,11 +19,13 @@ from prober.core.close import (
     CloseMode,
     Handshake,
     Stray,
+    TimeWaitDue,
 )
 from prober.core.close_receive import MAX_PIECES, Placement, Reassembly
 from prober.core.parse import parse_packet
 from prober.core.timing import Clock, Stamp
 from prober.core.trace import Direction
+from prober.output.conversation import close_verdict
 from prober.output.ladder import ladder
 from tests.unit.test_close_probe import (
     DPORT,
@@ -257,3 +259,31 @@ def test_halfopen_style_records_without_answers_still_draw() -> None:
     assert len(lines) == 4 and "answers" not in "".join(lines)
     assert lines[1].split()[:2] == ["1", "0.000"] and lines[2].split()[:2] == ["2", "1000.000"]
     assert ipaddress.ip_address(SRC4)  # the columns are labelled by the caller
+
+
+# -- what the report claims about TIME-WAIT ---------------------------------------------------
+def test_the_report_says_the_peers_time_wait_is_due_not_held() -> None:
+    r = run(mode=CloseMode.PEER_CLOSES)
+    r.open(at=0.01)
+    r.feed("FA", 0, 0, at=0.05)
+    r.feed("A", 1, 1, at=0.07)
+    verdict = close_verdict(r.probe.result())
+    assert "holds TIME-WAIT" not in verdict
+    assert "the peer closed first, so TIME-WAIT is its to hold" in verdict
+    assert "ss -tan state time-wait" in verdict
+    assert "nstat -az TcpExtTCPTimeWaitOverflow" in verdict
+
+
+def test_after_a_simultaneous_close_only_our_time_wait_is_claimed_as_held() -> None:
+    r = run(msl=1.0)
+    r.open(at=0.01)
+    r.feed("FA", 0, 0, at=0.02)
+    r.feed("A", 1, 1, at=0.03)
+    r.tick(2.03)
+    result = r.probe.result()
+    assert result.time_wait_due is TimeWaitDue.BOTH
+    verdict = close_verdict(result)
+    assert "both sides hold" not in verdict
+    assert "we held TIME-WAIT for 2.000 s" in verdict
+    assert "the peer's TIME-WAIT is due as well, not observed here" in verdict
+    assert result.to_dict()["time_wait_due"] == "both"
