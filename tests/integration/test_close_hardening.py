@@ -33,6 +33,8 @@ PEERS: dict[str, tuple[dict[str, int], int, str]] = {
     "notw": ({"net.ipv4.tcp_max_tw_buckets": 0}, 81, "close"),
     "flood": ({}, 80, "flood"),
     "hold": ({}, 80, "eof"),  # waits for our FIN (5 s at most): the connection stays open
+    # Retransmits its SYN/ACK for 1 + 2 + 4 s: a half-open request that outlives the test.
+    "half": ({"net.ipv4.tcp_synack_retries": 3}, 80, "close"),
 }
 
 
@@ -141,6 +143,15 @@ def test_the_gigabyte_is_received_in_order_and_intact(peers: dict[str, Peer]) ->
     assert kept == pattern[: len(kept)] and len(kept) == DEFAULT_KEEP_BYTES
 
 
+def our_flags(capture: Path, peer: Peer) -> list[str]:
+    """tcpdump-style flags of every segment in ``capture`` that the peer did not send."""
+    lines = subprocess.run(
+        ["tshark", "-r", str(capture), "-T", "fields", "-e", "ip.src", "-e", "tcp.flags.str"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()
+    return [line.split("\t")[1] for line in lines if line.split("\t")[0] != peer.v4]
+
+
 def test_cancelling_close_still_sends_the_rst_that_frees_the_peer(
     peers: dict[str, Peer], tmp_path: Path
 ) -> None:
@@ -161,10 +172,31 @@ def test_cancelling_close_still_sends_the_rst_that_frees_the_peer(
     with tcpdump(peer.device, capture, f"tcp port {peer.port}", namespace=peer.namespace):
         uvloop.run(run())
         established = in_peer(peer, "ss", "-Htn", "state", "established")
-    flags = subprocess.run(
-        ["tshark", "-r", str(capture), "-T", "fields", "-e", "ip.src", "-e", "tcp.flags.str"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.splitlines()
-    ours = [line.split("\t")[1] for line in flags if line.split("\t")[0] != peer.v4]
-    assert any("R" in f for f in ours), flags
+    flags = our_flags(capture, peer)
+    assert any("R" in f for f in flags), flags
     assert f"{peer.v4}:{peer.port} " not in established
+
+
+def test_cancelling_halfopen_still_sends_the_rst_that_frees_the_request(
+    peers: dict[str, Peer], tmp_path: Path
+) -> None:
+    peer = peers["half"]
+    capture = tmp_path / "peer.pcap"
+
+    async def run() -> None:
+        async with Prober() as prober:
+            task = asyncio.create_task(
+                prober.halfopen(peer.v4, peer.port, max_wait=30, cookie_check=False)
+            )
+            await asyncio.sleep(1.5)  # the first SYN/ACK retransmission has come
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    with tcpdump(peer.device, capture, f"tcp port {peer.port}", namespace=peer.namespace):
+        uvloop.run(run())
+        requests = in_peer(peer, "ss", "-Htn", "state", "syn-recv")
+    flags = our_flags(capture, peer)
+    assert any("R" in f for f in flags), flags
+    assert f"{peer.v4}:{peer.port} " not in requests
