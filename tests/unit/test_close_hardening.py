@@ -4,8 +4,6 @@ RST storms, and the ladder's order. The scripted peer is test_close_probe's."""
 
 from __future__ import annotations
 
-import ipaddress
-
 from scapy.layers.inet import ICMP, IP, TCPerror
 from scapy.layers.inet import IPerror as IPerror4
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPerror6, IPv6
@@ -25,7 +23,7 @@ from prober.core.close_receive import MAX_PIECES, Placement, Reassembly
 from prober.core.parse import parse_packet
 from prober.core.timing import Clock, Stamp
 from prober.core.trace import Direction
-from prober.output.conversation import close_verdict
+from prober.output.conversation import close_verdict, halfopen_report
 from prober.output.ladder import ladder
 from tests.unit.test_close_probe import (
     DPORT,
@@ -38,6 +36,7 @@ from tests.unit.test_close_probe import (
     S,
     run,
 )
+from tests.unit.test_halfopen_probe import Peer, Sim, halfopen
 
 WINDOW = 511 << 7  # what the probe advertises with window scaling on
 
@@ -250,15 +249,16 @@ def test_ladder_rows_run_in_time_order_and_say_what_they_answer() -> None:
     assert f"answers #{data_row} after 0.200 ms" in ack_row
 
 
-def test_halfopen_style_records_without_answers_still_draw() -> None:
-    r = run()
-    r.start()
-    r.tick(1.0)
-    r.tick(3.0)
-    lines = ladder(r.probe.result().segments, "198.19.0.1:40000", "198.19.1.2:80")
-    assert len(lines) == 4 and "answers" not in "".join(lines)
-    assert lines[1].split()[:2] == ["1", "0.000"] and lines[2].split()[:2] == ["2", "1000.000"]
-    assert ipaddress.ip_address(SRC4)  # the columns are labelled by the caller
+def test_halfopen_ladders_still_draw_through_the_shared_renderer() -> None:
+    probe = halfopen()
+    Sim(Peer(synack_retries=1)).launch(probe).run()
+    report = halfopen_report(probe.result())
+    rows = [line for line in report if line[:3].strip().isdigit()]
+    flags = [next(w for w in row.split()[3:] if w.strip("─►◄")) for row in rows]
+    assert flags == ["S", "S.", "S.", "R"]
+    times = [float(row.split()[1]) for row in rows]
+    assert times == sorted(times)
+    assert "(times since the first segment, kernel timestamps; rows in time order)" in report
 
 
 # -- what the report claims about TIME-WAIT ---------------------------------------------------
