@@ -41,7 +41,7 @@ class CloseMode(StrEnum):
 class Handshake(StrEnum):
     OPEN = "open"  # SYN/ACK acking ISN+1
     CLOSED = "closed"  # RST acking ISN+1
-    FILTERED = "filtered"  # ICMP destination unreachable (or another ICMP error)
+    FILTERED = "filtered"  # ICMP destination unreachable quoting our SYN (no other ICMP error)
     EXPIRED = "expired"  # ICMP time exceeded: the SYN died on the way
     NO_ANSWER = "no-answer"  # nothing until handshake_timeout
     SEND_FAILED = "send-failed"  # the SYN could not be sent
