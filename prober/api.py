@@ -420,7 +420,9 @@ class Prober:
             max_wait: seconds to wait for the peer after the handshake.
             handshake_timeout: seconds to wait for the SYN/ACK.
             kernel_rst: no RST suppression (the local kernel will reset the connection).
-            version, source_port, ttl, stop: as for ``syn``.
+            version, source_port, ttl, stop: as for ``syn``; ``stop`` ends the conversation
+                with a RST that frees the peer, and so does cancelling the task (the RST
+                goes out before the cancellation propagates).
 
         Returns:
             Every segment with kernel timestamps and both sides' states, the close's kind
