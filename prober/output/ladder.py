@@ -8,7 +8,8 @@ Rows are in the order of their timestamps, so time never runs backwards down the
 is not always the order prober handled the segments in (a segment can arrive while prober is
 still answering the one before), so each segment of ours that answers one of the peer's says
 which row it answers and after how long: our reaction time, from that segment's arrival to
-our answer's departure. A segment that could not be sent is drawn as such, without a time.
+our answer's departure. A segment that could not be sent is drawn without a time and noted
+"NOT SENT".
 """
 
 from __future__ import annotations
@@ -69,12 +70,10 @@ def ladder(
             )
         if record.sent_ok:
             elapsed = f"{(record.time_ns - start) / 1_000_000:>10.3f}"
-            label = _label(record)
         else:
-            elapsed = f"{'-':>10}"
-            label = _label(record) + (" (X)" if ascii_only else " ✗")
+            elapsed = f"{'-':>10}"  # it never left: no time of its own
             notes.append(f"NOT SENT: {record.send_error}")
-        arrow = _arrow(label, rightwards, ascii_only)
+        arrow = _arrow(_label(record), rightwards, ascii_only)
         note = f"  ({'; '.join(notes)})" if notes else ""
         lines.append(
             f"{row:>3} {elapsed}  {record.our_state.value:<{STATE_WIDTH}}  {arrow}  "
