@@ -64,6 +64,7 @@ from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly,
 from prober.core.close_send import SendSpace
 from prober.core.close_timeline import (
     PEER_TIME_WAIT_CHECK,
+    STRAY_DESCRIPTIONS,
     CloseKind,
     CloseMode,
     CloseResult,
@@ -87,6 +88,7 @@ from prober.core.wire import IcmpKind, Packet, TcpFlags, TcpSegment
 
 __all__ = [
     "PEER_TIME_WAIT_CHECK",
+    "STRAY_DESCRIPTIONS",
     "CloseKind",
     "CloseMode",
     "CloseProbe",
@@ -768,7 +770,7 @@ class CloseProbe:
         if self.our_state is _S.SYN_SENT and not self._done:
             if quoted.seq != self.isn:
                 # Quotes a segment we never sent from this 4-tuple: spoofed, or stale.
-                self._stray(Stray.ICMP_OTHER_SEGMENT)
+                self._stray(Stray.ICMP_NOT_OURS)
                 return True
             if icmp.decides_verdict:
                 self._icmp = IcmpReply(
@@ -785,6 +787,8 @@ class CloseProbe:
         # Not an error of reachability (redirect, source quench, parameter problem, packet
         # too big), or one on an open connection: RFC 5927 calls the latter soft errors.
         # Either way it decides nothing; it is counted and shown.
+        opened = self.our_state is not _S.SYN_SENT or self._done
+        self._stray(Stray.ICMP_AFTER_ANSWER if opened else Stray.ICMP_NO_VERDICT)
         key = f"ICMPv{packet.version} type {icmp.type} code {icmp.code}"
         self._icmp_ignored[key] = self._icmp_ignored.get(key, 0) + 1
         return True
@@ -934,7 +938,7 @@ class CloseProbe:
         acked = self._send_offset(tcp.ack)
         tx = self._tx
         if acked > tx.max_sent:
-            self._stray(Stray.ACK_OF_UNSENT)
+            self._stray(Stray.WRONG_ACK)
             self._log_received(
                 packet, stamp, "acknowledges data not yet sent: dropped", stray=True
             )
@@ -1190,8 +1194,7 @@ class CloseProbe:
             notes=tuple(notes),
             segments=records,
             receive=stats,
-            invalid=dict(self._invalid),
-            icmp_ignored=dict(self._icmp_ignored),
+            invalid_by_kind=dict(self._invalid),
             answers_rate_limited=self._answers_limited,
             unrecorded_segments=self._unrecorded,
             failed_sends=self._failed_sends,

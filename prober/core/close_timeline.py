@@ -78,16 +78,33 @@ class TimeWaitDue(StrEnum):
 
 class Stray(StrEnum):
     """A packet on the probe's 4-tuple that is not part of the conversation: counted and
-    shown, never a verdict (RFC 5961 for the RSTs and SYNs; RFC 9293 §3.10.7 for the rest)."""
+    shown, never a verdict (RFC 5961 for the RSTs and SYNs; RFC 9293 §3.10.7 for the rest).
 
-    WRONG_ACK = "wrong-ack"  # in SYN-SENT: a SYN/ACK or RST that does not ack ISN + 1
-    ACK_OF_UNSENT = "ack-of-unsent"  # acknowledges data we never sent
+    Kinds that halfopen's conversations also see carry the same names as its ``Stray``
+    (prober.core.halfopen), so the JSON speaks one vocabulary."""
+
+    WRONG_ACK = "wrong-ack"  # a SYN/ACK or RST not acking our SYN; an ACK of data never sent
     RST_OUT_OF_WINDOW = "rst-out-of-window"  # ignored
     RST_NOT_EXACT = "rst-not-exact"  # in the window, not RCV.NXT: a challenge ACK
     SYN_ON_OPEN = "syn-on-open"  # a SYN on the open connection: a challenge ACK
     NO_ACK_FLAG = "no-ack-flag"  # a segment without ACK after the handshake
     OUT_OF_WINDOW = "out-of-window"  # data right of the receive window
-    ICMP_OTHER_SEGMENT = "icmp-other-segment"  # ICMP quoting a segment that is not our SYN
+    ICMP_NOT_OURS = "icmp-not-ours"  # quotes another segment than our SYN
+    ICMP_NO_VERDICT = "icmp-no-verdict"  # quotes our SYN, but is not a reachability error
+    ICMP_AFTER_ANSWER = "icmp-after-answer"  # on the open connection (RFC 5927: soft errors)
+
+
+STRAY_DESCRIPTIONS: dict[Stray, str] = {
+    Stray.WRONG_ACK: "acknowledging something we never sent",
+    Stray.RST_OUT_OF_WINDOW: "RSTs outside the receive window (ignored)",
+    Stray.RST_NOT_EXACT: "RSTs in the window but not at RCV.NXT (challenge ACK, RFC 5961)",
+    Stray.SYN_ON_OPEN: "SYNs on the open connection (challenge ACK, RFC 5961)",
+    Stray.NO_ACK_FLAG: "segments without ACK after the handshake",
+    Stray.OUT_OF_WINDOW: "data segments beyond the receive window (dropped)",
+    Stray.ICMP_NOT_OURS: "ICMP errors quoting another segment",
+    Stray.ICMP_NO_VERDICT: "ICMP messages that decide nothing (not unreachable or time exceeded)",
+    Stray.ICMP_AFTER_ANSWER: "ICMP errors after the peer had answered",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +181,9 @@ class CloseResult:
       are the ``received`` attribute, not in the dict.
     - ``receive``: ``ReceiveStats.to_dict()``: the window (the cap on buffered out-of-order
       bytes), the buffer's high-water mark, and what was dropped outside the window.
-    - ``invalid``: ``{stray kind: count}`` of packets that were not part of the conversation
-      (``Stray``); ``icmp_ignored``: ``{"ICMPv4 type T code C": count}`` of ICMP errors that
-      may not decide a verdict; ``answers_rate_limited``: challenge and out-of-window ACKs
+    - ``invalid``: how many packets were not part of the conversation; ``invalid_by_kind``:
+      ``{stray kind: count}`` (``Stray``; the ICMP types and codes are in ``notes``);
+      ``answers_rate_limited``: challenge and out-of-window ACKs
       not sent (RFC 5961 §7); ``unrecorded_segments``: bulk data segments, their ACKs and
       strays beyond the log's limits (counted, not in ``segments``); ``failed_sends``.
     - ``interrupted``: bool; ``error``: why a segment could not be sent, or None;
@@ -211,8 +228,7 @@ class CloseResult:
     notes: tuple[str, ...]
     segments: tuple[SegmentRecord, ...]
     receive: ReceiveStats | None = None
-    invalid: dict[Stray, int] = field(default_factory=dict)
-    icmp_ignored: dict[str, int] = field(default_factory=dict)
+    invalid_by_kind: dict[Stray, int] = field(default_factory=dict)
     answers_rate_limited: int = 0
     unrecorded_segments: int = 0
     failed_sends: int = 0
@@ -223,8 +239,9 @@ class CloseResult:
         return self.receive.delivered_bytes if self.receive is not None else len(self.received)
 
     @property
-    def invalid_total(self) -> int:
-        return sum(self.invalid.values())
+    def invalid(self) -> int:
+        """Packets on the 4-tuple that were not part of the conversation."""
+        return sum(self.invalid_by_kind.values())
 
     def to_dict(self) -> dict[str, Any]:
         rtt = self.handshake_rtt
@@ -271,8 +288,8 @@ class CloseResult:
             "error": self.error,
             "notes": list(self.notes),
             "receive": None if self.receive is None else self.receive.to_dict(),
-            "invalid": {kind.value: count for kind, count in self.invalid.items()},
-            "icmp_ignored": dict(self.icmp_ignored),
+            "invalid": self.invalid,
+            "invalid_by_kind": {kind.value: count for kind, count in self.invalid_by_kind.items()},
             "answers_rate_limited": self.answers_rate_limited,
             "unrecorded_segments": self.unrecorded_segments,
             "failed_sends": self.failed_sends,

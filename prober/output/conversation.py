@@ -14,6 +14,7 @@ from prober.core.close import (
     Handshake,
     TimeWaitDue,
 )
+from prober.core.close import STRAY_DESCRIPTIONS as CLOSE_STRAY_DESCRIPTIONS
 from prober.core.halfopen import EndedBy, HalfOpenResult
 from prober.output.ladder import ladder
 
@@ -170,20 +171,16 @@ def close_anomalies(result: CloseResult) -> list[str]:
     data dropped outside the window, segments not recorded, sends that failed."""
     lines: list[str] = []
     if result.invalid:
-        kinds = ", ".join(f"{kind.value} {count}" for kind, count in result.invalid.items())
-        limited = (
-            f"; {result.answers_rate_limited} challenge/out-of-window ACKs not sent"
-            " (RFC 5961 rate limit)"
-            if result.answers_rate_limited
-            else ""
-        )
+        lines.append(f"Ignored {result.invalid} packet(s) that prove nothing:")
+        lines += [
+            f"  - {count} {CLOSE_STRAY_DESCRIPTIONS[kind]}"
+            for kind, count in result.invalid_by_kind.items()
+        ]
+    if result.answers_rate_limited:
         lines.append(
-            f"Invalid packets (not part of the conversation, no verdict): "
-            f"{result.invalid_total} ({kinds}){limited}."
+            f"{result.answers_rate_limited} challenge or out-of-window ACK(s) not sent "
+            "(at most 10 a second, RFC 5961 §7)."
         )
-    if result.icmp_ignored:
-        kinds = ", ".join(f"{key} {count}" for key, count in result.icmp_ignored.items())
-        lines.append(f"ICMP errors that decide nothing, ignored: {kinds}.")
     stats = result.receive
     if stats is not None and (
         stats.out_of_order_segments or stats.out_of_window_bytes or stats.dropped_no_room_segments

@@ -65,7 +65,7 @@ def test_out_of_window_data_and_a_hole_never_filled_stay_within_the_window() -> 
     # Wholly beyond the window: the three far segments, and those starting past its end.
     starts_beyond = len(range(WINDOW, WINDOW + 20_000, 1000))
     assert stats.out_of_window_segments == 3 * (starts_beyond + 1)
-    assert result.invalid[Stray.OUT_OF_WINDOW] == stats.out_of_window_segments
+    assert result.invalid_by_kind[Stray.OUT_OF_WINDOW] == stats.out_of_window_segments
     trimmed = 1000 * (WINDOW // 1000) + 1400 - WINDOW  # the tail of the segment on the edge
     assert stats.out_of_window_bytes == 3 * (starts_beyond * 1400 + 500 + trimmed)
     # Every ACK we sent still asks for byte 0.
@@ -164,9 +164,9 @@ def test_icmp_that_is_not_an_error_of_reachability_does_not_end_the_handshake() 
     r.probe.interrupt(0.1)
     result = r.probe.result()
     assert result.handshake is Handshake.OPEN and result.icmp is None
-    assert result.icmp_ignored == {
-        "ICMPv4 type 4 code 0": 1, "ICMPv4 type 5 code 0": 1, "ICMPv4 type 12 code 0": 1,
-    }
+    assert result.invalid_by_kind == {Stray.ICMP_NO_VERDICT: 3}
+    for icmp_type in (4, 5, 12):
+        assert any(f"ICMPv4 type {icmp_type} code 0 (1x)" in note for note in result.notes)
 
 
 def test_icmpv6_packet_too_big_does_not_end_the_handshake() -> None:
@@ -181,7 +181,8 @@ def test_icmpv6_packet_too_big_does_not_end_the_handshake() -> None:
     r.tick(10.0)
     result = r.probe.result()
     assert result.handshake is Handshake.NO_ANSWER
-    assert result.icmp_ignored == {"ICMPv6 type 2 code 0": 1}
+    assert result.invalid_by_kind == {Stray.ICMP_NO_VERDICT: 1}
+    assert any("ICMPv6 type 2 code 0 (1x)" in note for note in result.notes)
 
 
 def test_a_rst_storm_is_counted_draws_few_challenge_acks_and_decides_nothing() -> None:
@@ -200,7 +201,8 @@ def test_a_rst_storm_is_counted_draws_few_challenge_acks_and_decides_nothing() -
     r.feed("A", 1, 1, at=0.31)
     result = r.probe.result()
     assert result.close_kind is CloseKind.PEER_FIRST
-    assert result.invalid == {Stray.RST_NOT_EXACT: 1000, Stray.RST_OUT_OF_WINDOW: 100}
+    assert result.invalid_by_kind == {Stray.RST_NOT_EXACT: 1000, Stray.RST_OUT_OF_WINDOW: 100}
+    assert result.invalid == 1100
     assert result.answers_rate_limited == 1000 - INVALID_ANSWERS_PER_SECOND
     received = [s for s in result.segments if s.direction is Direction.RECEIVED]
     assert sum("R" in s.flags for s in received) == STRAY_RECORDS
@@ -214,7 +216,7 @@ def test_a_syn_ack_flood_with_wrong_acks_is_counted_and_not_answered() -> None:
     assert r.feed("SA", -1, 0, at=0.01)  # the real one
     r.probe.interrupt(0.1)
     result = r.probe.result()
-    assert result.handshake is Handshake.OPEN and result.invalid == {Stray.WRONG_ACK: 500}
+    assert result.handshake is Handshake.OPEN and result.invalid_by_kind == {Stray.WRONG_ACK: 500}
     assert len(result.segments) < STRAY_RECORDS + 10
 
 

@@ -248,7 +248,7 @@ def test_rst_acking_isn_plus_one_means_closed() -> None:
     assert not r.probe.done
     assert r.feed("RA", 0, ack=0, at=0.02) == []
     result = r.probe.result()
-    assert result.invalid == {Stray.WRONG_ACK: 1}
+    assert result.invalid_by_kind == {Stray.WRONG_ACK: 1}
     assert result.handshake is Handshake.CLOSED
     assert result.close_kind is CloseKind.NOT_ESTABLISHED
     assert r.ladder()[-1] == ("<", "R.", S.CLOSED, S.CLOSED)
@@ -263,7 +263,7 @@ def test_syn_ack_with_a_wrong_ack_or_from_elsewhere_is_not_ours() -> None:
     assert not r.probe.receive(parse_packet(bytes(other)), 0.01, Stamp(1))
     assert not r.probe.done and our_state(r) is S.SYN_SENT
     r.tick(10.0)
-    assert r.probe.result().invalid == {Stray.WRONG_ACK: 1}
+    assert r.probe.result().invalid_by_kind == {Stray.WRONG_ACK: 1}
 
 
 @pytest.mark.parametrize(
@@ -284,7 +284,7 @@ def test_icmp_error_quoting_our_syn_ends_the_handshake(icmp_type: int, outcome: 
     assert not r.probe.done
     assert r.probe.receive(parse_packet(icmp(ISN)), 0.01, Stamp(1))
     result = r.probe.result()
-    assert result.invalid == {Stray.ICMP_OTHER_SEGMENT: 1}
+    assert result.invalid_by_kind == {Stray.ICMP_NOT_OURS: 1}
     assert result.handshake is outcome
     assert result.icmp is not None and result.icmp.type == icmp_type
     assert result.icmp.source == "198.19.0.254"
@@ -763,7 +763,7 @@ def test_icmp_errors_after_the_handshake_are_noted_and_ignored() -> None:
     assert not r.probe.done
     r.probe.interrupt(0.1)
     result = r.probe.result()
-    assert result.icmp_ignored == {"ICMPv4 type 3 code 4": 1}
+    assert result.invalid_by_kind == {Stray.ICMP_AFTER_ANSWER: 1}
     assert any("ICMPv4 type 3 code 4 (1x) ignored" in note for note in result.notes)
 
 
@@ -1045,7 +1045,7 @@ def test_to_dict_schema() -> None:
         "peer_fin_retransmissions", "peer_fin_retransmissions_end", "time_wait_due",
         "time_wait_held_us", "time_wait_cut_short", "time_wait_skipped", "our_final_state",
         "peer_final_state", "bytes_sent", "bytes_acked", "bytes_received", "interrupted",
-        "error", "notes", "receive", "invalid", "icmp_ignored", "answers_rate_limited",
+        "error", "notes", "receive", "invalid", "invalid_by_kind", "answers_rate_limited",
         "unrecorded_segments", "failed_sends", "segments",
     ]
     assert d["type"] == "close" and d["mode"] == "we-close" and d["handshake"] == "open"
