@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from prober.core.close import (
-    PEER_TIME_WAIT_CHECK,
-    CloseKind,
-    CloseResult,
-    Handshake,
-    TimeWaitDue,
-)
-from prober.core.close import STRAY_DESCRIPTIONS as CLOSE_STRAY_DESCRIPTIONS
+from prober.core import close as close_probe
+from prober.core.close import CloseKind, CloseResult, Handshake
 from prober.core.halfopen import EndedBy, HalfOpenResult
 from prober.output.ladder import ladder
 
@@ -158,10 +152,10 @@ def _time_wait(result: CloseResult) -> list[str]:
     elif result.time_wait_held_us is not None:
         cut = " (cut short)" if result.time_wait_cut_short else ""
         ours.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
-    check = f"whether it kept one shows on the peer: {PEER_TIME_WAIT_CHECK}"
-    if due is TimeWaitDue.US:
+    check = f"whether it kept one shows on the peer: {close_probe.PEER_TIME_WAIT_CHECK}"
+    if due is close_probe.TimeWaitDue.US:
         return ours
-    if due is TimeWaitDue.PEER:
+    if due is close_probe.TimeWaitDue.PEER:
         return [f"the peer closed first, so TIME-WAIT is its to hold ({check})"]
     return [*ours, f"the peer's TIME-WAIT is due as well, not observed here ({check})"]
 
@@ -173,7 +167,7 @@ def close_anomalies(result: CloseResult) -> list[str]:
     if result.invalid:
         lines.append(f"Ignored {result.invalid} packet(s) that prove nothing:")
         lines += [
-            f"  - {count} {CLOSE_STRAY_DESCRIPTIONS[kind]}"
+            f"  - {count} {close_probe.STRAY_DESCRIPTIONS[kind]}"
             for kind, count in result.invalid_by_kind.items()
         ]
     if result.answers_rate_limited:
