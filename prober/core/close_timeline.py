@@ -311,6 +311,17 @@ def classify_peer_fin(
     return CloseKind.SIMULTANEOUS
 
 
+@dataclass(frozen=True, slots=True)
+class CloseTimings:
+    """The result's ``*_us`` timings (see ``CloseResult``), None where an event is missing."""
+
+    our_fin_to_peer_ack_us: float | None
+    our_fin_to_peer_fin_us: float | None
+    peer_ack_to_peer_fin_us: float | None
+    peer_fin_to_our_ack_us: float | None
+    our_ack_to_our_fin_us: float | None
+
+
 @dataclass(slots=True)
 class Timeline:
     """The segments the close's timings are taken between, as the probe marks them."""
@@ -321,25 +332,23 @@ class Timeline:
     our_ack_of_peer_fin: Ref | None = None
     peer_fin_copies: list[Ref] = field(default_factory=list)
 
-    def timings(self, log: SegmentLog, kind: CloseKind | None) -> dict[str, float | None]:
+    def timings(self, log: SegmentLog, kind: CloseKind | None) -> CloseTimings:
         """The result's ``*_us`` timings, on the log's clock."""
         between = log.elapsed_us
         peer_first = kind is CloseKind.PEER_FIRST
-        return {
-            "our_fin_to_peer_ack_us": between(self.our_fin, self.peer_ack_of_fin),
-            "our_fin_to_peer_fin_us": (
-                None if peer_first else between(self.our_fin, self.peer_fin)
-            ),
-            "peer_ack_to_peer_fin_us": (
+        return CloseTimings(
+            our_fin_to_peer_ack_us=between(self.our_fin, self.peer_ack_of_fin),
+            our_fin_to_peer_fin_us=None if peer_first else between(self.our_fin, self.peer_fin),
+            peer_ack_to_peer_fin_us=(
                 None if peer_first else between(self.peer_ack_of_fin, self.peer_fin)
             ),
-            "peer_fin_to_our_ack_us": (
+            peer_fin_to_our_ack_us=(
                 between(self.peer_fin, self.our_ack_of_peer_fin) if peer_first else None
             ),
-            "our_ack_to_our_fin_us": (
+            our_ack_to_our_fin_us=(
                 between(self.our_ack_of_peer_fin, self.our_fin) if peer_first else None
             ),
-        }
+        )
 
     def fin_retransmissions(self, log: SegmentLog) -> tuple[FinRetransmission, ...]:
         copies = self.peer_fin_copies
