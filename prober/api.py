@@ -421,7 +421,9 @@ class Prober:
             max_wait: seconds to wait for the peer after the handshake.
             handshake_timeout: seconds to wait for the SYN/ACK.
             kernel_rst: no RST suppression (the local kernel will reset the connection).
-            version, source_port, ttl, stop: as for ``syn``.
+            version, source_port, ttl, stop: as for ``syn``; ``stop`` ends the conversation
+                with a RST that frees the peer, and so does cancelling the task (the RST
+                goes out before the cancellation propagates).
 
         Returns:
             Every segment with kernel timestamps and both sides' states, the close's kind
@@ -471,7 +473,10 @@ class Prober:
         stop: asyncio.Event | None,
     ) -> list[Flight]:
         """Run probes that hold a conversation until each is done, with the local kernel's
-        RSTs suppressed on their 4-tuples; ``stop`` interrupts them (they send their RSTs)."""
+        RSTs suppressed on their 4-tuples; ``stop`` interrupts them (they send their RSTs).
+
+        A cancelled task interrupts them too: the RST that frees the peer's state goes out
+        (the engine sends synchronously) before the cancellation goes on."""
         engine = self.engine
         loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
@@ -483,6 +488,13 @@ class Prober:
         def finished(flight: Flight) -> None:
             waiting.discard(flight)
             progress.set()
+
+        def interrupt_waiting() -> None:
+            for flight in list(waiting):
+                interrupt = getattr(flight.probe, "interrupt", None)
+                if interrupt is not None:
+                    interrupt(loop.time())
+                engine.poke(flight)
 
         try:
             if not kernel_rst:
@@ -498,14 +510,12 @@ class Prober:
             while waiting and not stop.is_set():
                 progress.clear()
                 await _wait_either(progress, stop)
-            for flight in list(waiting):
-                interrupt = getattr(flight.probe, "interrupt", None)
-                if interrupt is not None:
-                    interrupt(loop.time())
-                engine.poke(flight)
+            interrupt_waiting()
             # A moment for the last segments' TX stamps and for late copies to be counted.
             await asyncio.sleep(SETTLE_SECONDS)
         finally:
+            # Cancelled (or failed) mid-conversation: free the peers before leaving.
+            interrupt_waiting()
             for flight in flights:
                 engine.retire(flight)
             if not kernel_rst:

@@ -5,12 +5,19 @@ A sans-IO state machine like ``SynProbe``: the engine calls ``start``, ``receive
 (``segments_to_send``, ``next_deadline``); the probe never reads a clock or touches a socket.
 The local kernel knows nothing of this connection; the engine suppresses its RSTs.
 
+This module is the state machine; what it keeps is split by idea, as aioquic splits its
+connection's spaces: ``close_send`` (our send space: SND.UNA/NXT/WND, our FIN, the RTO's
+backoff), ``close_receive`` (the receive space: RCV.NXT, the window, the reassembly and its
+cap) and ``close_timeline`` (the close's classification, timings and result). The public names
+of all three are importable from here.
+
 What one run does:
 
 1. Handshake: a SYN with Linux's options, retransmitted on RTO (doubling) until
    ``handshake_timeout``. A SYN/ACK acking ISN+1 opens the connection; a RST acking ISN+1
-   means the port is closed; an ICMP error quoting our 4-tuple and ISN ends it as filtered
-   (or expired, for time exceeded); silence is no answer.
+   means the port is closed; an ICMP error of reachability (``IcmpError.decides_verdict``)
+   quoting our 4-tuple and ISN ends it as filtered (or expired, for time exceeded); other
+   ICMP errors are counted; silence is no answer.
 2. The options of the SYN/ACK decide the rest (RFC 7323): timestamps on every segment we
    send iff the SYN/ACK carried them (TSecr is TS.Recent); window scaling iff it carried WS
    (we always offer 7); the peer's MSS, less the option bytes, bounds our data segments.
@@ -18,10 +25,13 @@ What one run does:
    the last, retransmitted go-back-N from SND.UNA on RTO (doubling, ``max_retries`` at most).
 4. The peer's data is reassembled in order; every data or FIN segment is answered at once
    with an ACK of RCV.NXT (no delayed ACK, so ladders are deterministic). Duplicates are
-   re-ACKed, out-of-order segments buffered and answered with a duplicate ACK, segments
-   outside the window ACKed and dropped (RFC 9293 §3.10.7.4). A RST counts only when its
-   sequence number is exactly RCV.NXT; one elsewhere in the window draws a challenge ACK
-   (RFC 5961 §3.2), any other is ignored.
+   re-ACKed, out-of-order segments buffered (within the window, which caps the buffer: see
+   ``close_receive``) and answered with a duplicate ACK, segments outside the window ACKed
+   and dropped (RFC 9293 §3.10.7.4). A RST counts only when its sequence number is exactly
+   RCV.NXT; one elsewhere in the window draws a challenge ACK (RFC 5961 §3.2), any other is
+   ignored. Such strays, and ICMP errors that may not decide a verdict, are counted in the
+   result (``Stray``), never a verdict; the ACKs they draw are rate-limited (RFC 5961 §7),
+   and the log records a bounded number of them (and of bulk data segments).
 5. Closing. Who sends the first FIN decides who holds TIME-WAIT (see ``prober.core.states``):
    - ``WE_CLOSE``: our FIN follows as soon as all our data is acknowledged. The peer may ACK
      it and send its FIN later (four-way), ACK it with its FIN (three-way), send its FIN
@@ -48,26 +58,48 @@ the segment log's stamps (kernel stamps when every segment has one).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from enum import StrEnum
 from functools import lru_cache
-from typing import Any
 
+from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly, acceptable
+from prober.core.close_send import SendSpace
+from prober.core.close_timeline import (
+    PEER_TIME_WAIT_CHECK,
+    STRAY_DESCRIPTIONS,
+    CloseKind,
+    CloseMode,
+    CloseResult,
+    FinRetransmission,
+    FinRetransmissionsEnd,
+    Handshake,
+    Negotiated,
+    Stray,
+    Timeline,
+    TimeWaitDue,
+    classify_peer_fin,
+    time_wait_due,
+)
 from prober.core.packets import DEFAULT_MSS, TcpTemplate
 from prober.core.parse import parse_packet
 from prober.core.states import TcpEvent, TcpState, mirrored, transition
 from prober.core.syn import IcmpReply
-from prober.core.timing import Clock, Rtt, Stamp, rtt_between
-from prober.core.trace import SegmentLog, SegmentRecord
-from prober.core.wire import (
-    ICMP_TIME_EXCEEDED_V4,
-    ICMP_TIME_EXCEEDED_V6,
-    ICMP_UNREACHABLE_V4,
-    ICMP_UNREACHABLE_V6,
-    Packet,
-    TcpFlags,
-    TcpSegment,
-)
+from prober.core.timing import Rtt, Stamp, rtt_between
+from prober.core.trace import Direction, SegmentLog
+from prober.core.wire import IcmpKind, Packet, TcpFlags, TcpSegment
+
+__all__ = [
+    "PEER_TIME_WAIT_CHECK",
+    "STRAY_DESCRIPTIONS",
+    "CloseKind",
+    "CloseMode",
+    "CloseProbe",
+    "CloseResult",
+    "FinRetransmission",
+    "FinRetransmissionsEnd",
+    "Handshake",
+    "Negotiated",
+    "Stray",
+    "TimeWaitDue",
+]
 
 SEQ_MASK = 0xFFFFFFFF
 OUR_WINDOW_SHIFT = 7  # the window scale our SYN offers (Linux's default for a 64 KiB+ buffer)
@@ -81,6 +113,18 @@ TIMESTAMP_OPTION_BYTES = 12  # NOP NOP TS: data segments shrink by it (RFC 6691)
 # next FIN would come after twice the last interval; 2.5 times leaves room for jitter.
 SILENCE_FACTOR = 2.5
 SILENCE_SLACK = 1.0
+# Limits on what a peer can make the segment log hold. The ladder shows the conversation's
+# control segments always; bulk data (and our pure ACKs of it) up to BULK_RECORDS segments,
+# strays and late segments up to STRAY_RECORDS each. Beyond those they are counted only.
+BULK_RECORDS = 256
+STRAY_RECORDS = 32
+# RFC 5961 §7: challenge ACKs (and ACKs of unacceptable segments) are rate-limited, so a storm
+# of spoofed segments draws no storm of answers. Linux allows one per 500 ms per socket
+# (tcp_invalid_ratelimit); prober allows a few more so its ladders still show them.
+INVALID_ANSWERS_PER_SECOND = 10
+# Copies of the peer's FIN timed in the result; a peer that repeats it without end is not
+# followed further (real stacks give up after tcp_orphan_retries, 8 at most by default).
+MAX_FIN_COPIES = 64
 
 _F = TcpFlags
 _S = TcpState
@@ -88,216 +132,6 @@ _E = TcpEvent
 
 # Our states in which segments of ours (data, FIN, or their retransmissions) may be due.
 _CAN_SEND = frozenset({_S.ESTABLISHED, _S.CLOSE_WAIT, _S.FIN_WAIT_1, _S.CLOSING, _S.LAST_ACK})
-
-
-class CloseMode(StrEnum):
-    WE_CLOSE = "we-close"  # we send the first FIN: the active close, we hold TIME-WAIT
-    PEER_CLOSES = "peer-closes"  # we wait for the peer's FIN: the passive close
-
-
-class Handshake(StrEnum):
-    OPEN = "open"  # SYN/ACK acking ISN+1
-    CLOSED = "closed"  # RST acking ISN+1
-    FILTERED = "filtered"  # ICMP destination unreachable (or another ICMP error)
-    EXPIRED = "expired"  # ICMP time exceeded: the SYN died on the way
-    NO_ANSWER = "no-answer"  # nothing until handshake_timeout
-    SEND_FAILED = "send-failed"  # the SYN could not be sent
-    INTERRUPTED = "interrupted"  # interrupt() during the handshake
-
-
-class CloseKind(StrEnum):
-    FOUR_WAY = "four-way"  # our FIN, its ACK, its FIN, our ACK
-    THREE_WAY = "three-way"  # our FIN, its FIN that ACKs ours, our ACK
-    SIMULTANEOUS = "simultaneous"  # its FIN came before it had acked ours
-    PEER_FIRST = "peer-first"  # its FIN came before ours: we were the passive closer
-    RESET = "reset"  # a RST from the peer ended the connection before its FIN
-    INCOMPLETE = "incomplete"  # max_wait (or our retransmissions) ran out before its FIN
-    INTERRUPTED = "interrupted"  # interrupt() before its FIN
-    NOT_ESTABLISHED = "not-established"  # the handshake did not complete
-
-
-class FinRetransmissionsEnd(StrEnum):
-    """How the peer's retransmissions of an unacknowledged FIN (drop_final_ack) ended."""
-
-    RESET = "reset"  # the peer sent a RST
-    SILENCE = "silence"  # no FIN for 2.5x the last interval + 1 s: it gave up silently
-    MAX_WAIT = "max-wait"  # max_wait ran out first
-    INTERRUPTED = "interrupted"
-
-
-class TimeWaitHolder(StrEnum):
-    US = "us"
-    PEER = "peer"
-    BOTH = "both"  # simultaneous close: both sides pass CLOSING into TIME-WAIT
-
-
-@dataclass(frozen=True, slots=True)
-class FinRetransmission:
-    """One retransmission of the peer's FIN, timed on the segment log's clock."""
-
-    time_since_first_us: float  # since the first copy of the FIN arrived
-    interval_us: float  # since the previous copy
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "time_since_first_us": round(self.time_since_first_us, 3),
-            "interval_us": round(self.interval_us, 3),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Negotiated:
-    """What the SYN/ACK agreed to (our SYN always offers MSS, SACK, timestamps and WS 7)."""
-
-    mss: int  # the peer's MSS option, or the RFC default when absent
-    window_scale: int | None  # the peer's shift; None when scaling is off
-    sack_permitted: bool
-    timestamps: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mss": self.mss,
-            "window_scale": self.window_scale,
-            "sack_permitted": self.sack_permitted,
-            "timestamps": self.timestamps,
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-@dataclass(frozen=True, slots=True)
-class CloseResult:
-    """The outcome of one close probe.
-
-    ``to_dict()`` gives (keys are stable):
-
-    - ``type``: ``"close"``; ``target``, ``port``, ``source``, ``source_port``;
-      ``mode``: ``"we-close"`` | ``"peer-closes"``; ``drop_final_ack``: bool.
-    - ``handshake``: ``"open"`` | ``"closed"`` | ``"filtered"`` | ``"expired"`` |
-      ``"no-answer"`` | ``"send-failed"`` | ``"interrupted"``; ``handshake_rtt_us`` and
-      ``handshake_rtt_clock`` (``"kernel"`` | ``"user"``) from the SYN the SYN/ACK answers
-      (matched by TSecr when the SYN was retransmitted, else the last SYN);
-      ``syn_retransmissions``; ``icmp``: ``{icmp_version, type, code, source, ttl}`` or None;
-      ``negotiated``: ``{mss, window_scale, sack_permitted, timestamps}`` or None.
-    - ``close_kind``: ``"four-way"`` | ``"three-way"`` | ``"simultaneous"`` |
-      ``"peer-first"`` | ``"reset"`` | ``"incomplete"`` | ``"interrupted"`` |
-      ``"not-established"`` (decided when the peer's FIN arrives, or by what ended the
-      connection before it).
-    - ``half_close``: the peer sent data after our FIN; ``bytes_after_our_fin``.
-    - Timings in microseconds on ``clock`` (the segment log's clock: ``"kernel"`` when every
-      segment has a kernel stamp, else ``"user"``), None when the events did not happen:
-      ``our_fin_to_peer_ack_us`` (our first FIN → the first segment acking it),
-      ``our_fin_to_peer_fin_us``, ``peer_ack_to_peer_fin_us`` (negative in a simultaneous
-      close: its FIN came first), and for a peer-first close ``peer_fin_to_our_ack_us`` and
-      ``our_ack_to_our_fin_us`` (its FIN → our ACK → our FIN; our FIN → its ACK is
-      ``our_fin_to_peer_ack_us``).
-    - ``our_fin_retransmissions``: int.
-    - ``peer_fin_retransmissions``: ``[{time_since_first_us, interval_us}]``, every further
-      copy of the peer's FIN; ``peer_fin_retransmissions_end``: ``"reset"`` | ``"silence"`` |
-      ``"max-wait"`` | ``"interrupted"`` | None (set with drop_final_ack only).
-    - ``time_wait_holder``: ``"us"`` | ``"peer"`` | ``"both"`` | None;
-      ``time_wait_held_us``: how long we held it (monotonic clock), None if we did not;
-      ``time_wait_cut_short``: interrupted (or reset) before 2 MSL; ``time_wait_skipped``:
-      ``no_wait`` ended the probe on entering it.
-    - ``our_final_state``, ``peer_final_state`` (inferred): TCP state names when the probe
-      ended (``"TIME-WAIT"`` when we skipped or cut it short).
-    - ``bytes_sent`` (of ``send_data``), ``bytes_acked``, ``bytes_received``. The received
-      bytes themselves are the ``received`` attribute, not in the dict.
-    - ``interrupted``: bool; ``error``: why a segment could not be sent, or None;
-      ``notes``: list of strings; ``segments``: list of ``SegmentRecord.to_dict()``.
-    """
-
-    target: str
-    port: int
-    source: str
-    source_port: int
-    mode: CloseMode
-    drop_final_ack: bool
-    handshake: Handshake
-    handshake_rtt: Rtt | None
-    syn_retransmissions: int
-    icmp: IcmpReply | None
-    negotiated: Negotiated | None
-    close_kind: CloseKind
-    half_close: bool
-    bytes_after_our_fin: int
-    clock: Clock | None
-    our_fin_to_peer_ack_us: float | None
-    our_fin_to_peer_fin_us: float | None
-    peer_ack_to_peer_fin_us: float | None
-    peer_fin_to_our_ack_us: float | None
-    our_ack_to_our_fin_us: float | None
-    our_fin_retransmissions: int
-    peer_fin_retransmissions: tuple[FinRetransmission, ...]
-    peer_fin_retransmissions_end: FinRetransmissionsEnd | None
-    time_wait_holder: TimeWaitHolder | None
-    time_wait_held_us: float | None
-    time_wait_cut_short: bool
-    time_wait_skipped: bool
-    our_final_state: TcpState
-    peer_final_state: TcpState
-    bytes_sent: int
-    bytes_acked: int
-    received: bytes
-    interrupted: bool
-    error: str | None
-    notes: tuple[str, ...]
-    segments: tuple[SegmentRecord, ...]
-
-    @property
-    def bytes_received(self) -> int:
-        return len(self.received)
-
-    def to_dict(self) -> dict[str, Any]:
-        rtt = self.handshake_rtt
-        return {
-            "type": "close",
-            "target": self.target,
-            "port": self.port,
-            "source": self.source,
-            "source_port": self.source_port,
-            "mode": self.mode.value,
-            "drop_final_ack": self.drop_final_ack,
-            "handshake": self.handshake.value,
-            "handshake_rtt_us": None if rtt is None else round(rtt.us, 3),
-            "handshake_rtt_clock": None if rtt is None else rtt.clock.value,
-            "syn_retransmissions": self.syn_retransmissions,
-            "icmp": None if self.icmp is None else self.icmp.to_dict(),
-            "negotiated": None if self.negotiated is None else self.negotiated.to_dict(),
-            "close_kind": self.close_kind.value,
-            "half_close": self.half_close,
-            "bytes_after_our_fin": self.bytes_after_our_fin,
-            "clock": None if self.clock is None else self.clock.value,
-            "our_fin_to_peer_ack_us": _round(self.our_fin_to_peer_ack_us),
-            "our_fin_to_peer_fin_us": _round(self.our_fin_to_peer_fin_us),
-            "peer_ack_to_peer_fin_us": _round(self.peer_ack_to_peer_fin_us),
-            "peer_fin_to_our_ack_us": _round(self.peer_fin_to_our_ack_us),
-            "our_ack_to_our_fin_us": _round(self.our_ack_to_our_fin_us),
-            "our_fin_retransmissions": self.our_fin_retransmissions,
-            "peer_fin_retransmissions": [r.to_dict() for r in self.peer_fin_retransmissions],
-            "peer_fin_retransmissions_end": (
-                None
-                if self.peer_fin_retransmissions_end is None
-                else self.peer_fin_retransmissions_end.value
-            ),
-            "time_wait_holder": (
-                None if self.time_wait_holder is None else self.time_wait_holder.value
-            ),
-            "time_wait_held_us": _round(self.time_wait_held_us),
-            "time_wait_cut_short": self.time_wait_cut_short,
-            "time_wait_skipped": self.time_wait_skipped,
-            "our_final_state": self.our_final_state.value,
-            "peer_final_state": self.peer_final_state.value,
-            "bytes_sent": self.bytes_sent,
-            "bytes_acked": self.bytes_acked,
-            "bytes_received": self.bytes_received,
-            "interrupted": self.interrupted,
-            "error": self.error,
-            "notes": list(self.notes),
-            "segments": [s.to_dict() for s in self.segments],
-        }
 
 
 @lru_cache(maxsize=256)
@@ -343,7 +177,10 @@ class CloseProbe:
         rto: initial retransmission timeout in seconds, doubled on each expiry.
         max_retries: retransmissions of one segment (after the handshake) before giving up.
         receive_window: the window we advertise, in bytes (scaled by 2**7 when the peer
-            agrees to window scaling; at most 65535 otherwise).
+            agrees to window scaling; at most 65535 otherwise). It also caps the
+            out-of-order bytes we buffer.
+        keep_received: in-order bytes of the peer's kept for the result; later ones are
+            counted and dropped, so a peer that sends without end costs no memory.
         ttl: IP TTL (hop limit) of our segments.
 
     Raises:
@@ -369,6 +206,7 @@ class CloseProbe:
         rto: float = 1.0,
         max_retries: int = 6,
         receive_window: int = 65535,
+        keep_received: int = DEFAULT_KEEP_BYTES,
         ttl: int = 64,
     ) -> None:
         if version not in (4, 6):
@@ -391,6 +229,8 @@ class CloseProbe:
             )
         if not 0 < ttl <= 255:
             raise ValueError("ttl must be 1..255")
+        if keep_received < 0:
+            raise ValueError("keep_received must be >= 0")
         self.version = version
         self.src = src
         self.dst = dst
@@ -416,7 +256,21 @@ class CloseProbe:
         self._done = False
         self._outbox: list[bytes] = []
         self._next_index = 0  # the engine's index of the next segment we hand out
-        self._logged = 0  # entries in self.log: the position of the next one
+        # Segments handed out, logged once the engine reports them sent (or failed): the
+        # packet, both states and the note as they were when built, and the arrival number
+        # of the segment they answer. None: not to be recorded (bulk beyond the limit).
+        self._queued: dict[int, tuple[Packet, TcpState, TcpState, str, int | None] | None] = {}
+        self._answering: int | None = None  # arrival number of the segment being handled
+        self._answering_recorded = False
+        self._bulk_recorded = 0
+        self._strays_recorded = 0
+        self._unrecorded = 0
+        self._failed_sends = 0
+        self._invalid: dict[Stray, int] = {}
+        self._icmp_ignored: dict[str, int] = {}
+        self._answers_limited = 0
+        self._answer_bucket_start = float("-inf")
+        self._answers_in_bucket = 0
         self._notes: list[str] = []
         self._error: str | None = None
         self._interrupted = False
@@ -435,27 +289,17 @@ class CloseProbe:
         self._timestamps = False
         self._peer_shift = 0
         self._window_field = min(receive_window, MAX_WINDOW_FIELD)
-        self._rcv_wnd = self._window_field  # the window we advertise, in bytes
-        self._mss = DEFAULT_PEER_MSS[version]  # payload bytes per data segment
 
-        # Send sequence space as offsets from ISN+1 (no wrap-around to think about):
-        # our data occupies 0 .. len(send_data)-1 and our FIN len(send_data).
-        self._snd_una = -1  # the SYN is offset -1
-        self._snd_nxt = -1
-        self._snd_max = -1  # highest offset sent + 1 (go-back-N rewinds snd_nxt only)
-        self._snd_wnd = 0
-        self._fin_wanted = False
-        self._our_fin_sent = False
-        self._our_fin_acked = False
+        # Send sequence space as offsets from ISN+1 (see close_send).
+        self._tx = SendSpace(self.send_data, rto, DEFAULT_PEER_MSS[version])
         self._half_close_from: int | None = None  # stream offset of the first half-close byte
 
-        # Receive sequence space as offsets from the peer's ISN+1.
+        # Receive sequence space as offsets from the peer's ISN+1: RCV.NXT, the window we
+        # advertise (in bytes) and the reassembly, capped by that window.
         self._peer_isn = 0
-        self._rcv_nxt = 0
+        self._rx = Reassembly(self._window_field, keep_received)
         self._last_ack_sent = 0  # RCV.NXT in our last segment (RFC 7323 Last.ACK.sent)
         self._ts_recent = 0
-        self._out_of_order: dict[int, bytes] = {}  # offset -> bytes beyond RCV.NXT
-        self._received = bytearray()
         self._peer_fin_at: int | None = None  # offset of the peer's FIN, once seen
         self._peer_fin_consumed = False  # RCV.NXT has passed it (never, with drop_final_ack)
         self._peer_awaits_fin_ack = False  # our next ACK covering its FIN reaches it
@@ -467,21 +311,14 @@ class CloseProbe:
         self._max_wait_deadline: float | None = None
         self._time_wait_deadline: float | None = None
         self._silence_deadline: float | None = None
-        self._rto_current = rto
-        self._retries = 0
         self._last_peer_fin_now: float | None = None
         self._prebuild_templates()
         self._last_peer_fin_interval: float | None = None
 
-        # Close bookkeeping: log positions of the events the timings are taken between.
+        # Close bookkeeping: the segments the timings are taken between.
         self._close_kind: CloseKind | None = None
         self._fin_end: FinRetransmissionsEnd | None = None
-        self._pos_our_fin: int | None = None
-        self._pos_peer_ack_of_fin: int | None = None
-        self._pos_peer_fin: int | None = None
-        self._pos_our_ack_of_peer_fin: int | None = None
-        self._pos_peer_fin_copies: list[int] = []
-        self._our_fin_retransmissions = 0
+        self._timeline = Timeline()
         self._we_entered_time_wait = False
         self._peer_entered_time_wait = False
         self._time_wait_entered: float | None = None
@@ -498,8 +335,12 @@ class CloseProbe:
         self._send_syn(now)
 
     def sent(self, index: int, stamp: Stamp) -> None:
-        """The engine sent segment ``index`` (counted from 0 over the probe's life)."""
-        self.log.stamp_sent(index, stamp)
+        """The engine sent segment ``index`` (counted from 0 over the probe's life): log it."""
+        queued = self._queued.pop(index, None)
+        if queued is not None:
+            packet, our, peer, note, answers = queued
+            self.log.sent(index, packet, our, peer, note, answers=answers)
+            self.log.stamp_sent(index, stamp)
         if index in self._syn_tsvals:
             self._syn_stamps[index] = stamp
         self._result = None
@@ -519,7 +360,13 @@ class CloseProbe:
         segment counts as lost, and the retransmission timers deal with it.
         """
         self._error = error
-        self._notes.append(f"segment {index} not sent: {error}")
+        self._failed_sends += 1
+        queued = self._queued.pop(index, None)
+        if queued is not None:
+            packet, our, peer, note, answers = queued
+            self.log.send_failed(index, packet, our, peer, note, error, answers=answers)
+        if self._failed_sends <= STRAY_RECORDS:
+            self._notes.append(f"segment {index} not sent: {error}")
         self._result = None
         if self.our_state is _S.SYN_SENT and index in self._syn_tsvals and not self._done:
             self._handshake = Handshake.SEND_FAILED
@@ -536,12 +383,15 @@ class CloseProbe:
                 return False
             if self._done:
                 # Late (e.g. a FIN retransmitted after no_wait): log it, change nothing.
-                self._log_received(packet, stamp, "after the probe ended")
+                self._log_received(packet, stamp, "after the probe ended", stray=True)
                 self._result = None
                 return True
-            if self.our_state is _S.SYN_SENT:
-                return self._receive_in_syn_sent(packet, tcp, now, stamp)
-            self._receive_synchronized(packet, tcp, now, stamp)
+            try:
+                if self.our_state is _S.SYN_SENT:
+                    return self._receive_in_syn_sent(packet, tcp, now, stamp)
+                self._receive_synchronized(packet, tcp, now, stamp)
+            finally:
+                self._answering = None
             self._result = None
             return True
         return self._receive_icmp(packet)
@@ -555,7 +405,7 @@ class CloseProbe:
                     self._close_kind = CloseKind.NOT_ESTABLISHED
                     self._finish()
                 elif self._rto_deadline is not None and now >= self._rto_deadline:
-                    self._rto_current *= 2
+                    self._tx.rto *= 2
                     self._send_syn(now)
                 else:
                     return
@@ -638,8 +488,16 @@ class CloseProbe:
 
     @property
     def received(self) -> bytes:
-        """The peer's data delivered in order so far."""
-        return bytes(self._received)
+        """The peer's data delivered in order so far (its first ``keep_received`` bytes)."""
+        return self._rx.kept
+
+    @property
+    def _rcv_nxt(self) -> int:
+        return self._rx.rcv_nxt
+
+    @property
+    def _rcv_wnd(self) -> int:
+        return self._rx.window
 
     def result(self) -> CloseResult:
         """The outcome, once ``done``.
@@ -662,7 +520,8 @@ class CloseProbe:
 
     def _send_offset(self, ack: int) -> int:
         """An ack number as an offset in our sequence space (relative to SND.UNA)."""
-        return self._snd_una + _delta(ack, self._seq(self._snd_una))
+        una = self._tx.una
+        return una + _delta(ack, self._seq(una))
 
     def _receive_offset(self, seq: int) -> int:
         """A sequence number of the peer's as an offset (relative to RCV.NXT)."""
@@ -700,10 +559,14 @@ class CloseProbe:
         our_event: TcpEvent | None = None,
         peer_event: TcpEvent | None = None,
         note: str = "",
+        bulk: bool = False,
     ) -> int:
-        """Build, queue and log one segment; returns its engine index.
+        """Build and queue one segment, to be logged once sent; returns its engine index.
 
-        States move before the segment is logged, so its record shows them after it.
+        States move before the segment is queued, so its record shows them after it. It
+        answers the segment being handled, if any. ``bulk``: a data segment or a pure ACK,
+        recorded only while the log's bulk budget lasts (and never when it answers a
+        segment that was not recorded).
         """
         if our_event is not None:
             self._set_ours(transition(self.our_state, our_event))
@@ -712,8 +575,9 @@ class CloseProbe:
             # put it in (FIN-WAIT-1, CLOSING or LAST-ACK).
             self._peer_awaits_fin_ack = False
             self._set_peer(transition(self.peer_state, _E.RECEIVE_ACK_OF_FIN))
-            if self._pos_our_ack_of_peer_fin is None:
-                self._pos_our_ack_of_peer_fin = self._logged
+            bulk = False
+            if self._timeline.our_ack_of_peer_fin is None:
+                self._timeline.our_ack_of_peer_fin = (Direction.SENT, self._next_index)
         if peer_event is None and our_event is not None:
             peer_event = mirrored(our_event)
         if peer_event is not None:
@@ -740,8 +604,18 @@ class CloseProbe:
         index = self._next_index
         self._next_index += 1
         self._outbox.append(raw)
-        self.log.sent(index, parse_packet(raw), self.our_state, self.peer_state, note)
-        self._logged += 1
+        answering = self._answering if self._answering_recorded else None
+        if bulk and (
+            self._bulk_recorded >= BULK_RECORDS
+            or (self._answering is not None and not self._answering_recorded)
+        ):
+            self._queued[index] = None
+            self._unrecorded += 1
+        else:
+            self._bulk_recorded += bulk
+            self._queued[index] = (
+                parse_packet(raw), self.our_state, self.peer_state, note, answering
+            )
         return index
 
     def _send_syn(self, now: float) -> None:
@@ -755,16 +629,27 @@ class CloseProbe:
             note="" if first else "retransmission",
         )
         self._syn_tsvals[index] = int(now * 1000) & SEQ_MASK
-        self._snd_nxt = self._snd_max = 0
-        self._rto_deadline = now + self._rto_current
+        self._tx.syn_out()
+        self._rto_deadline = now + self._tx.rto
 
-    def _send_ack(self, now: float, note: str = "") -> None:
-        self._emit(_F.ACK, self._snd_nxt, now, note=note)
+    def _send_ack(self, now: float, note: str = "", *, bulk: bool = False) -> None:
+        self._emit(_F.ACK, self._tx.nxt, now, note=note, bulk=bulk)
+
+    def _answer_invalid(self, now: float, note: str) -> None:
+        """ACK an unacceptable segment (RFC 9293 §3.10.7.4) or challenge one (RFC 5961),
+        at most INVALID_ANSWERS_PER_SECOND times a second (RFC 5961 §7)."""
+        if now - self._answer_bucket_start >= 1.0:
+            self._answer_bucket_start, self._answers_in_bucket = now, 0
+        if self._answers_in_bucket >= INVALID_ANSWERS_PER_SECOND:
+            self._answers_limited += 1
+            return
+        self._answers_in_bucket += 1
+        self._send_ack(now, note)
 
     def _send_rst(self, now: float, note: str) -> None:
         # RST carries SND.NXT and no ACK (RFC 9293 §3.10.7.1 for a connection we abort).
         # snd_max, not a go-back-N-rewound snd_nxt: the peer expects the highest we sent.
-        self._emit(_F.RST, self._snd_max, now, ack=False, our_event=_E.SEND_RST, note=note)
+        self._emit(_F.RST, self._tx.max_sent, now, ack=False, our_event=_E.SEND_RST, note=note)
 
     def _pump(self, now: float, *, force: bool = False) -> None:
         """Send what is due: new (or go-back-N) data within the window, then our FIN.
@@ -773,51 +658,38 @@ class CloseProbe:
         """
         if self._done or self.our_state not in _CAN_SEND:
             return
-        data_len = len(self.send_data)
-        while self._snd_nxt < data_len:
-            room = self._snd_una + self._snd_wnd - self._snd_nxt
-            if force:
-                room = max(room, 1)
-                force = False
-            size = min(self._mss, data_len - self._snd_nxt, room)
-            if size <= 0:
-                break
-            start = self._snd_nxt
-            flags = _F.ACK | _F.PSH if start + size == data_len else _F.ACK
+        tx = self._tx
+        for segment in tx.data_due(force=force):
             self._emit(
-                flags,
-                start,
+                _F.ACK | _F.PSH if segment.last else _F.ACK,
+                segment.offset,
                 now,
-                payload=self.send_data[start : start + size],
-                note="retransmission" if start < self._snd_max else "",
+                payload=segment.payload,
+                note="retransmission" if segment.retransmission else "",
+                bulk=True,
             )
-            self._snd_nxt = start + size
-            self._snd_max = max(self._snd_max, self._snd_nxt)
         if (
-            not self._fin_wanted
-            and self._snd_una == data_len
+            not tx.fin_wanted
+            and tx.all_data_acked
             and (
                 (self.mode is CloseMode.WE_CLOSE and self.our_state is _S.ESTABLISHED)
                 or self.our_state is _S.CLOSE_WAIT
             )
         ):
-            self._fin_wanted = True
-        if self._fin_wanted and self._snd_nxt == data_len:
-            if self._our_fin_sent:
-                self._our_fin_retransmissions += 1
+            tx.fin_wanted = True
+        if tx.fin_due:
+            if tx.fin_sent:
                 self._emit(
                     _F.FIN | _F.ACK,
-                    data_len,
+                    tx.fin_offset,
                     now,
                     peer_event=_E.RECEIVE_FIN,
                     note="retransmission",
                 )
             else:
-                self._pos_our_fin = self._logged
-                self._our_fin_sent = True
-                self._emit(_F.FIN | _F.ACK, data_len, now, our_event=_E.SEND_FIN)
-            self._snd_nxt = data_len + 1
-            self._snd_max = max(self._snd_max, self._snd_nxt)
+                self._timeline.our_fin = (Direction.SENT, self._next_index)
+                self._emit(_F.FIN | _F.ACK, tx.fin_offset, now, our_event=_E.SEND_FIN)
+            tx.fin_out()
         self._arm_rto(now)
 
     def _arm_rto(self, now: float) -> None:
@@ -826,23 +698,17 @@ class CloseProbe:
         Data held back by a shut window keeps it running too: it doubles as the persist
         timer, whose expiry sends a one-byte window probe.
         """
-        waiting = self._snd_una < self._snd_max or self._snd_nxt < len(self.send_data)
-        if not waiting:
+        if not self._tx.outstanding:
             self._rto_deadline = None
         elif self._rto_deadline is None:
-            self._rto_deadline = now + self._rto_current
+            self._rto_deadline = now + self._tx.rto
 
     def _on_rto(self, now: float) -> None:
         self._rto_deadline = None
-        self._retries += 1
-        if self._retries > self.max_retries:
+        if not self._tx.back_off(self.max_retries):
             self._notes.append(f"retransmissions exhausted after {self.max_retries} retries")
             self._end_early(now, CloseKind.INCOMPLETE, None, "retransmissions exhausted")
             return
-        self._rto_current *= 2  # RFC 6298 5.5: back off
-        # Go-back-N: everything from SND.UNA again (RFC 6298 5.4 asks for the first segment
-        # at least; resending the whole flight keeps the ladder simple and deterministic).
-        self._snd_nxt = self._snd_una
         self._pump(now, force=True)
 
     def _end_early(
@@ -862,9 +728,31 @@ class CloseProbe:
         self._finish()
 
     # -- internals: receiving -------------------------------------------------------------
-    def _log_received(self, packet: Packet, stamp: Stamp, note: str) -> None:
-        self.log.received(packet, stamp, self.our_state, self.peer_state, note)
-        self._logged += 1
+    def _log_received(
+        self, packet: Packet, stamp: Stamp, note: str, *, bulk: bool = False,
+        stray: bool = False,
+    ) -> int:
+        """Log a received segment (within the log's budgets); returns its arrival number.
+
+        What we send while handling it answers it (see ``_emit``).
+        """
+        recorded = True
+        if bulk:
+            recorded = self._bulk_recorded < BULK_RECORDS
+            self._bulk_recorded += recorded
+        elif stray:
+            recorded = self._strays_recorded < STRAY_RECORDS
+            self._strays_recorded += recorded
+        if recorded:
+            number = self.log.received(packet, stamp, self.our_state, self.peer_state, note)
+        else:
+            number = self.log.arrival()
+            self._unrecorded += 1
+        self._answering, self._answering_recorded = number, recorded
+        return number
+
+    def _stray(self, kind: Stray) -> None:
+        self._invalid[kind] = self._invalid.get(kind, 0) + 1
 
     def _receive_icmp(self, packet: Packet) -> bool:
         icmp = packet.icmp
@@ -878,28 +766,31 @@ class CloseProbe:
             or quoted.dport != self.dport
         ):
             return False
-        reply = IcmpReply(packet.version, icmp.type, icmp.code, _address(packet.src), packet.ttl)
+        self._result = None
         if self.our_state is _S.SYN_SENT and not self._done:
             if quoted.seq != self.isn:
-                return False
-            unreachable, expired = (
-                (ICMP_UNREACHABLE_V4, ICMP_TIME_EXCEEDED_V4)
-                if packet.version == 4
-                else (ICMP_UNREACHABLE_V6, ICMP_TIME_EXCEEDED_V6)
-            )
-            self._icmp = reply
-            self._handshake = Handshake.EXPIRED if icmp.type == expired else Handshake.FILTERED
-            if icmp.type not in (unreachable, expired):
-                self._notes.append(f"ICMP type {icmp.type} code {icmp.code} answered the SYN")
-            self._close_kind = CloseKind.NOT_ESTABLISHED
-            self._finish()
-            return True
-        # RFC 5927: ICMP errors on an established connection are soft errors; note them.
-        self._notes.append(
-            f"ICMP type {icmp.type} code {icmp.code} from {reply.source} in {self.our_state}"
-            " (ignored)"
-        )
-        self._result = None
+                # Quotes a segment we never sent from this 4-tuple: spoofed, or stale.
+                self._stray(Stray.ICMP_NOT_OURS)
+                return True
+            if icmp.decides_verdict:
+                self._icmp = IcmpReply(
+                    packet.version, icmp.type, icmp.code, _address(packet.src), packet.ttl
+                )
+                self._handshake = (
+                    Handshake.EXPIRED
+                    if icmp.kind is IcmpKind.TIME_EXCEEDED
+                    else Handshake.FILTERED
+                )
+                self._close_kind = CloseKind.NOT_ESTABLISHED
+                self._finish()
+                return True
+        # Not an error of reachability (redirect, source quench, parameter problem, packet
+        # too big), or one on an open connection: RFC 5927 calls the latter soft errors.
+        # Either way it decides nothing; it is counted and shown.
+        opened = self.our_state is not _S.SYN_SENT or self._done
+        self._stray(Stray.ICMP_AFTER_ANSWER if opened else Stray.ICMP_NO_VERDICT)
+        key = f"ICMPv{packet.version} type {icmp.type} code {icmp.code}"
+        self._icmp_ignored[key] = self._icmp_ignored.get(key, 0) + 1
         return True
 
     def _receive_in_syn_sent(
@@ -909,7 +800,10 @@ class CloseProbe:
         acks_syn = bool(flags & _F.ACK) and tcp.ack == (self.isn + 1) & SEQ_MASK
         if flags & _F.RST:
             if not acks_syn:
-                return False  # RFC 9293 §3.10.7.3: a RST without an acceptable ACK
+                # RFC 9293 §3.10.7.3: a RST without an acceptable ACK is dropped.
+                self._stray(Stray.WRONG_ACK)
+                self._log_received(packet, stamp, "RST not acking our SYN: ignored", stray=True)
+                return True
             self._set_ours(transition(self.our_state, _E.RECEIVE_RST))
             self._set_peer(transition(self.peer_state, mirrored(_E.RECEIVE_RST)))
             self._log_received(packet, stamp, "")
@@ -918,7 +812,10 @@ class CloseProbe:
             self._finish()
             return True
         if not (flags & _F.SYN and acks_syn):
-            return False  # an old SYN/ACK, a bare SYN (simultaneous open): not for us
+            # An old or spoofed SYN/ACK, a bare SYN (simultaneous open): not for us.
+            self._stray(Stray.WRONG_ACK)
+            self._log_received(packet, stamp, "does not ack our SYN: ignored", stray=True)
+            return True
         self._open(packet, tcp, now, stamp)
         self._result = None
         return True
@@ -929,7 +826,6 @@ class CloseProbe:
         self._syn_ack_stamp = stamp
         self._peer_isn = tcp.seq
         self.log.peer_isn = tcp.seq
-        self._rcv_nxt = 0
         self._timestamps = options.timestamp is not None
         if options.timestamp is not None:
             self._ts_recent = options.timestamp[0]
@@ -950,9 +846,9 @@ class CloseProbe:
             self._peer_shift = shift
             # At least 1: a window under 128 bytes would otherwise scale down to nothing.
             self._window_field = max(1, self.receive_window >> OUR_WINDOW_SHIFT)
-            self._rcv_wnd = self._window_field << OUR_WINDOW_SHIFT
+            self._rx.reset_window(self._window_field << OUR_WINDOW_SHIFT)
         peer_mss = options.mss if options.mss else DEFAULT_PEER_MSS[self.version]
-        self._mss = max(
+        mss = max(
             1,
             min(peer_mss, DEFAULT_MSS[self.version])
             - (TIMESTAMP_OPTION_BYTES if self._timestamps else 0),
@@ -964,10 +860,7 @@ class CloseProbe:
             timestamps=self._timestamps,
         )
         # The SYN/ACK's window is never scaled (RFC 7323 §2.2).
-        self._snd_wnd = tcp.window
-        self._snd_una = self._snd_nxt = self._snd_max = 0
-        self._rto_current = self.rto
-        self._retries = 0
+        self._tx.opened(tcp.window, mss)
         self._rto_deadline = None
         self._handshake_deadline = None
         self._max_wait_deadline = now + self.max_wait
@@ -987,14 +880,16 @@ class CloseProbe:
             if tcp.seq == self._peer_isn and flags & _F.ACK:
                 # Our ACK of the SYN/ACK was lost: ACK it again.
                 self._log_received(packet, stamp, "SYN/ACK retransmission")
-                self._send_ack(now)
+                self._answer_invalid(now, "")
             else:
                 # RFC 5961 §4: a SYN on a synchronized connection draws a challenge ACK.
-                self._log_received(packet, stamp, "SYN in a synchronized state")
-                self._send_ack(now, "challenge ACK (RFC 5961)")
+                self._stray(Stray.SYN_ON_OPEN)
+                self._log_received(packet, stamp, "SYN in a synchronized state", stray=True)
+                self._answer_invalid(now, "challenge ACK (RFC 5961)")
             return
         if not flags & _F.ACK:
-            self._log_received(packet, stamp, "no ACK flag: dropped")
+            self._stray(Stray.NO_ACK_FLAG)
+            self._log_received(packet, stamp, "no ACK flag: dropped", stray=True)
             return
 
         notes: list[str] = []
@@ -1005,25 +900,28 @@ class CloseProbe:
         end = start + seg_len
         fin_at = end - 1 if fin else None
         fin_copy = fin and self._peer_fin_at is not None and fin_at == self._peer_fin_at
-        window_end = self._rcv_nxt + self._rcv_wnd
+        rx = self._rx
+        window_end = rx.window_end
 
         # RFC 9293 §3.10.7.4, first check: is the segment in the receive window?
-        if seg_len == 0:
-            acceptable = self._rcv_nxt <= start < window_end
-        else:
-            acceptable = (self._rcv_nxt <= start < window_end) or (
-                self._rcv_nxt <= end - 1 < window_end
-            )
-        if not acceptable:
+        if not acceptable(start, seg_len, rx.rcv_nxt, rx.window):
+            bulk = stray = False
             if fin_copy:
                 notes.append(self._peer_fin_again(now))
-            elif end <= self._rcv_nxt:
+            elif end <= rx.rcv_nxt:
                 notes.append("retransmission")
+                bulk = True
             else:
-                notes.append("outside the receive window")
-            self._log_received(packet, stamp, "; ".join(notes))
-            if not (fin_copy and self.drop_final_ack):
-                self._send_ack(now)
+                notes.append("outside the receive window: dropped")
+                self._stray(Stray.OUT_OF_WINDOW)
+                rx.beyond_window(len(payload), whole_segment=True)
+                stray = True
+            self._log_received(packet, stamp, "; ".join(notes), bulk=bulk, stray=stray)
+            if fin_copy:
+                if not self.drop_final_ack:
+                    self._send_ack(now)
+            else:
+                self._answer_invalid(now, "")
             return
 
         # RFC 7323 §4.3: TS.Recent follows segments at or before the last ACK we sent.
@@ -1038,37 +936,40 @@ class CloseProbe:
 
         # Fifth check: the ACK field.
         acked = self._send_offset(tcp.ack)
-        if acked > self._snd_max:
-            self._log_received(packet, stamp, "acknowledges data not yet sent: dropped")
-            self._send_ack(now)
+        tx = self._tx
+        if acked > tx.max_sent:
+            self._stray(Stray.WRONG_ACK)
+            self._log_received(
+                packet, stamp, "acknowledges data not yet sent: dropped", stray=True
+            )
+            self._answer_invalid(now, "")
             return
         fin_acked_now = False
-        if acked > self._snd_una:
-            self._snd_una = acked
-            self._snd_nxt = max(self._snd_nxt, acked)
-            self._retries = 0
-            self._rto_current = self.rto
+        if acked > tx.una:
+            fin_acked_now = tx.acknowledged(acked)
             # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
-            self._rto_deadline = now + self.rto if self._snd_una < self._snd_max else None
-            if self._our_fin_sent and acked > len(self.send_data) and not self._our_fin_acked:
-                self._our_fin_acked = fin_acked_now = True
-                self._pos_peer_ack_of_fin = self._logged
-        if acked >= self._snd_una:
-            self._snd_wnd = tcp.window << self._peer_shift
+            self._rto_deadline = now + tx.rto if tx.una < tx.max_sent else None
+            if fin_acked_now:
+                self._timeline.peer_ack_of_fin = (Direction.RECEIVED, self.log.next_arrival)
+        if acked >= tx.una:
+            tx.wnd = tcp.window << self._peer_shift
 
         # Data and FIN, trimmed to the window.
         need_ack = False
         fin_first_seen = fin and self._peer_fin_at is None
+        placement: Placement | None = None
         if seg_len:
             need_ack = True
             data, data_at = payload, start
-            if data_at < self._rcv_nxt:
-                data = data[self._rcv_nxt - data_at :]
-                data_at = self._rcv_nxt
+            if data_at < rx.rcv_nxt:
+                data = data[rx.rcv_nxt - data_at :]
+                data_at = rx.rcv_nxt
                 if payload:
                     notes.append("retransmission")
             if data_at + len(data) > window_end:
+                beyond = data_at + len(data) - window_end
                 data = data[: max(0, window_end - data_at)]
+                rx.beyond_window(beyond, whole_segment=False)
                 notes.append("trimmed to the receive window")
                 if fin_at is not None and fin_at >= window_end:
                     fin, fin_first_seen, fin_copy = False, False, False
@@ -1076,34 +977,30 @@ class CloseProbe:
                 data = data[: max(0, self._peer_fin_at - data_at)]
                 notes.append("data beyond the peer's FIN ignored")
             if data:
-                if self._our_fin_sent:
+                if tx.fin_sent:
                     # A half-close is data the peer sent after our FIN reached it: its ACK
                     # covers our FIN. Data that crossed our FIN on the way is not one.
                     if acked > len(self.send_data):
                         notes.append("data after our FIN")
-                        if start >= self._rcv_nxt:  # new data, not a retransmission
+                        if start >= rx.rcv_nxt:  # new data, not a retransmission
                             first = self._half_close_from
                             self._half_close_from = (
                                 data_at if first is None else min(first, data_at)
                             )
                     else:
                         notes.append("crossed our FIN")
-                if data_at == self._rcv_nxt:
-                    self._received += data
-                    self._rcv_nxt += len(data)
-                    self._deliver_buffered()
-                else:
-                    self._out_of_order[data_at] = max(
-                        data, self._out_of_order.get(data_at, b""), key=len
-                    )
+                placement = rx.add(data_at, data)
+                if placement is Placement.BUFFERED:
                     notes.append("out of order")
+                elif placement is Placement.DROPPED:
+                    notes.append("out of order, no room: dropped")
             if fin_first_seen:
                 assert fin_at is not None
                 self._peer_fin_at = fin_at
                 notes.extend(self._peer_fin_first(now, acks_our_fin=acked > len(self.send_data)))
             elif fin_copy:
                 notes.append(self._peer_fin_again(now))
-            if self.drop_final_ack and fin and not payload and fin_at == self._rcv_nxt:
+            if self.drop_final_ack and fin and not payload and fin_at == rx.rcv_nxt:
                 need_ack = False  # the FIN alone, in order: we act as if it was lost
 
         # Consume the peer's FIN once everything before it is in (never with drop_final_ack).
@@ -1112,9 +1009,9 @@ class CloseProbe:
             not self.drop_final_ack
             and not self._peer_fin_consumed
             and self._peer_fin_at is not None
-            and self._rcv_nxt == self._peer_fin_at
+            and rx.rcv_nxt == self._peer_fin_at
         ):
-            self._rcv_nxt += 1
+            rx.consume_fin()
             self._peer_fin_consumed = fin_consumed_now = True
             self._peer_awaits_fin_ack = True
 
@@ -1124,42 +1021,32 @@ class CloseProbe:
             self._set_ours(transition(self.our_state, _E.RECEIVE_ACK_OF_FIN))
         elif fin_consumed_now:
             self._set_ours(transition(self.our_state, _E.RECEIVE_FIN))
-        self._log_received(packet, stamp, "; ".join(notes))
+        # Plain data (no FIN, no news about our FIN) is bulk: recorded within the budget.
+        bulk = bool(payload) and not (fin or fin_acked_now or fin_consumed_now)
+        self._log_received(packet, stamp, "; ".join(notes), bulk=bulk)
         if need_ack:
-            self._send_ack(now, "duplicate ACK" if "out of order" in notes else "")
+            out_of_order = placement in (Placement.BUFFERED, Placement.DROPPED)
+            self._send_ack(now, "duplicate ACK" if out_of_order else "", bulk=True)
         self._after_input(now)
-
-    def _deliver_buffered(self) -> None:
-        """Move buffered out-of-order bytes that RCV.NXT has reached into the stream."""
-        while self._out_of_order:
-            ready = [at for at in self._out_of_order if at <= self._rcv_nxt]
-            if not ready:
-                return
-            for at in sorted(ready):
-                chunk = self._out_of_order.pop(at)
-                if at + len(chunk) > self._rcv_nxt:
-                    self._received += chunk[self._rcv_nxt - at :]
-                    self._rcv_nxt = at + len(chunk)
 
     def _peer_fin_first(self, now: float, *, acks_our_fin: bool) -> list[str]:
         """The peer's FIN, first seen: how the close goes and what state it put the peer in."""
-        self._pos_peer_fin = self._logged
-        self._pos_peer_fin_copies.append(self._logged)
+        this = (Direction.RECEIVED, self.log.next_arrival)
+        self._timeline.peer_fin = this
+        self._timeline.peer_fin_copies.append(this)
         self._last_peer_fin_now = now
-        if not self._our_fin_sent:
-            kind = CloseKind.PEER_FIRST
-            peer = transition(self.peer_state, _E.SEND_FIN)
-        elif acks_our_fin:
-            # Acked before this segment: four segments; acked by the FIN itself: three.
-            acked_before = self._our_fin_acked and self._pos_peer_ack_of_fin != self._logged
-            kind = CloseKind.FOUR_WAY if acked_before else CloseKind.THREE_WAY
-            peer = transition(self.peer_state, _E.SEND_FIN)
-        else:
+        # Acked before this segment: four segments; acked by the FIN itself: three.
+        acked_before = self._tx.fin_acked and self._timeline.peer_ack_of_fin != this
+        kind = classify_peer_fin(
+            our_fin_sent=self._tx.fin_sent, acks_our_fin=acks_our_fin, acked_before=acked_before
+        )
+        if kind is CloseKind.SIMULTANEOUS:
             # It sent its FIN before ours arrived: ESTABLISHED → FIN-WAIT-1, then ours
             # (already on its way) takes it to CLOSING. The peer column of our FIN's record
             # showed CLOSE-WAIT; that was the guess before this evidence.
-            kind = CloseKind.SIMULTANEOUS
             peer = transition(transition(_S.ESTABLISHED, _E.SEND_FIN), _E.RECEIVE_FIN)
+        else:
+            peer = transition(self.peer_state, _E.SEND_FIN)
         if self._close_kind is None:
             self._close_kind = kind
         self._set_peer(peer)
@@ -1172,7 +1059,8 @@ class CloseProbe:
 
     def _peer_fin_again(self, now: float) -> str:
         """A further copy of the peer's FIN: record it, and re-ACK it unless dropping."""
-        self._pos_peer_fin_copies.append(self._logged)
+        if len(self._timeline.peer_fin_copies) < MAX_FIN_COPIES:
+            self._timeline.peer_fin_copies.append((Direction.RECEIVED, self.log.next_arrival))
         previous = self._last_peer_fin_now
         self._last_peer_fin_now = now
         interval = now - previous if previous is not None else self.rto
@@ -1216,10 +1104,14 @@ class CloseProbe:
             self._log_received(packet, stamp, note)
             self._finish()
         elif self._rcv_nxt <= at < self._rcv_nxt + self._rcv_wnd:
-            self._log_received(packet, stamp, "RST in window but not exact")
-            self._send_ack(now, "challenge ACK (RFC 5961)")
+            # RFC 5961 §3.2: not accepted; a challenge ACK asks a genuine peer to send a RST
+            # with exactly RCV.NXT. A storm of these draws at most a few answers a second.
+            self._stray(Stray.RST_NOT_EXACT)
+            self._log_received(packet, stamp, "RST in window but not exact", stray=True)
+            self._answer_invalid(now, "challenge ACK (RFC 5961)")
         else:
-            self._log_received(packet, stamp, "RST outside the window: ignored")
+            self._stray(Stray.RST_OUT_OF_WINDOW)
+            self._log_received(packet, stamp, "RST outside the window: ignored", stray=True)
 
     def _after_input(self, now: float) -> None:
         """What a change of state asks for: TIME-WAIT's timer, the end, or more to send."""
@@ -1241,35 +1133,21 @@ class CloseProbe:
     def _build_result(self) -> CloseResult:
         records = self.log.records()
         clock = records[0].clock if records else None
-
-        def between(first: int | None, second: int | None) -> float | None:
-            if first is None or second is None:
-                return None
-            return (records[second].time_ns - records[first].time_ns) / 1000.0
-
         rtt: Rtt | None = None
         if self._answered_syn is not None and self._syn_ack_stamp is not None:
             syn_stamp = self._syn_stamps.get(self._answered_syn)
             if syn_stamp is not None:
                 rtt = rtt_between(syn_stamp, self._syn_ack_stamp)
-
-        copies = self._pos_peer_fin_copies
-        retransmissions = tuple(
-            FinRetransmission(
-                time_since_first_us=between(copies[0], copies[i]) or 0.0,
-                interval_us=between(copies[i - 1], copies[i]) or 0.0,
-            )
-            for i in range(1, len(copies))
-        )
-        peer_first = self._close_kind is CloseKind.PEER_FIRST
-        holder: TimeWaitHolder | None = None
-        if self._we_entered_time_wait and self._peer_entered_time_wait:
-            holder = TimeWaitHolder.BOTH
-        elif self._we_entered_time_wait:
-            holder = TimeWaitHolder.US
-        elif self._peer_entered_time_wait:
-            holder = TimeWaitHolder.PEER
-        acked = max(0, min(self._snd_una, len(self.send_data)))
+        timings = self._timeline.timings(self.log, self._close_kind)
+        notes = list(self._notes)
+        notes += [
+            f"{key} ({count}x) ignored: not an error of reachability, or the connection "
+            "was already open (RFC 5927)"
+            for key, count in self._icmp_ignored.items()
+        ]
+        if self._failed_sends > STRAY_RECORDS:
+            notes.append(f"{self._failed_sends} segments in all could not be sent")
+        stats = self._rx.stats()
         return CloseResult(
             target=_address(self.dst),
             port=self.dport,
@@ -1287,26 +1165,20 @@ class CloseProbe:
             bytes_after_our_fin=(
                 0
                 if self._half_close_from is None
-                else max(0, len(self._received) - self._half_close_from)
+                else max(0, stats.delivered_bytes - self._half_close_from)
             ),
             clock=clock,
-            our_fin_to_peer_ack_us=between(self._pos_our_fin, self._pos_peer_ack_of_fin),
-            our_fin_to_peer_fin_us=(
-                None if peer_first else between(self._pos_our_fin, self._pos_peer_fin)
-            ),
-            peer_ack_to_peer_fin_us=(
-                None if peer_first else between(self._pos_peer_ack_of_fin, self._pos_peer_fin)
-            ),
-            peer_fin_to_our_ack_us=(
-                between(self._pos_peer_fin, self._pos_our_ack_of_peer_fin) if peer_first else None
-            ),
-            our_ack_to_our_fin_us=(
-                between(self._pos_our_ack_of_peer_fin, self._pos_our_fin) if peer_first else None
-            ),
-            our_fin_retransmissions=self._our_fin_retransmissions,
-            peer_fin_retransmissions=retransmissions,
+            our_fin_to_peer_ack_us=timings.our_fin_to_peer_ack_us,
+            our_fin_to_peer_fin_us=timings.our_fin_to_peer_fin_us,
+            peer_ack_to_peer_fin_us=timings.peer_ack_to_peer_fin_us,
+            peer_fin_to_our_ack_us=timings.peer_fin_to_our_ack_us,
+            our_ack_to_our_fin_us=timings.our_ack_to_our_fin_us,
+            our_fin_retransmissions=self._tx.fin_retransmissions,
+            peer_fin_retransmissions=self._timeline.fin_retransmissions(self.log),
             peer_fin_retransmissions_end=self._fin_end,
-            time_wait_holder=holder,
+            time_wait_due=time_wait_due(
+                we_entered=self._we_entered_time_wait, peer_entered=self._peer_entered_time_wait
+            ),
             time_wait_held_us=(
                 None if self._time_wait_held is None else self._time_wait_held * 1e6
             ),
@@ -1315,10 +1187,15 @@ class CloseProbe:
             our_final_state=self.our_state,
             peer_final_state=self.peer_state,
             bytes_sent=len(self.send_data),
-            bytes_acked=acked,
-            received=bytes(self._received),
+            bytes_acked=self._tx.acked_bytes,
+            received=self._rx.kept,
             interrupted=self._interrupted,
             error=self._error,
-            notes=tuple(self._notes),
+            notes=tuple(notes),
             segments=records,
+            receive=stats,
+            invalid_by_kind=dict(self._invalid),
+            answers_rate_limited=self._answers_limited,
+            unrecorded_segments=self._unrecorded,
+            failed_sends=self._failed_sends,
         )

@@ -18,9 +18,21 @@ class Direction(StrEnum):
     RECEIVED = "received"
 
 
+# A logged segment, named as the probe knows it: (SENT, the engine's index of the segment) or
+# (RECEIVED, the number of the arrival, counted by the log from 0).
+Ref = tuple[Direction, int]
+
+
 @dataclass(frozen=True, slots=True)
 class SegmentRecord:
-    """One segment of a conversation, as the ladder shows it."""
+    """One segment of a conversation, as the ladder shows it.
+
+    Records come in the order prober handled the segments, which is not always the order of
+    their timestamps: a segment that arrived while prober was still answering the one before
+    has an earlier stamp than that answer (renderers sort by ``time_ns``). ``answers`` says
+    which received segment a segment of ours answered, and ``reaction_ns`` how long after it
+    arrived our answer left.
+    """
 
     direction: Direction
     flags: str  # tcpdump letters: S. F. R P. ...
@@ -33,12 +45,20 @@ class SegmentRecord:
     options: str
     tsval: int | None
     tsecr: int | None
-    time_ns: int  # CLOCK_REALTIME, on ``clock``
+    time_ns: int  # CLOCK_REALTIME, on ``clock`` (a failed send: the record before it)
     clock: Clock
-    our_state: TcpState  # after this segment
+    our_state: TcpState  # after this segment, as prober knew it when it handled the segment
     peer_state: TcpState  # inferred from what the peer sent and received
     note: str = ""  # e.g. "retransmission", "out of order", "data after our FIN"
-    raw: bytes = field(default=b"", repr=False, compare=False)
+    raw: bytes = field(default=b"", repr=False, compare=False)  # empty for a failed send
+    send_error: str | None = None  # why this segment of ours could not be sent
+    answers: int | None = None  # index (in the same records) of the segment this answered
+    reaction_ns: int | None = None  # from that segment's arrival to this one's departure
+
+    @property
+    def sent_ok(self) -> bool:
+        """A segment we sent, or one we received; False for a send that failed."""
+        return self.send_error is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +78,9 @@ class SegmentRecord:
             "our_state": self.our_state.value,
             "peer_state": self.peer_state.value,
             "note": self.note,
+            "send_error": self.send_error,
+            "answers": self.answers,
+            "reaction_us": None if self.reaction_ns is None else self.reaction_ns / 1000.0,
         }
 
 
@@ -65,11 +88,13 @@ class SegmentRecord:
 class _Entry:
     direction: Direction
     segment: TcpSegment
-    stamp: Stamp
+    stamp: Stamp | None  # None for a send that failed
     our_state: TcpState
     peer_state: TcpState
     note: str
     raw: bytes
+    answers: int | None = None  # arrival number of the received segment this answers
+    send_error: str | None = None
 
 
 class SegmentLog:
@@ -84,6 +109,8 @@ class SegmentLog:
         self.peer_isn: int | None = None
         self._entries: list[_Entry] = []
         self._sent_index: dict[int, int] = {}  # engine's segment index -> entry
+        self._received_index: dict[int, int] = {}  # arrival number -> entry
+        self._arrivals = 0
 
     def sent(
         self,
@@ -92,27 +119,55 @@ class SegmentLog:
         our_state: TcpState,
         peer_state: TcpState,
         note: str = "",
+        *,
+        answers: int | None = None,
     ) -> None:
-        """Log a segment we are about to send; ``index`` is its number in the probe's output.
+        """Log a segment the engine sent; ``index`` is its number in the probe's output.
 
-        Its stamp is filled in by ``stamp_sent`` when the engine reports the send.
+        Its stamp is filled in by ``stamp_sent``; ``answers`` is the arrival number (from
+        ``received``) of the segment it answers.
         """
         assert packet.tcp is not None
         self._sent_index[index] = len(self._entries)
         self._entries.append(
-            _Entry(Direction.SENT, packet.tcp, Stamp(0), our_state, peer_state, note, packet.raw)
+            _Entry(
+                Direction.SENT, packet.tcp, Stamp(0), our_state, peer_state, note, packet.raw,
+                answers,
+            )
+        )
+
+    def send_failed(
+        self,
+        index: int,
+        packet: Packet,
+        our_state: TcpState,
+        peer_state: TcpState,
+        note: str,
+        error: str,
+        *,
+        answers: int | None = None,
+    ) -> None:
+        """Log a segment the engine could not send: shown as failed, never as sent."""
+        assert packet.tcp is not None
+        self._sent_index[index] = len(self._entries)
+        self._entries.append(
+            _Entry(
+                Direction.SENT, packet.tcp, None, our_state, peer_state, note, b"", answers,
+                error,
+            )
         )
 
     def stamp_sent(self, index: int, stamp: Stamp) -> None:
         position = self._sent_index.get(index)
-        if position is not None:
+        if position is not None and self._entries[position].send_error is None:
             self._entries[position].stamp = stamp
 
     def kernel_stamp_sent(self, index: int, kernel_ns: int) -> None:
         position = self._sent_index.get(index)
         if position is not None:
             entry = self._entries[position]
-            entry.stamp = entry.stamp.with_kernel(kernel_ns)
+            if entry.stamp is not None:
+                entry.stamp = entry.stamp.with_kernel(kernel_ns)
 
     def received(
         self,
@@ -121,24 +176,85 @@ class SegmentLog:
         our_state: TcpState,
         peer_state: TcpState,
         note: str = "",
-    ) -> None:
+    ) -> int:
+        """Log a received segment; returns its arrival number (for ``answers`` and refs)."""
         assert packet.tcp is not None
+        number = self.arrival()
+        self._received_index[number] = len(self._entries)
         self._entries.append(
             _Entry(Direction.RECEIVED, packet.tcp, stamp, our_state, peer_state, note, packet.raw)
         )
+        return number
+
+    def arrival(self) -> int:
+        """Number an arrival; ``received`` does so, a probe that does not log one calls this."""
+        number = self._arrivals
+        self._arrivals += 1
+        return number
+
+    @property
+    def next_arrival(self) -> int:
+        """The number the next arrival will get."""
+        return self._arrivals
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _clock(self) -> Clock:
+        stamps = [e.stamp for e in self._entries if e.stamp is not None]
+        return Clock.KERNEL if all(s.kernel_ns is not None for s in stamps) else Clock.USER
+
+    def _times(self, clock: Clock) -> list[int]:
+        """Each entry's time on ``clock``; a failed send takes the time of the entry before."""
+        times: list[int] = []
+        previous = 0
+        for entry in self._entries:
+            stamp = entry.stamp
+            if stamp is not None:
+                value = stamp.kernel_ns if clock is Clock.KERNEL else stamp.user_ns
+                previous = int(value or 0)
+            times.append(previous)
+        return times
+
+    def _position(self, ref: Ref) -> int | None:
+        direction, number = ref
+        table = self._sent_index if direction is Direction.SENT else self._received_index
+        position = table.get(number)
+        if position is None or self._entries[position].stamp is None:
+            return None
+        return position
+
+    def elapsed_us(self, first: Ref | None, second: Ref | None) -> float | None:
+        """Microseconds from ``first`` to ``second`` on the records' clock; None if either
+        is missing (not logged, or a send that failed)."""
+        if first is None or second is None:
+            return None
+        a, b = self._position(first), self._position(second)
+        if a is None or b is None:
+            return None
+        times = self._times(self._clock())
+        return (times[b] - times[a]) / 1000.0
 
     def records(self) -> tuple[SegmentRecord, ...]:
-        """Frozen records; all on the kernel clock when every segment has a kernel stamp."""
-        kernel = all(e.stamp.kernel_ns is not None for e in self._entries)
-        clock = Clock.KERNEL if kernel else Clock.USER
+        """Frozen records in the order prober handled them; all on the kernel clock when
+        every segment sent or received has a kernel stamp."""
+        clock = self._clock()
+        times = self._times(clock)
         out = []
-        for entry in self._entries:
+        for position, entry in enumerate(self._entries):
             segment = entry.segment
             ours = entry.direction is Direction.SENT
             sender_isn = self.our_isn if ours else self.peer_isn
             receiver_isn = self.peer_isn if ours else self.our_isn
             timestamp = segment.options.timestamp
-            time_ns = entry.stamp.kernel_ns if kernel else entry.stamp.user_ns
+            answered = (
+                None if entry.answers is None else self._received_index.get(entry.answers)
+            )
+            reaction = (
+                None
+                if answered is None or entry.stamp is None
+                else times[position] - times[answered]
+            )
             out.append(
                 SegmentRecord(
                     direction=entry.direction,
@@ -156,12 +272,15 @@ class SegmentLog:
                     options=segment.options.order,
                     tsval=None if timestamp is None else timestamp[0],
                     tsecr=None if timestamp is None else timestamp[1],
-                    time_ns=int(time_ns or 0),
+                    time_ns=times[position],
                     clock=clock,
                     our_state=entry.our_state,
                     peer_state=entry.peer_state,
                     note=entry.note,
                     raw=entry.raw,
+                    send_error=entry.send_error,
+                    answers=answered,
+                    reaction_ns=reaction,
                 )
             )
         return tuple(out)

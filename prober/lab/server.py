@@ -1,7 +1,8 @@
 """A small TCP server for lab namespaces.
 
     python -m prober.lab.server --port 80 [--port 8080 ...] [--family 4|6|both] [--backlog N]
-                                [--behaviour close|http|rst|half-close] [--max-seconds S]
+                                [--behaviour close|http|rst|half-close|flood]
+                                [--max-seconds S]
                                 [--tag TEXT]
 
 Listens on every address of the chosen families, prints one ``ready`` line on stdout once all
@@ -14,6 +15,8 @@ connection is a named behaviour, so more can be added without touching the loop:
     rst         the same answer, then close with SO_LINGER {on, 0}: a RST instead of a FIN
     half-close  read until the client's FIN, then keep sending a few chunks with short pauses
                 (the half-closed direction still carries data), then close (FIN)
+    flood       send FLOOD_BYTES (1 GiB) at once, as fast as the client's window allows, then
+                close (FIN): a peer that sends without end, for the client's memory bounds
 
 Only the standard library is imported: the lab starts this file directly (``python -I``).
 """
@@ -43,6 +46,8 @@ _REQUEST_HEAD_LIMIT = 8192
 HALF_CLOSE_CHUNKS = 3
 HALF_CLOSE_PAUSE_S = 0.1
 _LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
+FLOOD_BYTES = 1 << 30
+FLOOD_CHUNK = bytes(range(256)) * 256  # 64 KiB; the stream is bytes 0..255 repeated
 
 
 def close_at_once(connection: socket.socket) -> None:
@@ -139,12 +144,27 @@ def close_on_eof(connection: socket.socket) -> None:
         drain_until_eof(connection)
 
 
+def flood(connection: socket.socket) -> None:
+    """Send FLOOD_BYTES, then close. A client that stops reading for CLIENT_TIMEOUT_S (or
+    resets) ends it early."""
+    with connection:
+        connection.settimeout(CLIENT_TIMEOUT_S)
+        try:
+            for _ in range(FLOOD_BYTES // len(FLOOD_CHUNK)):
+                connection.sendall(FLOOD_CHUNK)
+            connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        drain_until_eof(connection)
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "close": close_at_once,
     "eof": close_on_eof,
     "http": http_close_first,
     "rst": http_then_reset,
     "half-close": send_after_half_close,
+    "flood": flood,
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from prober.core import close as close_probe
 from prober.core.close import CloseKind, CloseResult, Handshake
 from prober.core.halfopen import STRAY_DESCRIPTIONS, EndedBy, HalfOpenResult, Stray
 from prober.output.ladder import ladder
@@ -109,6 +110,7 @@ def close_report(result: CloseResult) -> list[str]:
     lines = [f"CLOSE {peer} from {us} ({result.mode.value})", ""]
     lines += ladder(result.segments, us, peer, ascii_only=_ascii_only())
     lines += ["", close_verdict(result)]
+    lines += close_anomalies(result)
     return lines
 
 
@@ -132,7 +134,7 @@ def close_verdict(result: CloseResult) -> str:
         parts.append("Simultaneous close: both FINs crossed (each side went through CLOSING)")
     elif kind is CloseKind.PEER_FIRST:
         parts.append(
-            "The peer closed first: we ACKed its FIN after "
+            "Passive close: we ACKed the peer's FIN after "
             f"{_ms(result.peer_fin_to_our_ack_us)} and sent ours"
             f" {_ms(result.our_ack_to_our_fin_us)} later"
         )
@@ -154,19 +156,76 @@ def close_verdict(result: CloseResult) -> str:
             + (f" (intervals {intervals})" if intervals else "")
             + (f", then {end.value}" if end is not None else "")
         )
-    holder = result.time_wait_holder
-    if holder is not None:
-        if holder.value == "us":
-            if result.time_wait_skipped:
-                parts.append("we would hold TIME-WAIT (skipped: --no-wait)")
-            elif result.time_wait_held_us is not None:
-                cut = " (cut short)" if result.time_wait_cut_short else ""
-                parts.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
-        elif holder.value == "peer":
-            parts.append("the peer holds TIME-WAIT")
-        else:
-            parts.append("both sides hold TIME-WAIT")
+    parts += _time_wait(result)
     received = result.bytes_received
     if received:
         parts.append(f"{received} bytes received in all")
     return "; ".join(parts) + "."
+
+
+def _time_wait(result: CloseResult) -> list[str]:
+    """What was observed about TIME-WAIT. Ours we hold and time; the peer's we can only
+    say is due (it closed first), not that its kernel kept it."""
+    due = result.time_wait_due
+    if due is None:
+        return []
+    ours: list[str] = []
+    if result.time_wait_skipped:
+        ours.append("we would hold TIME-WAIT (skipped: --no-wait)")
+    elif result.time_wait_held_us is not None:
+        cut = " (cut short)" if result.time_wait_cut_short else ""
+        ours.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
+    check = f"whether it kept one shows on the peer: {close_probe.PEER_TIME_WAIT_CHECK}"
+    if due is close_probe.TimeWaitDue.US:
+        return ours
+    if due is close_probe.TimeWaitDue.PEER:
+        return [f"the peer closed first, so TIME-WAIT is its to hold ({check})"]
+    return [*ours, f"the peer's TIME-WAIT is due as well, not observed here ({check})"]
+
+
+def close_anomalies(result: CloseResult) -> list[str]:
+    """Lines for what was not part of the conversation: strays, ICMP that decided nothing,
+    data dropped outside the window, segments not recorded, sends that failed."""
+    lines: list[str] = []
+    if result.invalid:
+        lines.append(f"Ignored {result.invalid} packet(s) that prove nothing:")
+        lines += [
+            f"  - {count} {close_probe.STRAY_DESCRIPTIONS[kind]}"
+            for kind, count in result.invalid_by_kind.items()
+        ]
+    if result.answers_rate_limited:
+        lines.append(
+            f"{result.answers_rate_limited} challenge or out-of-window ACK(s) not sent "
+            "(at most 10 a second, RFC 5961 §7)."
+        )
+    stats = result.receive
+    if stats is not None and (
+        stats.out_of_order_segments or stats.out_of_window_bytes or stats.dropped_no_room_segments
+    ):
+        lines.append(
+            f"Receive window {stats.window_bytes} bytes: out of order "
+            f"{stats.out_of_order_segments} segment(s), at most "
+            f"{stats.buffered_high_water_bytes} bytes buffered; dropped outside the window "
+            f"{stats.out_of_window_segments} segment(s), {stats.out_of_window_bytes} bytes"
+            + (
+                f"; dropped for want of room {stats.dropped_no_room_segments} segment(s)"
+                if stats.dropped_no_room_segments
+                else ""
+            )
+            + "."
+        )
+    if stats is not None and stats.kept_bytes < stats.delivered_bytes:
+        lines.append(
+            f"Kept the first {stats.kept_bytes} of {stats.delivered_bytes} bytes received."
+        )
+    if result.unrecorded_segments:
+        lines.append(
+            f"{result.unrecorded_segments} segments (bulk data and its ACKs, strays) are "
+            "counted but not in the ladder, JSON or pcap."
+        )
+    if result.failed_sends:
+        lines.append(
+            f"{result.failed_sends} segment(s) could not be sent ({result.error}); the ladder "
+            "marks them, and the pcap leaves them out."
+        )
+    return lines

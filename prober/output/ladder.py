@@ -3,6 +3,13 @@
 Drawn from the SegmentRecords a probe logs: flags, relative seq/ack, length, the time since
 the first segment, and the TCP state each side is in after the segment (the peer's inferred
 from what it sent).
+
+Rows are in the order of their timestamps, so time never runs backwards down the ladder. That
+is not always the order prober handled the segments in (a segment can arrive while prober is
+still answering the one before), so each segment of ours that answers one of the peer's says
+which row it answers and after how long: our reaction time, from that segment's arrival to
+our answer's departure. A segment that could not be sent is drawn without a time and noted
+"NOT SENT".
 """
 
 from __future__ import annotations
@@ -43,18 +50,36 @@ def ladder(
     """The diagram's lines; ``us`` and ``peer`` label the two columns (e.g. address:port)."""
     if not records:
         return [f"(no segments between {us} and {peer})"]
-    start = records[0].time_ns
+    # Stable: segments with equal stamps keep the order prober handled them in.
+    order = sorted(range(len(records)), key=lambda index: records[index].time_ns)
+    row_of = {index: row for row, index in enumerate(order, start=1)}
+    stamped = [r for r in records if r.sent_ok]
+    start = stamped[0].time_ns if stamped else 0
     clock = records[0].clock.value
-    header = f"{'ms':>10}  {'us: ' + us:<{STATE_WIDTH + ARROW_WIDTH + 4}}peer: {peer}"
+    header = (
+        f"{'#':>3} {'ms':>10}  {'us: ' + us:<{STATE_WIDTH + ARROW_WIDTH + 4}}peer: {peer}"
+    )
     lines = [header]
-    for record in records:
-        elapsed = (record.time_ns - start) / 1_000_000
+    for row, index in enumerate(order, start=1):
+        record = records[index]
         rightwards = record.direction is Direction.SENT
+        notes = [record.note] if record.note else []
+        if record.answers is not None and record.reaction_ns is not None:
+            notes.append(
+                f"answers #{row_of[record.answers]} after {record.reaction_ns / 1e6:.3f} ms"
+            )
+        if record.sent_ok:
+            elapsed = f"{(record.time_ns - start) / 1_000_000:>10.3f}"
+        else:
+            elapsed = f"{'-':>10}"  # it never left: no time of its own
+            notes.append(f"NOT SENT: {record.send_error}")
         arrow = _arrow(_label(record), rightwards, ascii_only)
-        note = f"  ({record.note})" if record.note else ""
+        note = f"  ({'; '.join(notes)})" if notes else ""
         lines.append(
-            f"{elapsed:>10.3f}  {record.our_state.value:<{STATE_WIDTH}}  {arrow}  "
+            f"{row:>3} {elapsed}  {record.our_state.value:<{STATE_WIDTH}}  {arrow}  "
             f"{record.peer_state.value:<{STATE_WIDTH}}{note}"
         )
-    lines.append(f"{'':>10}  (times since the first segment, {clock} timestamps)")
+    lines.append(
+        f"{'':>14}(times since the first segment, {clock} timestamps; rows in time order)"
+    )
     return lines

@@ -176,7 +176,7 @@ def test_server_that_closes_on_eof(peers: dict[str, Peer], version: int) -> None
         s["flags"] == "." and s["relative_ack"] == 2 for s in received if s is not fins[0]
     )
     assert (result["close_kind"] == "four-way") == separate_ack
-    assert result["time_wait_holder"] == "us"
+    assert result["time_wait_due"] == "us"
     assert result["time_wait_held_us"] >= 0.9e6  # 2 x MSL
     assert result["our_final_state"] == "CLOSED"
     assert result["segments"][-1]["our_state"] in ("TIME-WAIT", "CLOSED")
@@ -187,7 +187,7 @@ def test_server_that_closes_after_accept_closes_first(peers: dict[str, Peer], ve
     code, result = run_json("close", peers["srv"].endpoint(version, 81), "--peer-closes")
     assert code == 0
     assert result["close_kind"] == "peer-first"
-    assert result["time_wait_holder"] == "peer"
+    assert result["time_wait_due"] == "peer"
     states = [s["our_state"] for s in result["segments"]]
     assert "CLOSE-WAIT" in states and "LAST-ACK" in states and states[-1] == "CLOSED"
 
@@ -242,7 +242,7 @@ def test_drop_final_ack_records_the_peers_fin_retransmissions(peers: dict[str, P
 def test_time_wait_re_acks_a_retransmitted_fin(peers: dict[str, Peer]) -> None:
     code, result = run_json("close", peers["tw"].endpoint(4, 80), "--msl", "1")
     assert code == 0
-    assert result["time_wait_holder"] == "us"
+    assert result["time_wait_due"] == "us"
     assert len(result["peer_fin_retransmissions"]) == 1
     notes = [s["note"] for s in result["segments"]]
     assert "FIN retransmission, re-ACKed in TIME-WAIT" in notes

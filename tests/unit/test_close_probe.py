@@ -29,7 +29,8 @@ from prober.core.close import (
     CloseResult,
     FinRetransmissionsEnd,
     Handshake,
-    TimeWaitHolder,
+    Stray,
+    TimeWaitDue,
 )
 from prober.core.packets import TcpTemplate
 from prober.core.parse import parse_packet
@@ -242,10 +243,12 @@ def test_rst_acking_isn_plus_one_means_closed() -> None:
     r = run()
     r.start()
     wrong = r.build("RA", 0, ack=5)
-    assert not r.probe.receive(parse_packet(wrong), 0.01, Stamp(1))
+    # Counted as invalid by the probe (not a verdict), so it says it took the packet.
+    assert r.probe.receive(parse_packet(wrong), 0.01, Stamp(1))
     assert not r.probe.done
     assert r.feed("RA", 0, ack=0, at=0.02) == []
     result = r.probe.result()
+    assert result.invalid_by_kind == {Stray.WRONG_ACK: 1}
     assert result.handshake is Handshake.CLOSED
     assert result.close_kind is CloseKind.NOT_ESTABLISHED
     assert r.ladder()[-1] == ("<", "R.", S.CLOSED, S.CLOSED)
@@ -254,10 +257,13 @@ def test_rst_acking_isn_plus_one_means_closed() -> None:
 def test_syn_ack_with_a_wrong_ack_or_from_elsewhere_is_not_ours() -> None:
     r = run()
     r.start()
-    assert not r.probe.receive(parse_packet(r.build("SA", -1, ack=1)), 0.01, Stamp(1))
+    assert r.probe.receive(parse_packet(r.build("SA", -1, ack=1)), 0.01, Stamp(1))
+    assert r.out() == []  # no answer to a SYN/ACK that does not ack our SYN
     other = IP(src="198.19.9.9", dst=SRC4)
     assert not r.probe.receive(parse_packet(bytes(other)), 0.01, Stamp(1))
     assert not r.probe.done and our_state(r) is S.SYN_SENT
+    r.tick(10.0)
+    assert r.probe.result().invalid_by_kind == {Stray.WRONG_ACK: 1}
 
 
 @pytest.mark.parametrize(
@@ -273,9 +279,12 @@ def test_icmp_error_quoting_our_syn_ends_the_handshake(icmp_type: int, outcome: 
             / IPerror4(src=SRC4, dst=DST4) / TCPerror(sport=SPORT, dport=DPORT, seq=seq)
         )
 
-    assert not r.probe.receive(parse_packet(icmp(ISN + 1)), 0.01, Stamp(1))
+    # Quoting a segment we never sent: counted, not a verdict.
+    assert r.probe.receive(parse_packet(icmp(ISN + 1)), 0.01, Stamp(1))
+    assert not r.probe.done
     assert r.probe.receive(parse_packet(icmp(ISN)), 0.01, Stamp(1))
     result = r.probe.result()
+    assert result.invalid_by_kind == {Stray.ICMP_NOT_OURS: 1}
     assert result.handshake is outcome
     assert result.icmp is not None and result.icmp.type == icmp_type
     assert result.icmp.source == "198.19.0.254"
@@ -380,7 +389,7 @@ def test_four_way_close_and_time_wait() -> None:
     assert result.our_fin_to_peer_fin_us == 40_000
     assert result.peer_ack_to_peer_fin_us == 20_000
     assert result.peer_fin_to_our_ack_us is None and result.our_ack_to_our_fin_us is None
-    assert result.time_wait_holder is TimeWaitHolder.US
+    assert result.time_wait_due is TimeWaitDue.US
     assert result.time_wait_held_us == pytest.approx(60e6)
     assert not result.time_wait_cut_short and not result.time_wait_skipped
     assert (result.our_final_state, result.peer_final_state) == (S.CLOSED, S.CLOSED)
@@ -424,7 +433,7 @@ def test_simultaneous_close_both_sides_pass_closing_and_hold_time_wait() -> None
     r.tick(60.03)
     result = r.probe.result()
     assert result.close_kind is CloseKind.SIMULTANEOUS
-    assert result.time_wait_holder is TimeWaitHolder.BOTH
+    assert result.time_wait_due is TimeWaitDue.BOTH
     assert result.our_fin_to_peer_fin_us == 10_000
     assert result.our_fin_to_peer_ack_us == 20_000
     assert result.peer_ack_to_peer_fin_us == -10_000
@@ -449,7 +458,7 @@ def test_peer_first_close_when_the_peer_closes() -> None:
     ]
     result = r.probe.result()
     assert result.close_kind is CloseKind.PEER_FIRST
-    assert result.time_wait_holder is TimeWaitHolder.PEER
+    assert result.time_wait_due is TimeWaitDue.PEER
     assert result.time_wait_held_us is None
     assert result.peer_fin_to_our_ack_us == 0 and result.our_ack_to_our_fin_us == 0
     assert result.our_fin_to_peer_ack_us == 20_000
@@ -586,7 +595,7 @@ def test_drop_final_ack_records_fin_retransmissions_until_silence() -> None:
     ]
     assert result.peer_fin_retransmissions_end is FinRetransmissionsEnd.SILENCE
     assert (result.our_final_state, result.peer_final_state) == (S.CLOSED, S.CLOSED)
-    assert result.time_wait_holder is None
+    assert result.time_wait_due is None
     assert result.to_dict()["peer_fin_retransmissions"][0] == {
         "time_since_first_us": 200_000,
         "interval_us": 200_000,
@@ -730,7 +739,7 @@ def test_segments_outside_the_window_are_noted_acked_and_dropped() -> None:
     window = (65535 >> 7) << 7
     [ack] = r.feed("PA", window + 10, 0, b"far", at=0.02)
     assert ack.ack == theirs(0)
-    assert r.records()[-2].note == "outside the receive window"
+    assert r.records()[-2].note == "outside the receive window: dropped"
     assert r.probe.received == b""
 
 
@@ -753,7 +762,9 @@ def test_icmp_errors_after_the_handshake_are_noted_and_ignored() -> None:
     assert r.probe.receive(parse_packet(icmp), 0.02, Stamp(1))
     assert not r.probe.done
     r.probe.interrupt(0.1)
-    assert any("ICMP type 3 code 4" in note for note in r.probe.result().notes)
+    result = r.probe.result()
+    assert result.invalid_by_kind == {Stray.ICMP_AFTER_ANSWER: 1}
+    assert any("ICMPv4 type 3 code 4 (1x) ignored" in note for note in result.notes)
 
 
 def test_a_window_scale_above_14_is_treated_as_14() -> None:
@@ -1031,10 +1042,11 @@ def test_to_dict_schema() -> None:
         "icmp", "negotiated", "close_kind", "half_close", "bytes_after_our_fin", "clock",
         "our_fin_to_peer_ack_us", "our_fin_to_peer_fin_us", "peer_ack_to_peer_fin_us",
         "peer_fin_to_our_ack_us", "our_ack_to_our_fin_us", "our_fin_retransmissions",
-        "peer_fin_retransmissions", "peer_fin_retransmissions_end", "time_wait_holder",
+        "peer_fin_retransmissions", "peer_fin_retransmissions_end", "time_wait_due",
         "time_wait_held_us", "time_wait_cut_short", "time_wait_skipped", "our_final_state",
         "peer_final_state", "bytes_sent", "bytes_acked", "bytes_received", "interrupted",
-        "error", "notes", "segments",
+        "error", "notes", "receive", "invalid", "invalid_by_kind", "answers_rate_limited",
+        "unrecorded_segments", "failed_sends", "segments",
     ]
     assert d["type"] == "close" and d["mode"] == "we-close" and d["handshake"] == "open"
     assert d["negotiated"] == {
