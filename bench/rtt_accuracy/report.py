@@ -213,16 +213,14 @@ def _why(grouped: dict[str, list[ToolResult]]) -> list[str]:
         receive = Spread.of(tool_results, Figure.RECEIVE).pooled
         error = Spread.of(tool_results, Figure.RTT_ERROR_PEER_SIDE).pooled
         same_sign = send.median_us * receive.median_us > 0
-        lines.append(
+        lines += [
             f"  {tool}: its RTT error against A is receive - send: medians "
             f"{_us(receive.median_us, True)} - ({_us(send.median_us, True)}) -> "
-            f"{_us(error.median_us, True)} µs; "
-            + ("offsets of one sign cancel in it, so it understates each end's" if same_sign
-               else "offsets of opposite signs add up in it")
-        )
-        if same_sign:
-            lines.append("    disagreement: quote the per-end figures")
-    return lines
+            f"{_us(error.median_us, True)} µs;",
+            "    " + ("offsets of one sign cancel in it, so it understates each end's "
+                      "disagreement: quote the per-end figures" if same_sign
+                      else "offsets of opposite signs add up in it"),
+        ]
     return lines
 
 
