@@ -194,6 +194,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(tl.TOOLS)} "
                              "(default: all installed)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--json-file", type=Path, default=None,
+                        help="also write the JSON report to this file")
     parser.add_argument("--scapy-socket", choices=("fresh", "reuse"), default="reuse",
                         help="scapy: sr1() on one conf.L3socket() (reuse, default: keeps up "
                              "with 100/s) or the module-level sr1() with a socket per call "
@@ -270,4 +272,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     render = render_json if args.json else render_text
     print(render(info, params, runs, results))
+    if args.json_file is not None:
+        try:
+            args.json_file.write_text(render_json(info, params, runs, results) + "\n")
+        except OSError as error:
+            print(f"rtt_accuracy: cannot write {args.json_file}: {error.strerror}",
+                  file=sys.stderr)
+            return 2
     return 0
