@@ -1,9 +1,11 @@
-"""How far each tool's reported SYN RTT is from the RTT on the wire.
+"""How far each tool's SYN send and receive instants, and its RTT, are from tcpdump's stamps
+of the same packets on both ends of a veth.
 
 Run from the repository root, as root (it builds a network namespace):
 
-    .venv/bin/python bench/rtt_accuracy [--count 1000] [--rate 100]
-        [--tools prober,hping3,nping,scapy] [--json] [--scapy-socket reuse|fresh] [--keep]
+    .venv/bin/python bench/rtt_accuracy [--runs 3] [--count 1000] [--rate 100]
+        [--tools prober,hping3,nping,scapy] [--json] [--json-file FILE]
+        [--scapy-socket reuse|fresh] [--capture-mode immediate|buffered] [--keep]
 
 See bench/README.md for what it measures and the last numbers.
 """

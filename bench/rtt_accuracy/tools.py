@@ -1,7 +1,7 @@
-"""The tools under test: how each is run, how its output is read, how its RTTs meet the wire.
+"""The tools under test: how each is run, how its output is read, how its RTTs meet the capture.
 
 Every tool sends `count` SYNs to target:port at `rate` per second from the root namespace.
-What each reports, and how a report is tied to a SYN on the wire:
+What each reports, and how a report is tied to a SYN in the capture:
 
 prober   JSON lines; each probe has its own source port, `rtt_us`, and the two kernel
          instants `sent_ns` / `received_ns` it subtracted. Paired by source port.
@@ -10,7 +10,7 @@ hping3   `... seq=K ... rtt=X ms` (0.1 ms resolution). hping3 sends probe K from
 nping    one source port, identical SYNs; `SENT (t)` / `RCVD (t)` lines with elapsed seconds
          to 4 decimals (100 µs). nping credits an answer to the latest probe sent to that
          port (NpingTarget::setProbeRecvTCP), so each RCVD line is paired with the SENT line
-         before it, and the k-th SENT line with the k-th SYN on the wire: reported RTT =
+         before it, and the k-th SENT line with the k-th SYN in the capture: reported RTT =
          RCVD - SENT of that pair.
 scapy    a subprocess looping over `sr1()`; RTT = reply.time - sent.sent_time (Scapy's own
          fields: the capture socket's kernel stamp, and time.time() just before send()).
@@ -48,7 +48,7 @@ class Report:
 
 @dataclass
 class Pairing:
-    """Reports tied to wire probes."""
+    """Reports tied to the SYNs of our end's capture."""
 
     matched: list[tuple[Report, WireProbe]] = field(default_factory=list)
     mispaired: int = 0  # reports tied to no answered SYN, or a second report for one SYN
@@ -233,7 +233,7 @@ def parse_scapy(stdout: str) -> Parsed:
     return parsed
 
 
-# --- pairing with the wire -------------------------------------------------------------------
+# --- pairing with the capture ----------------------------------------------------------------
 
 
 def pair_by_port(reports: Sequence[Report], wire: WireRun) -> Pairing:
@@ -252,7 +252,7 @@ def pair_by_port(reports: Sequence[Report], wire: WireRun) -> Pairing:
         else:
             probe = candidates[0]
         if probe.synack_ns is None:
-            pairing.mispaired += 1  # the tool reports an answer the wire never carried
+            pairing.mispaired += 1  # the tool reports an answer the capture never saw
             continue
         used.add(probe.number)
         pairing.matched.append((report, probe))
@@ -294,4 +294,5 @@ def confirm_hping3_base(base_port: int, wire: WireRun) -> list[str]:
     if first != base_port or off:
         return [f"capture disagrees with the port mapping: first SYN from {first} "
                 f"(asked {base_port}), {off} SYNs off base + K"]
-    return [f"source ports {base_port}..{base_port + len(wire.probes) - 1} confirmed on the wire"]
+    last = base_port + len(wire.probes) - 1
+    return [f"source ports {base_port}..{last} confirmed in the capture"]

@@ -1,4 +1,8 @@
-"""What the wire saw: a minimal pcap reader and SYN → SYN/ACK matching.
+"""What the captures saw: a minimal pcap reader, SYN → SYN/ACK matching, and the SYN's
+arrival on the peer's end of the veth joined to the capture on ours.
+
+There is no wire in this lab (a veth joins two namespaces of one kernel): every stamp is
+tcpdump's, taken at one end of the veth or the other.
 
 Only classic pcap files (what `tcpdump -w` writes), microsecond or nanosecond magic, either byte
 order; Ethernet, Linux cooked (v1 and v2) and raw-IP link types; IPv4 and IPv6 (without
@@ -57,18 +61,31 @@ class Segment:
 
 @dataclass(slots=True)
 class WireProbe:
-    """A SYN seen on the wire and, if any, the SYN/ACK that answers it."""
+    """A SYN in a capture and, if any, the SYN/ACK that answers it.
 
-    number: int  # 0-based, in wire order
+    `syn_ns` and `synack_ns` are stamps of the capture this probe was read from; `peer_syn_ns`
+    is the same SYN's stamp on the peer's end of the veth, when `join_peer_side` found it.
+    """
+
+    number: int  # 0-based, in capture order
     syn_ns: int
     sport: int
     seq: int
     synack_ns: int | None = None
     duplicates: int = 0  # further SYN/ACKs for this SYN (retransmissions)
+    peer_syn_ns: int | None = None
 
     @property
     def rtt_ns(self) -> int | None:
+        """SYN → SYN/ACK, both stamped by this capture."""
         return None if self.synack_ns is None else self.synack_ns - self.syn_ns
+
+    @property
+    def peer_rtt_ns(self) -> int | None:
+        """The SYN's arrival on the peer's end → the SYN/ACK's stamp in this capture."""
+        if self.synack_ns is None or self.peer_syn_ns is None:
+            return None
+        return self.synack_ns - self.peer_syn_ns
 
 
 @dataclass
@@ -193,29 +210,22 @@ def match_handshakes(segments: Iterator[Segment], local: str, remote: str, port:
     return run
 
 
-def splice(root: WireRun, target: WireRun) -> tuple[WireRun, int]:
-    """Each SYN's arrival at the target with its SYN/ACK's arrival back at the root.
+def join_peer_side(own: WireRun, peer: WireRun) -> int:
+    """Give each SYN of our end's capture its arrival stamp on the peer's end (in place).
 
-    Both are incoming at their capture point, so neither capture delays the packet it
-    stamps (an outgoing packet is stamped before the kernel hands copies to the packet
-    sockets, tcpdump's own included, and only then reaches the driver). The RTT so obtained
-    is short of the wire RTT by the SYN's one-way trip over the veth. SYNs are paired in
-    order per (source port, sequence number); returns the run and how many root SYNs had
-    no counterpart at the target (those keep their root-side stamp).
+    Our end's capture stamps an outgoing SYN when the kernel hands copies to the packet taps,
+    before the driver (and before the tap has copied it); the peer's end stamps it where it
+    arrives. SYNs are paired in order per (source port, sequence number). Returns how many of
+    our SYNs the peer's capture did not have (their `peer_syn_ns` stays None).
     """
     arrivals: dict[tuple[int, int], list[WireProbe]] = {}
-    for probe in target.probes:
+    for probe in peer.probes:
         arrivals.setdefault((probe.sport, probe.seq), []).append(probe)
-    spliced = WireRun(unmatched_syn_acks=root.unmatched_syn_acks)
     missing = 0
-    for probe in root.probes:
+    for probe in own.probes:
         queue = arrivals.get((probe.sport, probe.seq))
         if queue:
-            syn_ns = queue.pop(0).syn_ns
+            probe.peer_syn_ns = queue.pop(0).syn_ns
         else:
-            syn_ns = probe.syn_ns
             missing += 1
-        spliced.probes.append(WireProbe(number=probe.number, syn_ns=syn_ns, sport=probe.sport,
-                                        seq=probe.seq, synack_ns=probe.synack_ns,
-                                        duplicates=probe.duplicates))
-    return spliced, missing
+    return missing
