@@ -881,7 +881,9 @@ class HalfOpenProbe(_Conversation):
             return False
         tcp = packet.tcp
         if self.phase is HalfOpenPhase.WAITING:
-            if self._syn.result().reason is Reason.SYN_ACK:
+            if not self._syn.done:
+                pass  # an ICMP notice about our SYN (SynProbe keeps it): no answer yet
+            elif self._syn.result().reason is Reason.SYN_ACK:
                 self._syn_ack(packet, now, stamp)
             else:
                 if tcp is not None:  # RST: nothing listens
@@ -1197,6 +1199,8 @@ class CookieCheckProbe(_Conversation):
             return False
         tcp = packet.tcp
         if self.phase is CookiePhase.FIRST:
+            if not self._syn.done:
+                return True  # an ICMP notice about our SYN (SynProbe keeps it): no answer yet
             reason = self._syn.result().reason
             if reason is Reason.SYN_ACK:
                 assert tcp is not None
