@@ -302,6 +302,10 @@ class SynProbe:
         """
         if self.phase is SynPhase.IDLE:
             return False  # nothing sent: nothing can answer it
+        if self._deadline is not None and now >= self._deadline:
+            # The timeout came first (the engine's timer had not run yet): the answer is
+            # late, whichever of the two the event loop happened to take first.
+            self.handle_timer(now)
         icmp = packet.icmp
         if icmp is not None and not icmp.decides_verdict and self._quotes_our_syn(packet):
             self._notice(packet, stamp)

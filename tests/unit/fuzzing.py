@@ -97,6 +97,12 @@ class InvariantBroken(AssertionError):
     """A probe broke one of the invariants above (the message says which)."""
 
 
+# Bugs the fuzzers found in files other helpers are rewriting: tolerated here so the search
+# goes on past them, and each kept as a strict xfail in test_fuzz_probes.py. Remove an entry
+# when its xfail passes.
+KNOWN_STATE_JUMPS: dict[ProbeKind, frozenset[tuple[str, TcpState, TcpState]]] = {}
+
+
 # -- probes ------------------------------------------------------------------------------------
 class ProbeKind(Enum):
     SYN = "syn"
@@ -105,6 +111,12 @@ class ProbeKind(Enum):
     CLOSE_WE_CLOSE = "close-we-close"
     CLOSE_PEER_CLOSES = "close-peer-closes"
 
+
+# The cookie check sets the peer back to LISTEN when SYN/ACK2 looks like a SYN cookie
+# (halfopen.py _second_syn_ack): the table has no edge from SYN-RECEIVED back to LISTEN.
+KNOWN_STATE_JUMPS[ProbeKind.COOKIE_CHECK] = frozenset(
+    {("peer", TcpState.SYN_RECEIVED, TcpState.LISTEN)}
+)
 
 SRC = {4: bytes([198, 18, 0, 1]), 6: bytes.fromhex("20010002000000000000000000000001")}
 DST = {4: bytes([198, 18, 0, 18]), 6: bytes.fromhex("20010002000000000000000000010002")}
@@ -244,6 +256,7 @@ class Harness:
     peer_state: TcpState = PEER_START
     steps: int = 0
     send_failures: bool = True  # whether ``step`` makes sends fail
+    tolerate_known_bugs: bool = True  # KNOWN_STATE_JUMPS
 
     def __post_init__(self) -> None:
         self.probe = make_probe(self.kind, self.version)
@@ -378,6 +391,9 @@ class Harness:
             raise InvariantBroken(f"{side} state {after!r} is no TcpState")
         if after not in REACHABLE[start]:
             raise InvariantBroken(f"{side} state {after} is unreachable from {start}")
+        known = KNOWN_STATE_JUMPS.get(self.kind, frozenset())
+        if self.tolerate_known_bugs and (side, before, after) in known:
+            return
         if after not in REACHABLE[before]:
             raise InvariantBroken(f"{side} state went {before} -> {after}: no path in the table")
 

@@ -13,13 +13,23 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from prober.core.close import CloseProbe
 from prober.core.halfopen import CookieCheckProbe, HalfOpenProbe
-from prober.core.wire import IPPROTO_TCP, IcmpError, IcmpKind, Packet, QuotedHeader
+from prober.core.wire import (
+    IPPROTO_TCP,
+    IcmpError,
+    IcmpKind,
+    Packet,
+    QuotedHeader,
+    TcpFlags,
+    TcpOptions,
+    TcpSegment,
+)
 from tests.unit.fuzzing import (
     DPORT,
     DST,
     FUZZ_SETTINGS,
     ISN,
     OTHER,
+    PEER_ISN,
     REQUEST,
     SPORT,
     SRC,
@@ -167,3 +177,25 @@ def test_close_handshake_is_not_decided_by_an_icmp_notice(version: int, icmp_typ
     probe = harness.probe
     assert isinstance(probe, CloseProbe)
     assert not probe.done
+
+
+def syn_ack(version: int, *, sack: bool, tsval: int) -> Packet:
+    options = TcpOptions(mss=1460, window_scale=7, sack_permitted=sack, timestamp=(tsval, 0),
+                         order="MSTNW" if sack else "MTNW")
+    segment = TcpSegment(DPORT, SPORT, PEER_ISN, (ISN + 1) & 0xFFFFFFFF,
+                         TcpFlags.SYN | TcpFlags.ACK, 65160, options, b"")
+    return Packet(version, DST[version], SRC[version], 63, None, 60, tcp=segment)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=InvariantBroken,
+    reason="halfopen.py's cookie check sets the peer's state from SYN-RECEIVED back to LISTEN"
+    " when SYN/ACK2 answers SYN2 (a SYN cookie): no such transition in states.py's table"
+    " (found by bench/fuzz; issue 7)",
+)
+def test_cookie_check_peer_state_follows_the_table() -> None:
+    harness = Harness(ProbeKind.COOKIE_CHECK, 4, tolerate_known_bugs=False)
+    harness.deliver(syn_ack(4, sack=True, tsval=1000))  # SYN2 goes out
+    harness.advance(0.1)
+    harness.deliver(syn_ack(4, sack=False, tsval=1100))  # only SYN2 offered no SACK

@@ -416,3 +416,13 @@ def test_run_summary_shows_invalid_by_kind_and_notices() -> None:
     assert "1 invalid" in text and "1 wrong-ack" in text
     assert "ICMP notices: 1 quoted a SYN" in text and "redirect type=5 code=1" in text
     assert "port 80: open (syn-ack)" in text
+
+
+def test_an_answer_read_after_the_deadline_is_late_whichever_ran_first() -> None:
+    # Found by bench/fuzz: the event loop may read a packet before it runs the due timer;
+    # the verdict must not depend on that order (and the deadline must not stay behind).
+    probe = sent_probe(now=0.0)
+    assert probe.receive(parse_packet(reply(probe, "SA", probe.isn + 1)), 1.00001, Stamp(3))
+    result = probe.result()
+    assert (result.reason, result.late) == (Reason.NO_RESPONSE, 1)
+    assert probe.next_deadline() is None
