@@ -118,6 +118,10 @@ KNOWN_STATE_JUMPS[ProbeKind.COOKIE_CHECK] = frozenset(
     {("peer", TcpState.SYN_RECEIVED, TcpState.LISTEN)}
 )
 
+# CloseProbe.receive does not act on a deadline that has passed (close.py): until the
+# engine's timer runs, its deadline lies behind ``now``. Tolerated by firing the timer first.
+KNOWN_DEADLINE_LAG = frozenset({ProbeKind.CLOSE_WE_CLOSE, ProbeKind.CLOSE_PEER_CLOSES})
+
 SRC = {4: bytes([198, 18, 0, 1]), 6: bytes.fromhex("20010002000000000000000000000001")}
 DST = {4: bytes([198, 18, 0, 18]), 6: bytes.fromhex("20010002000000000000000000010002")}
 OTHER = {4: bytes([198, 18, 0, 2]), 6: bytes.fromhex("20010002000000000000000000000002")}
@@ -256,7 +260,7 @@ class Harness:
     peer_state: TcpState = PEER_START
     steps: int = 0
     send_failures: bool = True  # whether ``step`` makes sends fail
-    tolerate_known_bugs: bool = True  # KNOWN_STATE_JUMPS
+    tolerate_known_bugs: bool = True  # KNOWN_STATE_JUMPS, KNOWN_DEADLINE_LAG
 
     def __post_init__(self) -> None:
         self.probe = make_probe(self.kind, self.version)
@@ -345,7 +349,10 @@ class Harness:
             self.advance(pick(chooser, (0.001, 0.1, 0.5, 1.0, 3.0, 7.0, 30.0)))
         elif action <= 4:
             packet = plausible_packet(chooser, self.version, len(REQUEST) + 1)
-            self.deliver(packet, timer_first=bool(chooser.integer(0, 1)))
+            timer_first = bool(chooser.integer(0, 1))
+            if self.tolerate_known_bugs and self.kind in KNOWN_DEADLINE_LAG:
+                timer_first = True
+            self.deliver(packet, timer_first=timer_first)
         elif action <= 6:
             self.deliver(random_packet(chooser, self.version))
         elif action == 7:
