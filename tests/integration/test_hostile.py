@@ -79,13 +79,50 @@ def forgeries(args: argparse.Namespace) -> list[tuple[str, int, bytes]]:
     return [(kind, ethertype, packet) for kind, packet in out]
 
 
+def notices_about(syn: bytes, args: argparse.Namespace) -> list[bytes]:
+    """ICMP errors that are not errors of reachability, quoting ``syn`` as a router would
+    (RFC 792: the IP header and 8 bytes; RFC 4443: as much as fits)."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6PacketTooBig, ICMPv6ParamProblem, IPv6
+
+    if args.version == 4:
+        quote = syn[: (syn[0] & 0xF) * 4 + 8]
+        outer = IP(src=args.router, dst=args.root)
+        return [bytes(outer / ICMP(type=5, code=1, gw=args.router) / quote),
+                bytes(outer / ICMP(type=4, code=0) / quote),
+                bytes(outer / ICMP(type=12, code=0, ptr=8) / quote)]
+    outer6 = IPv6(src=args.router, dst=args.root)
+    return [bytes(outer6 / ICMPv6PacketTooBig(mtu=1280) / syn),
+            bytes(outer6 / ICMPv6ParamProblem(code=0, ptr=7) / syn)]
+
+
+def is_our_syn(data: bytes, args: argparse.Namespace) -> bool:
+    from prober.core.parse import parse_packet
+    from prober.core.wire import MalformedPacket, TcpFlags
+
+    try:
+        packet = parse_packet(data)
+    except MalformedPacket:
+        return False
+    tcp = packet.tcp
+    return (
+        tcp is not None
+        and tcp.flags == TcpFlags.SYN
+        and (tcp.sport, tcp.dport) == (args.sport, args.port)
+        and str(packet.dst_address) == args.target
+    )
+
+
 def forge(argv: list[str]) -> None:
-    """Send forgeries to prober's interface until SIGTERM or FORGER_MAX_SECONDS; print counts."""
+    """Until SIGTERM or FORGER_MAX_SECONDS, send prober's interface forgeries (``--mode
+    blind``: never looking at the SYNs), or ICMP notices quoting each SYN it sees on the
+    way (``--mode notices``: an on-path router); then print what was sent, by kind."""
     parser = argparse.ArgumentParser()
     for name in ("--root", "--target", "--router", "--mac", "--device"):
         parser.add_argument(name, required=True)
     for name in ("--version", "--sport", "--port", "--seed"):
         parser.add_argument(name, type=int, required=True)
+    parser.add_argument("--mode", choices=["blind", "notices"], default="blind")
     args = parser.parse_args(argv)
     frames = forgeries(args)
     stop = False
@@ -96,12 +133,26 @@ def forge(argv: list[str]) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     mac = bytes.fromhex(args.mac.replace(":", ""))
+    ethertype = 0x0800 if args.version == 4 else 0x86DD
     sent: Counter[str] = Counter()
-    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM) as sock:
+    all_protocols = socket.htons(0x0003)  # ETH_P_ALL
+    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, all_protocols) as sock:
+        sock.settimeout(0.05)  # unbound (bound to the device, it saw nothing here): filtered
         print("ready", flush=True)
         end = time.monotonic() + FORGER_MAX_SECONDS
         i = 0
         while not stop and time.monotonic() < end:
+            if args.mode == "notices":
+                try:
+                    data, address = sock.recvfrom(65535)
+                except TimeoutError:
+                    continue
+                incoming = address[0] == args.device and address[2] == socket.PACKET_HOST
+                if incoming and is_our_syn(data, args):
+                    for notice in notices_about(data, args):
+                        sock.sendto(notice, (args.device, ethertype, 0, 0, mac))
+                        sent["notice"] += 1
+                continue
             kind, ethertype, packet = frames[i % len(frames)]
             sock.sendto(packet, (args.device, ethertype, 0, 0, mac))
             sent[kind] += 1
@@ -131,7 +182,7 @@ def device_towards(namespace: str, address: str) -> str:
 
 
 def under_fire(
-    topo: SynTopology, version: int, port: int, *prober_args: str
+    topo: SynTopology, version: int, port: int, *prober_args: str, mode: str = "blind"
 ) -> tuple[int, list[dict[str, Any]], Counter[str]]:
     """Run `prober syn target:port --json` while the router forges at its source port."""
     target = str(topo.target_v4 if version == 4 else topo.target_v6)
@@ -144,7 +195,8 @@ def under_fire(
         ["ip", "netns", "exec", topo.router_namespace, sys.executable, __file__, "forge",
          "--root", root, "--target", target, "--router", router, "--mac", mac,
          "--device", device_towards(topo.router_namespace, root), "--version", str(version),
-         "--sport", str(sport), "--port", str(port), "--seed", str(port * 10 + version)],
+         "--sport", str(sport), "--port", str(port), "--seed", str(port * 10 + version),
+         "--mode", mode],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -213,3 +265,29 @@ def test_forgeries_never_change_an_open_port(syn_topology: SynTopology, version:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["forge"]:
     forge(sys.argv[2:])
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_icmp_notices_quoting_the_syn_are_shown_and_decide_nothing(
+    syn_topology: SynTopology, version: int
+) -> None:
+    # Redirect, source quench and parameter problem (ICMPv6: packet too big, parameter
+    # problem) quoting each SYN exactly: today's main ended the probe "filtered (icmp-other)".
+    code, records, sent = under_fire(
+        syn_topology, version, SynTopology.DROPPED_PORT, "-c", "2", "-i", "0.3", "-W", "1",
+        mode="notices",
+    )
+    *probes, summary = records
+    assert code == 1
+    assert (summary["state"], summary["reason"], summary["answered"]) == (
+        "filtered", "no-response", 0,
+    )
+    assert summary["notices"] == sent["notice"] == (3 if version == 4 else 2) * 2
+    names = {n["name"] for p in probes for n in p["icmp_notices"]}
+    expected = {"redirect", "source-quench", "parameter-problem"} if version == 4 else {
+        "packet-too-big", "parameter-problem"}
+    assert names == expected
+    router = str(syn_topology.router_v4 if version == 4 else syn_topology.router_v6)
+    assert all(n["source"] == router and n["kind"] == "other"
+               for p in probes for n in p["icmp_notices"])
+    assert summary["invalid"] == 0
