@@ -33,7 +33,8 @@ def syn_probe_line(result: SynProbeResult) -> str:
     if result.invalid:
         extras += f" (+{result.invalid_count} invalid: {_kinds(result.invalid)})"
     if result.notices:
-        extras += f" (+{result.notices} ICMP notice: {_notice(result.icmp_notices[0])})"
+        plural = "s, the first" if result.notices > 1 else ":"
+        extras += f" (+{result.notices} ICMP notice{plural} {_notice(result.icmp_notices[0])})"
     if result.tcp is not None:
         tcp = result.tcp
         options = []

@@ -295,7 +295,7 @@ def test_redirect_then_syn_ack_is_open_with_the_notice_shown() -> None:
     assert deliver(probe, reply(probe, "SA", probe.isn + 1))
     result = probe.result()
     assert result.reason is Reason.SYN_ACK and result.notices == 1
-    assert "ICMP notice: ICMP redirect type=5 code=1" in human.syn_probe_line(result)
+    assert "(+1 ICMP notice: ICMP redirect type=5 code=1" in human.syn_probe_line(result)
 
 
 @pytest.mark.parametrize("icmp6", [ICMPv6PacketTooBig(mtu=1280), ICMPv6ParamProblem(code=0)])
