@@ -184,7 +184,7 @@ class SynProbeResult:
     # ICMP errors quoting the SYN that are not errors of reachability, and their first few.
     notices: int = 0
     icmp_notices: tuple[IcmpReply, ...] = ()
-    invalid: tuple[tuple[Stray, int], ...] = ()  # packets on the probe's port, by kind
+    invalid_kinds: tuple[tuple[Stray, int], ...] = ()  # packets on the probe's port, by kind
     # (time_ns, IP packet) of the SYN and of every valid answer, for pcap output.
     wire: tuple[tuple[int, bytes], ...] = field(default=(), repr=False, compare=False)
 
@@ -193,8 +193,9 @@ class SynProbeResult:
         return self.reason not in (Reason.NO_RESPONSE, Reason.SEND_FAILED, Reason.INTERRUPTED)
 
     @property
-    def invalid_count(self) -> int:
-        return sum(count for _, count in self.invalid)
+    def invalid(self) -> int:
+        """Packets to the probe's port that proved nothing (``invalid_kinds`` added up)."""
+        return sum(count for _, count in self.invalid_kinds)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -216,8 +217,8 @@ class SynProbeResult:
             "late": self.late,
             "notices": self.notices,
             "icmp_notices": [notice.to_dict() for notice in self.icmp_notices],
-            "invalid": self.invalid_count,
-            "invalid_kinds": {kind.value: count for kind, count in self.invalid},
+            "invalid": self.invalid,
+            "invalid_kinds": {kind.value: count for kind, count in self.invalid_kinds},
             "error": self.error,
         }
 
@@ -488,7 +489,7 @@ class SynProbe:
             error=self._error,
             notices=self._notices,
             icmp_notices=tuple(self._icmp_notices),
-            invalid=stray_counts(self._invalid),
+            invalid_kinds=stray_counts(self._invalid),
             wire=self._wire(),
         )
 
@@ -578,7 +579,7 @@ class SynRun:
         """The probes' invalid packets by kind (they add up to ``invalid``)."""
         counter: Counter[Stray] = Counter()
         for probe in self.probes:
-            counter.update(dict(probe.invalid))
+            counter.update(dict(probe.invalid_kinds))
         return stray_counts(counter)
 
     @property

@@ -31,7 +31,7 @@ def syn_probe_line(result: SynProbeResult) -> str:
     if result.late:
         extras += f" (+{result.late} late)"
     if result.invalid:
-        extras += f" (+{result.invalid_count} invalid: {_kinds(result.invalid)})"
+        extras += f" (+{result.invalid} invalid: {_kinds(result.invalid_kinds)})"
     if result.notices:
         plural = "s, the first" if result.notices > 1 else ":"
         extras += f" (+{result.notices} ICMP notice{plural} {_notice(result.icmp_notices[0])})"
