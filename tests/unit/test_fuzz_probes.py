@@ -126,6 +126,7 @@ TestCloseProbePeerCloses = ClosePeerClosesMachine.TestCase
 for _case in (TestSynProbe, TestHalfOpenProbe, TestCookieCheckProbe, TestCloseProbeWeClose,
               TestCloseProbePeerCloses):
     _case.settings = FUZZ_SETTINGS
+del _case  # a TestCase under any name is collected: run each machine once
 
 
 # -- what the fuzzer found, kept as plain tests ------------------------------------------------
