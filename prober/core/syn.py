@@ -76,10 +76,10 @@ class Stray(StrEnum):
     """Why a packet on a probe's port proved nothing (each is counted, none is an answer)."""
 
     WRONG_SOURCE = "wrong-source"  # TCP from an address that is not the target
-    WRONG_PORT = "wrong-port"  # TCP from another remote port
+    WRONG_PORTS = "wrong-ports"  # TCP from another remote port
     WRONG_ACK = "wrong-ack"  # SYN/ACK or RST whose ack proves no knowledge of our ISN
-    NOT_AN_ANSWER = "not-an-answer"  # flags that answer no SYN: bare ACK, FIN, data, SYN
-    ICMP_WRONG_QUOTE = "icmp-wrong-quote"  # ICMP quoting another 4-tuple or another ISN
+    OTHER_SEGMENT = "other-segment"  # flags that answer no SYN: bare ACK, FIN, data, SYN
+    ICMP_NOT_OURS = "icmp-not-ours"  # ICMP quoting another 4-tuple or another ISN
     CONFLICTING = "conflicting"  # a proven answer of another kind than the first one
 
 
@@ -429,15 +429,15 @@ class SynProbe:
             return Stray.CONFLICTING
         tcp = packet.tcp
         if tcp is None:
-            return Stray.ICMP_WRONG_QUOTE
+            return Stray.ICMP_NOT_OURS
         if packet.src != self.dst:
             return Stray.WRONG_SOURCE
         if tcp.sport != self.dport or tcp.dport != self.sport:
-            return Stray.WRONG_PORT
+            return Stray.WRONG_PORTS
         syn_ack = TcpFlags.SYN | TcpFlags.ACK
         if tcp.flags & TcpFlags.RST or tcp.flags & syn_ack == syn_ack:
             return Stray.WRONG_ACK
-        return Stray.NOT_AN_ANSWER
+        return Stray.OTHER_SEGMENT
 
     def _build_result(self, reason: Reason) -> SynProbeResult:
         rtt: Rtt | None = None

@@ -29,8 +29,8 @@ import pytest
 from prober.lab import SynTopology, route_check
 
 # Forgery kinds, named as prober counts them (prober.core.syn.Stray).
-WRONG_ACK, WRONG_SOURCE, WRONG_PORT = "wrong-ack", "wrong-source", "wrong-port"
-NOT_AN_ANSWER, ICMP_WRONG_QUOTE = "not-an-answer", "icmp-wrong-quote"
+WRONG_ACK, WRONG_SOURCE, WRONG_PORTS = "wrong-ack", "wrong-source", "wrong-ports"
+OTHER_SEGMENT, ICMP_NOT_OURS = "other-segment", "icmp-not-ours"
 FORGER_MAX_SECONDS = 30.0  # the forger stops by itself even if nobody stops it
 FORGER_RATE = 400  # packets per second
 # "Another port" is one the target neither rejects nor serves: prober's kernel answers forged
@@ -70,12 +70,12 @@ def forgeries(args: argparse.Namespace) -> list[tuple[str, int, bytes]]:
             (WRONG_ACK, from_target(flags="R", seq=seq)),
             (WRONG_SOURCE, bytes(net(src=router, dst=root)
                                  / TCP(sport=port, dport=sport, flags="SA", ack=ack))),
-            (WRONG_PORT, bytes(net(src=target, dst=root)
+            (WRONG_PORTS, bytes(net(src=target, dst=root)
                                / TCP(sport=port + OTHER, dport=sport, flags="SA", ack=ack))),
-            (NOT_AN_ANSWER, from_target(flags="A", seq=seq, ack=ack)),
-            (ICMP_WRONG_QUOTE, icmp_about(port, seq)),
-            (ICMP_WRONG_QUOTE, icmp_about(port + OTHER, seq)),  # quoting another probe's port
-            (ICMP_WRONG_QUOTE, icmp_about(port, seq, redirect=True)),
+            (OTHER_SEGMENT, from_target(flags="A", seq=seq, ack=ack)),
+            (ICMP_NOT_OURS, icmp_about(port, seq)),
+            (ICMP_NOT_OURS, icmp_about(port + OTHER, seq)),  # quoting another probe's port
+            (ICMP_NOT_OURS, icmp_about(port, seq, redirect=True)),
         ]
     return [(kind, ethertype, packet) for kind, packet in out]
 
@@ -236,7 +236,7 @@ def assert_forgeries_counted(records: list[dict[str, Any]], sent: Counter[str]) 
     *probes, summary = records
     kinds = summary["invalid_kinds"]
     # Every kind the forger sent while probes were waiting is counted as itself.
-    assert set(kinds) == {WRONG_ACK, WRONG_SOURCE, WRONG_PORT, NOT_AN_ANSWER, ICMP_WRONG_QUOTE}
+    assert set(kinds) == {WRONG_ACK, WRONG_SOURCE, WRONG_PORTS, OTHER_SEGMENT, ICMP_NOT_OURS}
     assert all(kinds[kind] <= sent[kind] for kind in kinds), (kinds, sent)
     assert summary["invalid"] == sum(kinds.values())
     # A probe's line is printed when its outcome is known; its port is watched (and forged

@@ -376,8 +376,8 @@ def test_stray_kinds_wrong_source_wrong_port_and_not_an_answer() -> None:
     probe.handle_timer(101.0)
     assert dict(probe.result().invalid_kinds) == {
         Stray.WRONG_SOURCE: 1,
-        Stray.WRONG_PORT: 1,
-        Stray.NOT_AN_ANSWER: 3,
+        Stray.WRONG_PORTS: 1,
+        Stray.OTHER_SEGMENT: 3,
     }
 
 
@@ -397,7 +397,7 @@ def test_icmp_quoting_another_probe_or_isn_is_counted_not_filtered(quote: dict[s
     probe.handle_timer(101.0)
     result = probe.result()
     assert result.reason is Reason.NO_RESPONSE
-    assert result.invalid_kinds == ((Stray.ICMP_WRONG_QUOTE, 1),)
+    assert result.invalid_kinds == ((Stray.ICMP_NOT_OURS, 1),)
 
 
 def test_run_summary_shows_invalid_by_kind_and_notices() -> None:
