@@ -1,10 +1,14 @@
 """`prober syn` under fire: a hostile host forges SYN/ACKs, RSTs and ICMP errors at prober.
 
-The router namespace of the SYN topology (tests/integration/conftest.py) plays a blind,
-off-path forger: it does not read the SYNs, it knows only prober's (fixed) source port and the
-target, and sends at layer 2 straight to prober's interface while `prober syn` probes a port
-the target drops and a port where it listens. What a user checks: the verdicts stay right
-(filtered by silence, open) and the summary counts the forgeries as invalid, by kind.
+The router namespace of the SYN topology (tests/integration/conftest.py) plays the hostile
+host, sending at layer 2 straight to prober's interface while `prober syn` probes a port the
+target drops and a port where it listens:
+- as a blind, off-path forger, it never reads the SYNs and knows only prober's (fixed) source
+  port and the target: SYN/ACKs and RSTs with random acks, from the target and from itself,
+  from other ports, bare ACKs, ICMP errors quoting random sequence numbers or another port;
+  the verdicts stay right (filtered by silence, open) and each kind is counted as invalid;
+- as an on-path router, it answers each SYN with ICMP errors that are not errors of
+  reachability, quoting it exactly: shown as notices, never a verdict.
 
 Run as a script (``python test_hostile.py forge ...``), this file is the forger itself.
 """
