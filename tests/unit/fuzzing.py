@@ -14,7 +14,8 @@ and checks after every step:
   (prober/core/states.py) from where that side starts, and each change of state is a path
   in the table.
 
-The CI sample is small (``FUZZ_SETTINGS``); ``PROBER_FUZZ_EXAMPLES=N`` raises it.
+The CI sample is small (``FUZZ_SETTINGS``); ``PROBER_FUZZ_PROFILE=long`` or
+``PROBER_FUZZ_EXAMPLES=N`` raises it.
 """
 
 from __future__ import annotations
@@ -49,14 +50,26 @@ from prober.core.wire import (
 T = TypeVar("T")
 
 # -- the sample size -------------------------------------------------------------------------
-# A few seconds per test in CI; PROBER_FUZZ_EXAMPLES=100000 for a long run by hand.
+# Hypothesis profiles, chosen by PROBER_FUZZ_PROFILE (never loaded globally, so the other
+# tests keep theirs): "ci", the default, a few seconds per test and the same sample every run
+# so it never flakes; "long", for a run by hand. PROBER_FUZZ_EXAMPLES=N overrides the count.
+_COMMON = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
+}
+settings.register_profile(
+    "prober-fuzz-ci", max_examples=150, stateful_step_count=40, derandomize=True, **_COMMON
+)
+settings.register_profile(
+    "prober-fuzz-long", max_examples=20_000, stateful_step_count=80, **_COMMON
+)
+FUZZ_PROFILE = os.environ.get("PROBER_FUZZ_PROFILE", "ci")
+if FUZZ_PROFILE not in ("ci", "long"):
+    raise ValueError(f"PROBER_FUZZ_PROFILE={FUZZ_PROFILE!r}: expected ci or long")
 FUZZ_EXAMPLES = int(os.environ.get("PROBER_FUZZ_EXAMPLES", "0")) or None
 FUZZ_SETTINGS = settings(
-    max_examples=FUZZ_EXAMPLES or 150,
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    derandomize=FUZZ_EXAMPLES is None,  # CI: the same sample every run, so it never flakes
+    settings.get_profile(f"prober-fuzz-{FUZZ_PROFILE}"),
+    **({} if FUZZ_EXAMPLES is None else {"max_examples": FUZZ_EXAMPLES, "derandomize": False}),
 )
 
 
