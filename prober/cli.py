@@ -64,7 +64,6 @@ EXIT_OF_REASON: dict[Reason | None, Exit] = {
     Reason.SYN_ACK: Exit.OPEN,
     Reason.RST: Exit.CLOSED,
     Reason.ICMP_UNREACHABLE: Exit.ICMP,
-    Reason.ICMP_OTHER: Exit.ICMP,
     Reason.ICMP_TIME_EXCEEDED: Exit.ICMP,
     Reason.NO_RESPONSE: Exit.NO_ANSWER,
     Reason.INTERRUPTED: Exit.NO_ANSWER,

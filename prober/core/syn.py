@@ -8,15 +8,20 @@ Which answers count (after zmap's validate.c):
 - SYN/ACK whose ack is ISN+1: the port is open;
 - RST whose ack is ISN or ISN+1 (Linux sends RST/ACK, seq 0, ack ISN+1): closed;
 - an ICMP error quoting our 4-tuple and our ISN: destination unreachable means filtered,
-  time exceeded means the probe expired on the way.
-Anything else on the same 4-tuple proves nothing and is counted as invalid. The ISN is a keyed
-hash per probe, so a late answer to an earlier probe is never credited to a later one.
+  time exceeded means the probe expired on the way. Other ICMP errors quoting the SYN
+  (redirect, source quench, parameter problem, packet too big) are not errors of reachability
+  (``IcmpError.decides_verdict``): they are kept as notices and the probe goes on waiting.
+Anything else on the probe's port proves nothing: it is counted as invalid, by kind
+(``Stray``), and never decides or changes a verdict. The ISN is a keyed hash per probe, so a
+late answer to an earlier probe is never credited to a later one, and an off-path forger has
+one chance in 2^31 per packet to hit an acceptable ack.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
@@ -24,14 +29,7 @@ from typing import Any
 
 from prober.core.packets import TcpTemplate
 from prober.core.timing import Clock, Rtt, Stamp, rtt_between
-from prober.core.wire import (
-    ICMP_TIME_EXCEEDED_V4,
-    ICMP_TIME_EXCEEDED_V6,
-    ICMP_UNREACHABLE_V4,
-    ICMP_UNREACHABLE_V6,
-    Packet,
-    TcpFlags,
-)
+from prober.core.wire import IcmpKind, Packet, TcpFlags, icmp_kind, icmp_name
 
 
 class PortState(StrEnum):
@@ -46,7 +44,6 @@ class Reason(StrEnum):
     RST = "rst"
     ICMP_UNREACHABLE = "icmp-unreachable"
     ICMP_TIME_EXCEEDED = "icmp-time-exceeded"
-    ICMP_OTHER = "icmp-other"
     NO_RESPONSE = "no-response"
     SEND_FAILED = "send-failed"
     INTERRUPTED = "interrupted"
@@ -58,18 +55,16 @@ REASON_RANK: dict[Reason, int] = {
     Reason.SYN_ACK: 0,
     Reason.RST: 1,
     Reason.ICMP_UNREACHABLE: 2,
-    Reason.ICMP_OTHER: 3,
-    Reason.ICMP_TIME_EXCEEDED: 4,
-    Reason.NO_RESPONSE: 5,
-    Reason.INTERRUPTED: 6,
-    Reason.SEND_FAILED: 7,
+    Reason.ICMP_TIME_EXCEEDED: 3,
+    Reason.NO_RESPONSE: 4,
+    Reason.INTERRUPTED: 5,
+    Reason.SEND_FAILED: 6,
 }
 
 STATE_OF_REASON: dict[Reason, PortState] = {
     Reason.SYN_ACK: PortState.OPEN,
     Reason.RST: PortState.CLOSED,
     Reason.ICMP_UNREACHABLE: PortState.FILTERED,
-    Reason.ICMP_OTHER: PortState.FILTERED,
     Reason.ICMP_TIME_EXCEEDED: PortState.UNKNOWN,
     Reason.NO_RESPONSE: PortState.FILTERED,
     Reason.INTERRUPTED: PortState.UNKNOWN,
@@ -77,8 +72,28 @@ STATE_OF_REASON: dict[Reason, PortState] = {
 }
 
 
+class Stray(StrEnum):
+    """Why a packet on a probe's port proved nothing (each is counted, none is an answer)."""
+
+    WRONG_SOURCE = "wrong-source"  # TCP from an address that is not the target
+    WRONG_PORTS = "wrong-ports"  # TCP from another remote port
+    WRONG_ACK = "wrong-ack"  # SYN/ACK or RST whose ack proves no knowledge of our ISN
+    OTHER_SEGMENT = "other-segment"  # flags that answer no SYN: bare ACK, FIN, data, SYN
+    ICMP_NOT_OURS = "icmp-not-ours"  # ICMP quoting another 4-tuple or another ISN
+    CONFLICTING = "conflicting"  # a proven answer of another kind than the first one
+
+
+# A probe keeps this many packets of each kind for pcap output; a flood is counted, not kept.
+KEPT_PER_KIND = 16
+
+
 def _address(packed: bytes) -> str:
     return str(ipaddress.ip_address(packed))
+
+
+def stray_counts(counter: Counter[Stray]) -> tuple[tuple[Stray, int], ...]:
+    """Non-zero counts in the enum's order: what results carry and JSON shows."""
+    return tuple((kind, counter[kind]) for kind in Stray if counter[kind])
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +142,21 @@ class IcmpReply:
     source: str
     ttl: int
 
+    @property
+    def kind(self) -> IcmpKind:
+        return icmp_kind(self.version, self.type)
+
+    @property
+    def name(self) -> str:
+        return icmp_name(self.version, self.type)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "icmp_version": self.version,
             "type": self.type,
             "code": self.code,
+            "name": self.name,
+            "kind": self.kind.value,
             "source": self.source,
             "ttl": self.ttl,
         }
@@ -156,12 +181,21 @@ class SynProbeResult:
     duplicates: int = 0  # further valid copies of the answer (e.g. SYN/ACK retransmissions)
     late: int = 0  # valid answers that came after the probe gave up waiting
     error: str | None = None  # why the SYN could not be sent
+    # ICMP errors quoting the SYN that are not errors of reachability, and their first few.
+    notices: int = 0
+    icmp_notices: tuple[IcmpReply, ...] = ()
+    invalid_kinds: tuple[tuple[Stray, int], ...] = ()  # packets on the probe's port, by kind
     # (time_ns, IP packet) of the SYN and of every valid answer, for pcap output.
     wire: tuple[tuple[int, bytes], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def answered(self) -> bool:
         return self.reason not in (Reason.NO_RESPONSE, Reason.SEND_FAILED, Reason.INTERRUPTED)
+
+    @property
+    def invalid(self) -> int:
+        """Packets to the probe's port that proved nothing (``invalid_kinds`` added up)."""
+        return sum(count for _, count in self.invalid_kinds)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,6 +215,10 @@ class SynProbeResult:
             "icmp": None if self.icmp is None else self.icmp.to_dict(),
             "duplicates": self.duplicates,
             "late": self.late,
+            "notices": self.notices,
+            "icmp_notices": [notice.to_dict() for notice in self.icmp_notices],
+            "invalid": self.invalid,
+            "invalid_kinds": {kind.value: count for kind, count in self.invalid_kinds},
             "error": self.error,
         }
 
@@ -224,6 +262,10 @@ class SynProbe:
     _late: int = 0
     _syn: bytes = b""
     _answers: list[tuple[Stamp, bytes]] = field(default_factory=list)
+    _kept: Counter[str] = field(default_factory=Counter)  # packets kept in _answers, by kind
+    _notices: int = 0
+    _icmp_notices: list[IcmpReply] = field(default_factory=list)
+    _invalid: Counter[Stray] = field(default_factory=Counter)
     _error: str | None = None
     _result: SynProbeResult | None = None
 
@@ -253,25 +295,52 @@ class SynProbe:
         self._finish(Reason.SEND_FAILED)
 
     def receive(self, packet: Packet, now: float, stamp: Stamp) -> bool:
-        """Offer a packet routed to this probe's 4-tuple; True if it answers this probe."""
+        """Offer a packet routed to this probe's 4-tuple; True if it answers this probe.
+
+        A packet refused here may belong to another probe on the same 4-tuple (a fixed
+        source port): the engine offers it to each, and calls ``count_invalid`` on one
+        if none takes it.
+        """
+        if self.phase is SynPhase.IDLE:
+            return False  # nothing sent: nothing can answer it
+        if self._deadline is not None and now >= self._deadline:
+            # The timeout came first (the engine's timer had not run yet): the answer is
+            # late, whichever of the two the event loop happened to take first.
+            self.handle_timer(now)
+        icmp = packet.icmp
+        if icmp is not None and not icmp.decides_verdict and self._quotes_our_syn(packet):
+            self._notice(packet, stamp)
+            return True
         reason = self._classify(packet)
         if reason is None:
             return False
-        self._answers.append((stamp, packet.raw))
         if self._reason is Reason.NO_RESPONSE or self._reason is Reason.INTERRUPTED:
             # Late: the probe already gave up. Count it, never rewrite the verdict.
             self._late += 1
-            self._result = None
+            self._keep("late", stamp, packet)
             return True
         if self._reason is not None:
+            if self._reason is not reason:
+                # Proven, but contradicting the first answer (an on-path forger, or a
+                # middlebox answering for the host): the first answer stands, and this one
+                # is refused, so it is counted as invalid (``Stray.CONFLICTING``).
+                return False
             # A second valid answer: the peer retransmitted (or the path duplicated) it.
             self._duplicates += 1
-            self._result = None
+            self._keep("duplicate", stamp, packet)
             return True
+        self._keep("answer", stamp, packet)
         self._reply = packet
         self._received = stamp
         self._finish(reason)
         return True
+
+    def count_invalid(self, packet: Packet) -> None:
+        """Count a packet on this probe's port that proved nothing (the engine calls this
+        for packets that no probe on the 4-tuple took, and for strays to this local port).
+        """
+        self._invalid[self._stray_kind(packet)] += 1
+        self._result = None
 
     def handle_timer(self, now: float) -> None:
         if self.phase is SynPhase.SENT and self._deadline is not None and now >= self._deadline:
@@ -307,7 +376,23 @@ class SynProbe:
         self._deadline = None
         self.phase = SynPhase.DONE
 
+    def _keep(self, kind: str, stamp: Stamp, packet: Packet) -> None:
+        """Keep a packet for pcap output, at most ``KEPT_PER_KIND`` of each kind."""
+        self._result = None
+        if self._kept[kind] < KEPT_PER_KIND:
+            self._kept[kind] += 1
+            self._answers.append((stamp, packet.raw))
+
+    def _notice(self, packet: Packet, stamp: Stamp) -> None:
+        assert packet.icmp is not None
+        self._notices += 1
+        if len(self._icmp_notices) < KEPT_PER_KIND:
+            self._icmp_notices.append(_icmp_reply(packet))
+        self._keep("notice", stamp, packet)
+
     def _classify(self, packet: Packet) -> Reason | None:
+        """The answer a packet proves, or None if it proves nothing (``_stray_kind`` says
+        why). An ICMP error that may not decide a verdict is never an answer."""
         tcp = packet.tcp
         if tcp is not None:
             if packet.src != self.dst or tcp.sport != self.dport or tcp.dport != self.sport:
@@ -321,27 +406,38 @@ class SynProbe:
                 return Reason.SYN_ACK if tcp.ack == (self.isn + 1) & 0xFFFFFFFF else None
             return None
         icmp = packet.icmp
-        if icmp is None:
+        if icmp is None or not icmp.decides_verdict or not self._quotes_our_syn(packet):
             return None
-        quoted = icmp.quoted
-        if (
-            quoted.dst != self.dst
-            or quoted.src != self.src
-            or quoted.sport != self.sport
-            or quoted.dport != self.dport
-            or quoted.seq != self.isn
-        ):
-            return None
-        unreachable, expired = (
-            (ICMP_UNREACHABLE_V4, ICMP_TIME_EXCEEDED_V4)
-            if packet.version == 4
-            else (ICMP_UNREACHABLE_V6, ICMP_TIME_EXCEEDED_V6)
-        )
-        if icmp.type == unreachable:
+        if icmp.kind is IcmpKind.UNREACHABLE:
             return Reason.ICMP_UNREACHABLE
-        if icmp.type == expired:
-            return Reason.ICMP_TIME_EXCEEDED
-        return Reason.ICMP_OTHER
+        return Reason.ICMP_TIME_EXCEEDED
+
+    def _quotes_our_syn(self, packet: Packet) -> bool:
+        assert packet.icmp is not None
+        quoted = packet.icmp.quoted
+        return (
+            quoted.dst == self.dst
+            and quoted.src == self.src
+            and quoted.sport == self.sport
+            and quoted.dport == self.dport
+            and quoted.seq == self.isn
+        )
+
+    def _stray_kind(self, packet: Packet) -> Stray:
+        """Why ``receive`` refused a packet."""
+        if self._reason is not None and self._classify(packet) is not None:
+            return Stray.CONFLICTING
+        tcp = packet.tcp
+        if tcp is None:
+            return Stray.ICMP_NOT_OURS
+        if packet.src != self.dst:
+            return Stray.WRONG_SOURCE
+        if tcp.sport != self.dport or tcp.dport != self.sport:
+            return Stray.WRONG_PORTS
+        syn_ack = TcpFlags.SYN | TcpFlags.ACK
+        if tcp.flags & TcpFlags.RST or tcp.flags & syn_ack == syn_ack:
+            return Stray.WRONG_ACK
+        return Stray.OTHER_SEGMENT
 
     def _build_result(self, reason: Reason) -> SynProbeResult:
         rtt: Rtt | None = None
@@ -374,13 +470,7 @@ class SynProbe:
                 options=opts.order,
             )
         elif packet is not None and packet.icmp is not None:
-            icmp_reply = IcmpReply(
-                version=packet.version,
-                type=packet.icmp.type,
-                code=packet.icmp.code,
-                source=_address(packet.src),
-                ttl=packet.ttl,
-            )
+            icmp_reply = _icmp_reply(packet)
         return SynProbeResult(
             probe=self.number,
             target=_address(self.dst),
@@ -397,6 +487,9 @@ class SynProbe:
             duplicates=self._duplicates,
             late=self._late,
             error=self._error,
+            notices=self._notices,
+            icmp_notices=tuple(self._icmp_notices),
+            invalid_kinds=stray_counts(self._invalid),
             wire=self._wire(),
         )
 
@@ -405,6 +498,12 @@ class SynProbe:
             return ()
         answers = [(stamp.best_ns, raw) for stamp, raw in self._answers if raw]
         return ((self._sent.best_ns, self._syn), *answers)
+
+
+def _icmp_reply(packet: Packet) -> IcmpReply:
+    assert packet.icmp is not None
+    icmp = packet.icmp
+    return IcmpReply(packet.version, icmp.type, icmp.code, _address(packet.src), packet.ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +551,7 @@ class SynRun:
     target: str  # the address probed
     port: int
     probes: tuple[SynProbeResult, ...]
-    invalid: int  # packets on the probes' 4-tuples that proved nothing
+    invalid: int  # packets on the probes' ports that proved nothing (the engine's count)
     kernel_drops: int  # frames the kernel dropped from the capture socket's queue during the run
 
     @property
@@ -474,6 +573,27 @@ class SynRun:
     @property
     def lost(self) -> int:
         return sum(1 for p in self.probes if p.reason is Reason.NO_RESPONSE)
+
+    @property
+    def invalid_kinds(self) -> tuple[tuple[Stray, int], ...]:
+        """The probes' invalid packets by kind (they add up to ``invalid``)."""
+        counter: Counter[Stray] = Counter()
+        for probe in self.probes:
+            counter.update(dict(probe.invalid_kinds))
+        return stray_counts(counter)
+
+    @property
+    def notices(self) -> int:
+        """ICMP errors that quoted a SYN but may not decide a verdict (see ``IcmpKind``)."""
+        return sum(p.notices for p in self.probes)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(p.duplicates for p in self.probes)
+
+    @property
+    def late(self) -> int:
+        return sum(p.late for p in self.probes)
 
     @property
     def best(self) -> SynProbeResult | None:
@@ -517,6 +637,10 @@ class SynRun:
             "unsent": self.unsent,
             "interrupted": self.interrupted,
             "invalid": self.invalid,
+            "invalid_kinds": {kind.value: count for kind, count in self.invalid_kinds},
+            "duplicates": self.duplicates,
+            "late": self.late,
+            "notices": self.notices,
             "kernel_drops": self.kernel_drops,
             "rtt": None if rtt is None else rtt.to_dict(),
         }

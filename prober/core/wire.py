@@ -122,6 +122,25 @@ def icmp_kind(version: int, icmp_type: int) -> IcmpKind:
     return IcmpKind.OTHER
 
 
+# Names of the ICMP(v6) errors the parser decodes (RFC 792, 1812, 4443), for people to read.
+_ICMP_NAMES: dict[tuple[int, int], str] = {
+    (4, ICMP_UNREACHABLE_V4): "destination-unreachable",
+    (4, 4): "source-quench",
+    (4, 5): "redirect",
+    (4, ICMP_TIME_EXCEEDED_V4): "time-exceeded",
+    (4, 12): "parameter-problem",
+    (6, ICMP_UNREACHABLE_V6): "destination-unreachable",
+    (6, 2): "packet-too-big",
+    (6, ICMP_TIME_EXCEEDED_V6): "time-exceeded",
+    (6, 4): "parameter-problem",
+}
+
+
+def icmp_name(version: int, icmp_type: int) -> str:
+    """A short name of an ICMP (``version`` 4) or ICMPv6 (6) error type, e.g. ``redirect``."""
+    return _ICMP_NAMES.get((version, icmp_type), f"type-{icmp_type}")
+
+
 @dataclass(frozen=True, slots=True)
 class IcmpError:
     """An ICMP or ICMPv6 error message: destination unreachable, time exceeded, and the like."""

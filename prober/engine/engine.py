@@ -104,6 +104,8 @@ class Engine:
         self._kernel_ids_supported: dict[int, bool] = {}
         self._tx_pending: dict[int, tuple[Flight, int]] = {}
         self._routes: dict[RouteKey, list[Flight]] = {}
+        # By local port, to count strays (wrong source or remote port) against their probe.
+        self._by_local_port: dict[int, list[Flight]] = {}
         self._local_ports: Counter[int] = Counter()
         self._filter_range: tuple[int, int] = (1, 0)
         self._timer = _Timer()
@@ -172,6 +174,7 @@ class Engine:
         """
         flight = Flight(probe, version, destination, key, on_done)
         self._routes.setdefault(key, []).append(flight)
+        self._by_local_port.setdefault(key[2], []).append(flight)
         self._local_ports[key[2]] += 1
         self._update_filter()
         probe.start(self._loop.time())
@@ -189,6 +192,11 @@ class Engine:
             flights.remove(flight)
             if not flights:
                 del self._routes[flight.key]
+        on_port = self._by_local_port.get(flight.key[2])
+        if on_port is not None:
+            on_port.remove(flight)
+            if not on_port:
+                del self._by_local_port[flight.key[2]]
         self._local_ports[flight.key[2]] -= 1
         if self._local_ports[flight.key[2]] <= 0:
             del self._local_ports[flight.key[2]]
@@ -304,7 +312,13 @@ class Engine:
                 continue
             flights = routes.get(key)
             if not flights:
-                self.stats.unrouted += 1
+                # To a probe's port from elsewhere: never offered as an answer, only counted.
+                strays = self._by_local_port.get(key[2])
+                if strays:
+                    _count_invalid(strays[0], packet)
+                    self.stats.invalid += 1
+                else:
+                    self.stats.unrouted += 1
                 continue
             stamp = Stamp(user_ns, kernel_ns)
             for flight in flights:
@@ -315,7 +329,7 @@ class Engine:
                     break
             else:
                 self.stats.invalid += 1
-                flights[0].invalid += 1
+                _count_invalid(flights[0], packet)
 
     # -- internals: the one timer -----------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -356,6 +370,15 @@ class Engine:
         if wanted != self._filter_range:
             sockets.attach_filter(self._capture, sockets.capture_filter(*wanted))
             self._filter_range = wanted
+
+
+def _count_invalid(flight: Flight, packet: Packet) -> None:
+    """Count a packet that no probe took against ``flight``, and by kind in its probe if the
+    probe keeps such counts (``SynProbe.count_invalid``)."""
+    flight.invalid += 1
+    count = getattr(flight.probe, "count_invalid", None)
+    if count is not None:
+        count(packet)
 
 
 def _route_key(packet: Packet) -> RouteKey | None:

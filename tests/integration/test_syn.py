@@ -119,6 +119,8 @@ def test_icmp_rejections_name_type_code_and_sender(
         "icmp_version": version,
         "type": icmp_type,
         "code": icmp_code,
+        "name": "destination-unreachable",
+        "kind": "unreachable",  # an error of reachability: it may decide
         "source": expected_source,
         "ttl": summary["icmp"]["ttl"],
     }

@@ -8,15 +8,31 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, IPerror, TCPerror
-from scapy.layers.inet6 import ICMPv6DestUnreach, IPerror6, IPv6
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6PacketTooBig,
+    ICMPv6ParamProblem,
+    IPerror6,
+    IPv6,
+)
 from scapy.layers.inet6 import TCPerror as TCPerror6
 
+from prober.cli import EXIT_OF_REASON
 from prober.core.cookies import IsnKey
 from prober.core.packets import TcpTemplate
 from prober.core.parse import parse_packet
-from prober.core.syn import PortState, Reason, SynPhase, SynProbe, summarize
+from prober.core.syn import (
+    KEPT_PER_KIND,
+    PortState,
+    Reason,
+    Stray,
+    SynPhase,
+    SynProbe,
+    summarize,
+)
 from prober.core.timing import Clock, Stamp
 from prober.core.wire import TcpFlags
+from prober.output import human
 
 SRC4, DST4, ROUTER4 = "198.19.0.1", "198.19.1.2", "198.19.0.2"
 SRC6, DST6 = "2001:2:0:100::1", "2001:2:0:101::2"
@@ -239,3 +255,174 @@ def test_run_verdict_is_the_best_answer_and_rtt_stats_like_ping() -> None:
     assert (rtt.min_us, rtt.avg_us, rtt.max_us, rtt.mdev_us) == (10.0, 20.0, 30.0, 10.0)
     summary = run.to_dict()
     assert summary["state"] == "open" and summary["rtt"]["clock"] == "kernel"
+
+
+# -- ICMP that is not an error of reachability ------------------------------------------------
+
+
+def deliver(probe: SynProbe, packet: bytes, now: float = 100.1) -> bool:
+    """What the engine does with a packet routed to the probe: offer it, else count it."""
+    parsed = parse_packet(packet)
+    if probe.receive(parsed, now, Stamp(2)):
+        return True
+    probe.count_invalid(parsed)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("icmp_type", "code", "name"),
+    [(4, 0, "source-quench"), (5, 1, "redirect"), (12, 0, "parameter-problem")],
+)
+def test_icmp_that_is_no_error_of_reachability_is_a_notice_not_a_verdict(
+    icmp_type: int, code: int, name: str
+) -> None:
+    probe = sent_probe()
+    assert deliver(probe, icmp_about(probe, probe.isn, icmp_type=icmp_type, code=code))
+    assert not probe.done  # still waiting for the answer
+    probe.handle_timer(101.0)
+    result = probe.result()
+    assert (result.state, result.reason) == (PortState.FILTERED, Reason.NO_RESPONSE)
+    assert result.notices == 1 and result.invalid_kinds == ()
+    [notice] = result.icmp_notices
+    assert (notice.type, notice.code, notice.source) == (icmp_type, code, ROUTER4)
+    assert notice.name == name
+    assert result.to_dict()["icmp_notices"][0]["kind"] == "other"
+
+
+def test_redirect_then_syn_ack_is_open_with_the_notice_shown() -> None:
+    probe = sent_probe()
+    deliver(probe, icmp_about(probe, probe.isn, icmp_type=5, code=1))
+    assert deliver(probe, reply(probe, "SA", probe.isn + 1))
+    result = probe.result()
+    assert result.reason is Reason.SYN_ACK and result.notices == 1
+    assert "(+1 ICMP notice: ICMP redirect type=5 code=1" in human.syn_probe_line(result)
+
+
+@pytest.mark.parametrize("icmp6", [ICMPv6PacketTooBig(mtu=1280), ICMPv6ParamProblem(code=0)])
+def test_icmpv6_packet_too_big_and_parameter_problem_do_not_decide(icmp6: object) -> None:
+    probe = sent_probe(6)
+    quoted = IPerror6(src=SRC6, dst=DST6) / TCPerror6(sport=SPORT, dport=DPORT, seq=probe.isn)
+    assert deliver(probe, bytes(IPv6(src=DST6, dst=SRC6) / icmp6 / quoted))
+    assert not probe.done and probe.next_deadline() == 101.0
+    probe.handle_timer(101.0)
+    assert probe.result().reason is Reason.NO_RESPONSE and probe.result().notices == 1
+
+
+def test_the_exit_table_has_no_reason_for_icmp_that_decides_nothing() -> None:
+    assert set(EXIT_OF_REASON) == {*Reason, None}
+    assert "icmp-other" not in {reason.value for reason in Reason}
+
+
+# -- spoofed and stray packets: counted, never a verdict ---------------------------------------
+
+
+def test_syn_ack_with_a_wrong_ack_is_counted_and_the_real_answer_still_decides() -> None:
+    probe = sent_probe()
+    for ack in (probe.isn, probe.isn + 2, 0, 2**32 - 1):
+        assert not deliver(probe, reply(probe, "SA", ack))
+    assert not probe.done
+    assert deliver(probe, reply(probe, "SA", probe.isn + 1))
+    result = probe.result()
+    assert result.reason is Reason.SYN_ACK and result.invalid_kinds == ((Stray.WRONG_ACK, 4),)
+    assert result.to_dict()["invalid_kinds"] == {"wrong-ack": 4}
+
+
+def test_a_rst_storm_with_guessed_acks_never_closes_a_filtered_port() -> None:
+    probe = sent_probe(now=0.0)
+    guesses = [(probe.isn + 2 + 7919 * i) & 0xFFFFFFFF for i in range(500)]
+    for i, ack in enumerate(guesses):
+        deliver(probe, reply(probe, "RA" if i % 2 else "R", ack), now=0.001 * i)
+    probe.handle_timer(1.0)
+    result = probe.result()
+    assert (result.state, result.reason) == (PortState.FILTERED, Reason.NO_RESPONSE)
+    assert result.invalid_kinds == ((Stray.WRONG_ACK, 500),)
+
+
+def test_a_syn_ack_flood_from_a_host_probed_once_is_counted_and_not_kept() -> None:
+    probe = sent_probe()
+    good = reply(probe, "SA", probe.isn + 1)
+    for _ in range(1000):
+        assert deliver(probe, good)
+    for i in range(1000):
+        deliver(probe, reply(probe, "SA", probe.isn + 2 + i))
+    result = probe.result()
+    assert result.reason is Reason.SYN_ACK and result.duplicates == 999
+    assert result.invalid_kinds == ((Stray.WRONG_ACK, 1000),)
+    # The pcap keeps the SYN, the answer and a bounded sample of the flood.
+    assert len(result.wire) == 1 + 1 + KEPT_PER_KIND
+
+
+def test_a_proven_rst_after_the_syn_ack_conflicts_and_never_flips_open_to_closed() -> None:
+    probe = sent_probe()
+    deliver(probe, reply(probe, "SA", probe.isn + 1))
+    assert not deliver(probe, reply(probe, "RA", probe.isn + 1))
+    result = probe.result()
+    assert result.state is PortState.OPEN and result.invalid_kinds == ((Stray.CONFLICTING, 1),)
+
+
+def test_stray_kinds_wrong_source_wrong_port_and_not_an_answer() -> None:
+    probe = sent_probe()
+    good = probe.isn + 1
+    strays = [
+        IP(src=ROUTER4, dst=SRC4) / TCP(sport=DPORT, dport=SPORT, flags="SA", ack=good),
+        IP(src=DST4, dst=SRC4) / TCP(sport=DPORT + 1, dport=SPORT, flags="SA", ack=good),
+        IP(src=DST4, dst=SRC4) / TCP(sport=DPORT, dport=SPORT, flags="A", ack=good),
+        IP(src=DST4, dst=SRC4) / TCP(sport=DPORT, dport=SPORT, flags="FA", ack=good),
+        IP(src=DST4, dst=SRC4) / TCP(sport=DPORT, dport=SPORT, flags="S", seq=1),
+    ]
+    for packet in strays:
+        assert not deliver(probe, bytes(packet))
+    assert not probe.done
+    probe.handle_timer(101.0)
+    assert dict(probe.result().invalid_kinds) == {
+        Stray.WRONG_SOURCE: 1,
+        Stray.WRONG_PORTS: 1,
+        Stray.OTHER_SEGMENT: 3,
+    }
+
+
+@pytest.mark.parametrize(
+    "quote",
+    [
+        {"seq": 12345},  # another ISN
+        {"sport": SPORT + 1},  # another probe's port
+        {"dport": DPORT + 1},
+    ],
+)
+def test_icmp_quoting_another_probe_or_isn_is_counted_not_filtered(quote: dict[str, int]) -> None:
+    probe = sent_probe()
+    fields = {"sport": SPORT, "dport": DPORT, "seq": probe.isn, **quote}
+    inner = IPerror(src=SRC4, dst=DST4) / TCPerror(flags="S", **fields)
+    assert not deliver(probe, bytes(IP(src=ROUTER4, dst=SRC4) / ICMP(type=3, code=13) / inner))
+    probe.handle_timer(101.0)
+    result = probe.result()
+    assert result.reason is Reason.NO_RESPONSE
+    assert result.invalid_kinds == ((Stray.ICMP_NOT_OURS, 1),)
+
+
+def test_run_summary_shows_invalid_by_kind_and_notices() -> None:
+    probe = sent_probe()
+    deliver(probe, reply(probe, "SA", probe.isn + 5))
+    deliver(probe, icmp_about(probe, probe.isn, icmp_type=5, code=1))
+    deliver(probe, reply(probe, "SA", probe.isn + 1))
+    run = summarize("t", DST4, DPORT, [probe.result()], invalid=1)
+    summary = run.to_dict()
+    assert (summary["invalid"], summary["invalid_kinds"], summary["notices"]) == (
+        1,
+        {"wrong-ack": 1},
+        1,
+    )
+    text = human.syn_summary(run)
+    assert "1 invalid" in text and "1 wrong-ack" in text
+    assert "ICMP notices: 1 quoted a SYN" in text and "redirect type=5 code=1" in text
+    assert "port 80: open (syn-ack)" in text
+
+
+def test_an_answer_read_after_the_deadline_is_late_whichever_ran_first() -> None:
+    # Found by bench/fuzz: the event loop may read a packet before it runs the due timer;
+    # the verdict must not depend on that order (and the deadline must not stay behind).
+    probe = sent_probe(now=0.0)
+    assert probe.receive(parse_packet(reply(probe, "SA", probe.isn + 1)), 1.00001, Stamp(3))
+    result = probe.result()
+    assert (result.reason, result.late) == (Reason.NO_RESPONSE, 1)
+    assert probe.next_deadline() is None
