@@ -29,7 +29,7 @@ from prober.core.halfopen import (
 from prober.core.packets import TcpTemplate
 from prober.core.syn import SynProbe, SynProbeResult, SynRun, summarize
 from prober.core.wire import TcpFlags
-from prober.engine.engine import DrivenProbe, Engine, Flight
+from prober.engine.engine import DrivenProbe, Engine, Flight, fewer_full_collections
 from prober.engine.firewall import Conversation
 from prober.errors import ResolutionError, UsageError
 
@@ -223,6 +223,7 @@ class Prober:
         # What on_probe raised: the run ends (nothing more is sent, probes still waiting are
         # interrupted, every flight is retired and its port released), then it is re-raised.
         callback_errors: list[Exception] = []
+        run_scope = contextlib.ExitStack()
 
         def finished(flight: Flight) -> None:
             waiting.discard(flight)
@@ -269,6 +270,7 @@ class Prober:
                 waiting.add(flight)
 
         try:
+            run_scope.enter_context(fewer_full_collections())
             start = loop.time()
             number = 0
             while (count == 0 or number < count) and not stop.is_set() and not callback_errors:
@@ -294,8 +296,12 @@ class Prober:
         finally:
             for flight in [*waiting, *(f for _, f in settled)]:
                 retire(flight)
+            # No cycle through on_done outlives the run (flights -> finished -> these sets).
+            waiting.clear()
+            settled.clear()
             if fixed_port is not None:
                 ports.release(fixed_port)
+            run_scope.close()
         if callback_errors:
             raise callback_errors[0]
         results.sort(key=lambda r: r.probe)

@@ -141,14 +141,15 @@ class TxStampPairing(Generic[Owner]):
             return None
         return pending.owner, pending.index
 
-    def expire(self, now: float) -> int:
-        """Forget sends older than ``wait_s`` whose stamp never came; how many were."""
+    def expire(self, now: float) -> list[Owner]:
+        """Forget sends older than ``wait_s`` whose stamp never came; return their owners."""
         order, pending = self._order, self._pending
         horizon = now - self.wait_s
-        expired = 0
+        expired: list[Owner] = []
         while order and order[0][0] <= horizon:
             _, key = order.popleft()
-            if pending.pop(key, None) is not None:
-                expired += 1
-        self.stats.expired += expired
+            gone = pending.pop(key, None)
+            if gone is not None:
+                expired.append(gone.owner)
+        self.stats.expired += len(expired)
         return expired
