@@ -164,6 +164,8 @@ class SynProbeResult:
     error: str | None = None  # why the SYN could not be sent
     # (time_ns, IP packet) of the SYN and of every valid answer, for pcap output.
     wire: tuple[tuple[int, bytes], ...] = field(default=(), repr=False, compare=False)
+    # The clock of sent_ns/received_ns: the RTT's, or the send's own when nothing answered.
+    clock: Clock | None = None
 
     @property
     def answered(self) -> bool:
@@ -180,7 +182,7 @@ class SynProbeResult:
             "state": self.state.value,
             "reason": self.reason.value,
             "rtt_us": None if self.rtt is None else round(self.rtt.us, 3),
-            "clock": None if self.rtt is None else self.rtt.clock.value,
+            "clock": None if self.clock is None else self.clock.value,
             "sent_ns": self.sent_ns,
             "received_ns": self.received_ns,
             "tcp": None if self.tcp is None else self.tcp.to_dict(),
@@ -352,13 +354,16 @@ class SynProbe:
     def _build_result(self, reason: Reason) -> SynProbeResult:
         rtt: Rtt | None = None
         sent_ns = received_ns = None
+        clock: Clock | None = None
         if self._sent is not None and self._received is not None:
             rtt = rtt_between(self._sent, self._received)
+            clock = rtt.clock
             kernel = rtt.clock is Clock.KERNEL
             sent_ns = self._sent.kernel_ns if kernel else self._sent.user_ns
             received_ns = self._received.kernel_ns if kernel else self._received.user_ns
         elif self._sent is not None:
             sent_ns = self._sent.best_ns
+            clock = Clock.USER if self._sent.kernel_ns is None else Clock.KERNEL
         tcp_reply = icmp_reply = None
         packet = self._reply
         if packet is not None and packet.tcp is not None:
@@ -404,6 +409,7 @@ class SynProbe:
             late=self._late,
             error=self._error,
             wire=self._wire(),
+            clock=clock,
         )
 
     def _wire(self) -> tuple[tuple[int, bytes], ...]:
