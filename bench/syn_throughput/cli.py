@@ -6,8 +6,10 @@
 For every tool and run: wall time from exec to exit, the child's CPU (user + system, from
 wait4's rusage), how many SYNs it says it sent and how many answers it says it read, and for
 prober the answers the kernel dropped from its capture queue. Rates are N / wall time, so
-they include each tool's start-up (prober's is measured alone, with -c 1, and reported too).
-Ratios compare each tool's rate and CPU per probe with prober's from the same run.
+they include each tool's start-up (prober's is measured alone, with -c 1, and reported too),
+except `prober-library`: Prober.syn timed around the call in its own process (no start-up,
+no output lines). Ratios compare each tool's rate and CPU per probe with the `prober`
+command's from the same runs.
 """
 
 from __future__ import annotations
@@ -130,8 +132,42 @@ def run_nping(address: str, count: int) -> Run:
                int(counts[2]) if counts else None, None)
 
 
+# Prober.syn alone, timed around the call (no start-up, no output): what the engine and
+# core cost per probe. Its own wall time and CPU (getrusage) replace the process's.
+LIBRARY_RUN = """
+import json, resource, sys, time
+import uvloop
+from prober import Prober
+
+async def main(address, count):
+    async with Prober() as prober:
+        await prober.syn(address, 80, count=10, interval=0)  # sockets and port block opened
+        before, started = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        run = await prober.syn(address, 80, count=count, interval=0)
+        wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    print(json.dumps({"wall": wall, "cpu": cpu, "sent": run.sent, "answered": run.answered,
+                      "kernel_drops": run.kernel_drops}))
+
+uvloop.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def run_prober_library(address: str, count: int) -> Run:
+    argv = [str(REPO / ".venv/bin/python"), "-c", LIBRARY_RUN, address, str(count)]
+    code, _wall, _cpu, output = measured("prober-library", argv)
+    try:
+        own = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return Run("prober-library", argv, code or 1, float("inf"), 0.0, None, None, None)
+    return Run("prober-library", argv, code, own["wall"], own["cpu"], own["sent"],
+               own["answered"], own["kernel_drops"])
+
+
 RUNNERS: dict[str, Callable[[str, int], Run]] = {
-    "prober": run_prober, "hping3": run_hping3, "nping": run_nping,
+    "prober": run_prober, "prober-library": run_prober_library, "hping3": run_hping3,
+    "nping": run_nping,
 }
 
 
@@ -143,6 +179,56 @@ def profile_prober(address: str, count: int, path: Path) -> None:
                    env=command_env(), timeout=RUN_TIMEOUT_S)
 
 
+PROFILE_GROUPS = (  # (substring of the file or function, group), first match wins
+    ("sendmsg", "kernel: sendmsg (the SYN; on a veth the peer's stack runs in this call)"),
+    ("recvmsg", "kernel: recvmsg (answers and TX stamps)"),
+    ("prober/engine", "prober/engine (launch, dispatch, timer, TX stamps)"),
+    ("prober/api.py", "prober/api.py (the syn loop, probe objects)"),
+    ("prober/core/syn.py", "prober/core/syn.py (classify, results)"),
+    ("prober/core/parse.py", "prober/core/parse.py and wire.py"),
+    ("prober/core/wire.py", "prober/core/parse.py and wire.py"),
+    ("prober/core", "prober/core (templates, ISN, timing)"),
+    ("prober/output", "prober/cli.py and output (a line per probe)"),
+    ("prober/cli.py", "prober/cli.py and output (a line per probe)"),
+    ("scapy", "start-up (imports, Scapy templates, Typer)"),
+    ("<frozen", "start-up (imports, Scapy templates, Typer)"),
+    ("typer", "start-up (imports, Scapy templates, Typer)"),
+    ("asyncio", "event loop"),
+    ("uvloop", "event loop"),
+    ("<string>:__init__", "dataclass __init__s (probes, flights, stamps, results)"),
+    ("compile", "start-up (imports, Scapy templates, Typer)"),
+    ("marshal", "start-up (imports, Scapy templates, Typer)"),
+    ("~:<built-in method builtins.exec>", "start-up (imports, Scapy templates, Typer)"),
+)
+
+
+def profile_groups(path: Path, count: int) -> list[str]:
+    """Where one prober run's time went: cProfile's own time per group, per probe."""
+    import pstats
+
+    totals: dict[str, float] = {}
+    others: dict[str, float] = {}
+    for (filename, _line, name), (_cc, _nc, own, _cum, _callers) in (
+        pstats.Stats(str(path)).stats.items()  # type: ignore[attr-defined]
+    ):
+        label = f"{filename}:{name}"
+        group = next((g for key, g in PROFILE_GROUPS if key in label), "other")
+        totals[group] = totals.get(group, 0.0) + own
+        if group == "other":
+            others[label] = others.get(label, 0.0) + own
+    largest = sorted(others.items(), key=lambda item: -item[1])[:4]
+    if largest:
+        totals["other: " + ", ".join(label.rsplit("/", 1)[-1] for label, _ in largest)] = (
+            totals.pop("other", 0.0))
+    whole = sum(totals.values())
+    lines = [f"where the time went (cProfile, one run of {count}; own time; profiling inflates "
+             "Python calls):"]
+    for group, seconds in sorted(totals.items(), key=lambda item: -item[1]):
+        lines.append(f"  {seconds:6.3f} s {seconds / whole:6.1%} "
+                     f"{seconds / count * 1e6:6.1f} µs/probe  {group}")
+    return lines
+
+
 def median_run(runs: list[Run], count: int) -> Run:
     return sorted(runs, key=lambda r: r.rate(count))[len(runs) // 2]
 
@@ -151,7 +237,7 @@ def report(results: dict[str, list[Run]], count: int, startup: Run | None) -> li
     lines = [
         f"kernel {platform.release()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
         f", {count} SYNs per run, median of {len(next(iter(results.values())))} runs",
-        f"{'tool':8} {'probes/s':>10} {'wall s':>8} {'CPU s':>7} {'CPU µs/probe':>13} "
+        f"{'tool':15} {'probes/s':>10} {'wall s':>8} {'CPU s':>7} {'CPU µs/probe':>13} "
         f"{'sent':>7} {'answered':>9} {'kdrops':>7} {'rate vs prober':>15} "
         f"{'CPU/probe vs prober':>20}",
     ]
@@ -163,13 +249,13 @@ def report(results: dict[str, list[Run]], count: int, startup: Run | None) -> li
             rate_ratio = f"{run.rate(count) / base.rate(count):.2f}"
             cpu_ratio = f"{run.cpu_us_per_probe(count) / base.cpu_us_per_probe(count):.2f}"
         lines.append(
-            f"{tool:8} {run.rate(count):>10.0f} {run.wall_s:>8.2f} {run.cpu_s:>7.2f} "
+            f"{tool:15} {run.rate(count):>10.0f} {run.wall_s:>8.2f} {run.cpu_s:>7.2f} "
             f"{run.cpu_us_per_probe(count):>13.1f} {run.sent!s:>7} {run.answered!s:>9} "
             f"{'-' if run.kernel_drops is None else run.kernel_drops:>7} {rate_ratio:>15} "
             f"{cpu_ratio:>20}"
         )
         rates = ", ".join(f"{r.rate(count):.0f}" for r in runs)
-        lines.append(f"{'':8} every run (probes/s): {rates}")
+        lines.append(f"{'':15} every run (probes/s): {rates}")
     if startup is not None:
         lines.append(f"prober start-up alone (-c 1): {startup.wall_s:.2f} s wall, "
                      f"{startup.cpu_s:.2f} s CPU; without it prober's rate is "
@@ -181,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/syn_throughput", description=__doc__)
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tools", default="prober,hping3,nping")
+    parser.add_argument("--tools", default="prober,prober-library,hping3,nping")
     parser.add_argument("--profile", type=Path, help="also write a cProfile of one prober run")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--hping3-interval-us", type=int, default=HPING3_INTERVAL_US,
@@ -195,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in tools if t not in RUNNERS]
     if unknown:
         parser.error(f"unknown tools: {', '.join(unknown)}")
-    missing = [t for t in tools if t != "prober" and not (find_tool(t) or shutil.which(t))]
+    missing = [t for t in tools
+               if not t.startswith("prober") and not (find_tool(t) or shutil.which(t))]
     if missing:
         parser.error(f"not installed: {', '.join(missing)} (apt-get install hping3 nmap)")
     if os.geteuid() != 0:
@@ -224,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("\n".join(report(results, args.count, startup)))
         if args.profile is not None:
+            print("\n".join(profile_groups(args.profile, args.count)))
             print(f"profile: {args.profile} (python -m pstats {args.profile})")
     failed = [r for runs in results.values() for r in runs if r.returncode not in (0, 1)]
     for run in failed:
