@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from prober.core.close import CloseMode, CloseProbe, CloseResult
 from prober.core.cookies import IsnKey
@@ -269,6 +270,10 @@ class Prober:
             if not flight.reported:
                 waiting.add(flight)
 
+        # One waiter on `stop` for the whole run: pacing between probes is a timer entry,
+        # never a task per probe.
+        stopped = asyncio.ensure_future(stop.wait())
+        run_scope.callback(stopped.cancel)
         try:
             run_scope.enter_context(fewer_full_collections())
             start = loop.time()
@@ -285,7 +290,7 @@ class Prober:
                         break
                 if callback_errors or (count and number >= count):
                     break
-                await _wait(stop, start + number * interval - loop.time())
+                await _pause(stopped, start + number * interval - loop.time())
                 retire_settled(loop.time())
             while waiting and not stop.is_set() and not callback_errors:
                 progress.clear()
@@ -555,13 +560,12 @@ def _syn_probe(flight: Flight) -> SynProbe:
     return probe
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` unless ``stop`` is set first; always yields to the loop once."""
-    if seconds <= 0:
+async def _pause(stopped: asyncio.Task[Any], seconds: float) -> None:
+    """Sleep ``seconds`` unless ``stopped`` completes first; always yields to the loop once."""
+    if seconds <= 0 or stopped.done():
         await asyncio.sleep(0)
         return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+    await asyncio.wait((stopped,), timeout=seconds)
 
 
 async def _wait_either(first: asyncio.Event, second: asyncio.Event) -> None:
