@@ -28,7 +28,7 @@ from prober.core.halfopen import (
     SynCookieVerdict,
 )
 from prober.core.packets import TcpTemplate
-from prober.core.syn import SynProbe, SynProbeResult, SynRun, summarize
+from prober.core.syn import Reason, SynProbe, SynProbeResult, SynRun, summarize
 from prober.core.wire import TcpFlags
 from prober.engine.engine import DrivenProbe, Engine, Flight, fewer_full_collections
 from prober.engine.firewall import Conversation
@@ -184,8 +184,8 @@ class Prober:
             timeout: seconds to wait for each probe's answer.
             version: 4 or 6 to pick the family of a name.
             source_port: one fixed source port for every probe (default: a port of the
-                engine's reserved block per probe, shared by several probes only when every
-                port of the block is held).
+                engine's reserved block per probe, held until the probe has its outcome;
+                shared by several probes only when every port of the block is held).
             ttl: IP TTL / hop limit of the SYNs.
             on_probe: called with each probe's result as soon as it is known. If it raises,
                 the run ends: no further probe is sent, probes still waiting are interrupted
@@ -218,6 +218,7 @@ class Prober:
         dst, src = address.packed, source.packed
         waiting: set[Flight] = set()  # launched, no outcome yet
         settled: deque[tuple[float, Flight]] = deque()  # outcome known, still routed
+        port_returned: set[Flight] = set()  # settled with an answer: port already given back
         results: list[SynProbeResult] = []
         invalid = 0
         progress = asyncio.Event()
@@ -230,9 +231,18 @@ class Prober:
             waiting.discard(flight)
             settled.append((loop.time(), flight))
             progress.set()
+            result = _syn_probe(flight).result()
+            if fixed_port is None and result.reason in PORT_FREE_AT_OUTCOME:
+                # An answer has already made the local kernel reset the peer's request (or
+                # there was none), so the port is as good as new for the next probe, which
+                # the free list gives it only after every other port of the block. A probe
+                # without an answer keeps its port until retired: a slow peer may still hold
+                # its request. Flights sharing a 4-tuple are told apart by their ISNs.
+                port_returned.add(flight)
+                ports.release(flight.key[2])
             if on_probe is not None and not callback_errors:
                 try:
-                    on_probe(_syn_probe(flight).result())
+                    on_probe(result)
                 except Exception as exc:  # the user's; never into the engine's reader
                     callback_errors.append(exc)
 
@@ -243,12 +253,13 @@ class Prober:
             invalid += flight.invalid
             if flight.reported:
                 results.append(_syn_probe(flight).result())
-            if fixed_port is None:
+            if fixed_port is None and flight not in port_returned:
                 ports.release(flight.key[2])
+            port_returned.discard(flight)
 
         def retire_settled(now: float) -> None:
             # A settled probe stays routed for one more timeout, so a late or duplicate answer
-            # is counted against it; then its port goes back to the engine's block.
+            # is counted against it.
             while settled and settled[0][0] + timeout <= now:
                 retire(settled.popleft()[1])
 
@@ -543,6 +554,11 @@ class Prober:
 
 
 SETTLE_SECONDS = 0.05
+# Outcomes after which a SYN probe's source port can serve the next probe at once.
+PORT_FREE_AT_OUTCOME = frozenset(
+    {Reason.SYN_ACK, Reason.RST, Reason.ICMP_UNREACHABLE, Reason.ICMP_TIME_EXCEEDED,
+     Reason.ICMP_OTHER, Reason.SEND_FAILED}
+)
 # SYNs sent back to back before the loop runs once (when they are due at once, as at -i 0).
 SEND_BATCH = 64
 KERNEL_RST_COOKIE_VERDICT = SynCookieVerdict(

@@ -138,6 +138,12 @@ _BPF_LD_H_ABS = 0x28
 _BPF_LD_B_ABS = 0x30
 _BPF_LDX_B_MSH = 0xB1
 _BPF_LD_H_IND = 0x48
+_BPF_LD_B_IND = 0x50
+_BPF_ALU_AND_K = 0x54
+_BPF_ALU_LSH_K = 0x64
+_BPF_ALU_ADD_K = 0x04
+_BPF_ALU_ADD_X = 0x0C
+_BPF_TAX = 0x07
 _BPF_JEQ_K = 0x15
 _BPF_JGE_K = 0x35
 _BPF_JGT_K = 0x25
@@ -162,13 +168,15 @@ MAX_FILTER_RANGES = 64  # two instructions each; every jump stays within BPF's 2
 
 
 def capture_filter(ranges: Sequence[PortRange]) -> list[tuple[int, int, int, int]]:
-    """The kernel filter: incoming IPv4/IPv6 TCP to local ports in ``ranges``, and ICMP.
+    """The kernel filter: incoming IPv4/IPv6 TCP to local ports in ``ranges``, and ICMP and
+    ICMPv6 messages that quote a TCP header whose source port is in ``ranges``.
 
     ``ranges`` are inclusive (low, high) pairs, sorted and disjoint (prober's reserved source
     ports, see ports.py), at most MAX_FILTER_RANGES of them. Frames start at the IP header
     (SOCK_DGRAM). IPv4 non-first fragments are dropped (no TCP header). IPv6 packets with
-    extension headers are passed to user space, which walks them; they are rare. No ranges:
-    no TCP at all.
+    extension headers (outer or quoted) are passed to user space, which walks them; they are
+    rare. A load past the end of a frame ends the program with 0 (drop), so truncated
+    messages are dropped. No ranges: no TCP and no ICMP at all.
     """
     if len(ranges) > MAX_FILTER_RANGES:
         raise ValueError(f"{len(ranges)} port ranges: at most {MAX_FILTER_RANGES}")
@@ -185,27 +193,49 @@ def capture_filter(ranges: Sequence[PortRange]) -> list[tuple[int, int, int, int
     if not ranges:
         port_checks.append((_BPF_JA, "drop", None, 0))
     ad = _SKF_AD_OFF & 0xFFFFFFFF
+    quoted_v6_extensions = [
+        (_BPF_JEQ_K, "accept", None, header) for header in _IPV6_EXTENSION_HEADERS
+    ]
     # Labels are plain strings; instructions are (opcode, jt, jf, k) with jumps by label.
+    # Every path ends at port_check with A = our port: a TCP segment's destination port, or
+    # the source port of the TCP header an ICMP error quotes (ours, if it is about a probe).
     program: list[str | _Insn] = [
         (_BPF_LD_W_ABS, None, None, ad + _SKF_AD_PKTTYPE),
         (_BPF_JEQ_K, "drop", None, PACKET_OUTGOING),
         (_BPF_LD_W_ABS, None, None, ad + _SKF_AD_PROTOCOL),
         (_BPF_JEQ_K, None, "not_v4", ETH_P_IP),
-        (_BPF_LD_B_ABS, None, None, 9),  # IPv4 protocol
-        (_BPF_JEQ_K, "accept", None, socket.IPPROTO_ICMP),
-        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
         (_BPF_LD_H_ABS, None, None, 6),  # flags and fragment offset
-        (_BPF_JSET_K, "drop", None, 0x1FFF),
+        (_BPF_JSET_K, "drop", None, 0x1FFF),  # a later fragment: no transport header
         (_BPF_LDX_B_MSH, None, None, 0),  # X = IPv4 header length
+        (_BPF_LD_B_ABS, None, None, 9),  # IPv4 protocol
+        (_BPF_JEQ_K, "icmp4", None, socket.IPPROTO_ICMP),
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
         (_BPF_LD_H_IND, None, None, 2),  # TCP destination port
+        (_BPF_JA, "port_check", None, 0),
+        "icmp4",  # 8 bytes of ICMP header, then the quoted IPv4 header and TCP ports
+        (_BPF_LD_B_IND, None, None, 8 + 9),  # the quoted protocol
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
+        (_BPF_LD_B_IND, None, None, 8),  # the quoted version and header length
+        (_BPF_ALU_AND_K, None, None, 0x0F),
+        (_BPF_ALU_LSH_K, None, None, 2),
+        (_BPF_ALU_ADD_X, None, None, 0),
+        (_BPF_ALU_ADD_K, None, None, 8),
+        (_BPF_TAX, None, None, 0),  # X = where the quoted TCP header starts
+        (_BPF_LD_H_IND, None, None, 0),  # the quoted TCP source port
         (_BPF_JA, "port_check", None, 0),
         "not_v4",
         (_BPF_JEQ_K, None, "drop", ETH_P_IPV6),
         (_BPF_LD_B_ABS, None, None, 6),  # IPv6 next header
-        (_BPF_JEQ_K, "accept", None, socket.IPPROTO_ICMPV6),
+        (_BPF_JEQ_K, "icmp6", None, socket.IPPROTO_ICMPV6),
         *[(_BPF_JEQ_K, "accept", None, header) for header in _IPV6_EXTENSION_HEADERS],
         (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
         (_BPF_LD_H_ABS, None, None, 42),  # TCP destination port after a bare IPv6 header
+        (_BPF_JA, "port_check", None, 0),
+        "icmp6",  # 40 + 8 bytes, then the quoted IPv6 header (next header at +6), then TCP
+        (_BPF_LD_B_ABS, None, None, 40 + 8 + 6),
+        *quoted_v6_extensions,  # rare: user space walks them
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
+        (_BPF_LD_H_ABS, None, None, 40 + 8 + 40),  # the quoted TCP source port
         "port_check",
         *port_checks,
         "accept",
