@@ -32,6 +32,7 @@ from prober.core.syn import Reason, SynProbe, SynProbeResult, SynRun, summarize
 from prober.core.wire import TcpFlags
 from prober.engine.engine import DrivenProbe, Engine, Flight, fewer_full_collections
 from prober.engine.firewall import Conversation
+from prober.engine.ports import CONVERSATION_REST_S
 from prober.errors import ResolutionError, UsageError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -91,7 +92,8 @@ def source_address_for(address: Address) -> Address:
 class PortReservations:
     """The source ports one halfopen or close run holds, taken from the running loop's engine
     (prober.engine.ports.PortPool: bound sockets reserved once per engine, so no local
-    connection can share a probe's 4-tuple); ``release_all`` gives them back.
+    connection can share a probe's 4-tuple); ``release_all`` gives them back, to be handed
+    out again only after the peer's TIME-WAIT on them is surely over.
 
     Construct it inside ``async with Prober()`` (the engine of the running loop is used).
     """
@@ -115,11 +117,11 @@ class PortReservations:
     def release(self, port: int) -> None:
         if port in self._held:
             self._held.remove(port)
-            self._pool.release(port)
+            self._pool.release(port, rest_s=CONVERSATION_REST_S)
 
     def release_all(self) -> None:
         for port in self._held:
-            self._pool.release(port)
+            self._pool.release(port, rest_s=CONVERSATION_REST_S)
         self._held.clear()
 
 

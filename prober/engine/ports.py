@@ -15,9 +15,12 @@ demand up to ``MAX_PORTS``. The capture filter is that block (a few ranges; see 
 recomputed only when the block grows, so a busy host's own traffic on other ports is dropped in
 the kernel. Taking and returning a port is a deque operation.
 
-When every port of the block is held, ``acquire(share=True)`` hands out a port again
-(round-robin), for probes that are told apart by their ISN rather than their port (syn);
-conversations (halfopen, close) take their port exclusively and get ``PortsExhausted`` instead.
+A conversation's port (halfopen, close) rests for ``CONVERSATION_REST_S`` when released: its
+4-tuple may be in the peer's TIME-WAIT (60 s on Linux), where a new SYN could be answered with
+the old connection's ACK. When every port of the block is held, ``acquire(share=True)`` hands
+out a port again (round-robin), for probes that are told apart by their ISN rather than their
+port (syn); conversations (halfopen, close) take their port exclusively and get
+``PortsExhausted`` instead.
 
 File descriptors: the engine raises RLIMIT_NOFILE's soft limit to the hard limit (always
 allowed) and sizes the block to what is left, so the limit is never a traceback mid-run.
@@ -31,13 +34,16 @@ import os
 import random
 import resource
 import socket
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from prober.engine.sockets import MAX_FILTER_RANGES, PortRange
 from prober.errors import PortsExhausted, SourcePortInUse
 
 MAX_PORTS = 4096
+CONVERSATION_REST_S = 120.0  # twice Linux's 60 s TIME-WAIT
 CHUNK = 256
 FD_MARGIN = 64  # descriptors left for everything else the process opens
 DEFAULT_RANGE = (32768, 60999)  # Linux's default ip_local_port_range
@@ -101,6 +107,7 @@ class PortPool:
         max_ports: int = MAX_PORTS,
         port_range: tuple[int, int] | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._range = port_range or ephemeral_range()
         low, high = self._range
@@ -114,6 +121,11 @@ class PortPool:
         self._share_next = 0
         self._exhausted = False  # the range or the descriptors ran out: stop trying to grow
         self._others_descriptors: int | None = None
+        # Released with a rest: (monotonic time it ends, port), in release order. A port
+        # resting is neither free nor shared.
+        self._resting: deque[tuple[float, int]] = deque()
+        self._resting_ports: set[int] = set()
+        self._clock = clock or time.monotonic
         self.generation = 0  # bumped whenever the set of held ports changes
 
     # -- handing out ------------------------------------------------------------------------
@@ -123,15 +135,21 @@ class PortPool:
         Raises:
             PortsExhausted: no port is free and none can be reserved (and not ``share``).
         """
+        if self._resting:
+            self._end_rests(self._clock())
         if not self._free:
             self._grow()
         if self._free:
             port = self._free.popleft()
             self._users[port] = 1
             return port
-        if share and self._block:
-            port = self._block[self._share_next % len(self._block)]
-            self._share_next += 1
+        shareable = len(self._block) - len(self._resting_ports)
+        if share and shareable > 0:
+            while True:
+                port = self._block[self._share_next % len(self._block)]
+                self._share_next += 1
+                if port not in self._resting_ports:
+                    break
             self._users[port] = self._users.get(port, 0) + 1
             return port
         raise PortsExhausted(self._exhausted_message())
@@ -147,6 +165,10 @@ class PortPool:
                 raise SourcePortInUse(f"source port {port} is in use by another probe")
             with contextlib.suppress(ValueError):
                 self._free.remove(port)  # O(block), only for a user-chosen port
+            # A user may choose a resting port: the rest protects the pool's own choices.
+            if port in self._resting_ports:
+                self._resting_ports.discard(port)
+                self._resting = deque(item for item in self._resting if item[1] != port)
             self._users[port] = 1
             return port
         sock = self._bind(port)
@@ -157,15 +179,21 @@ class PortPool:
         self.generation += 1
         return port
 
-    def release(self, port: int) -> None:
-        """A probe is done with ``port``."""
+    def release(self, port: int, *, rest_s: float = 0.0) -> None:
+        """A probe is done with ``port``. ``rest_s``: hand it out again only after that long
+        (a conversation's 4-tuple may sit in the peer's TIME-WAIT, where a new SYN from it
+        could be answered with the old connection's ACK instead of a SYN/ACK)."""
         users = self._users.get(port, 0) - 1
         if users > 0:
             self._users[port] = users
             return
         self._users.pop(port, None)
         if port in self._in_block:  # a block port goes back to the free list, kept bound
-            self._free.append(port)
+            if rest_s > 0:
+                self._resting.append((self._clock() + rest_s, port))
+                self._resting_ports.add(port)
+            else:
+                self._free.append(port)
         else:  # a user-chosen port outside the block is given back to the system
             sock = self._sockets.pop(port, None)
             if sock is not None:
@@ -190,9 +218,18 @@ class PortPool:
         self._block.clear()
         self._in_block.clear()
         self._free.clear()
+        self._resting.clear()
+        self._resting_ports.clear()
         self._users.clear()
 
     # -- internals ------------------------------------------------------------------------
+    def _end_rests(self, now: float) -> None:
+        resting = self._resting
+        while resting and resting[0][0] <= now:
+            _, port = resting.popleft()
+            self._resting_ports.discard(port)
+            self._free.append(port)
+
     def _grow(self) -> None:
         if self._exhausted:
             return

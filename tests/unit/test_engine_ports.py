@@ -104,3 +104,18 @@ def test_the_bpf_program_fits_for_every_range_count() -> None:
         assert all(0 <= jt <= 255 and 0 <= jf <= 255 for _, jt, jf, _ in program)
     with pytest.raises(ValueError):
         capture_filter([(p, p) for p in range(1, 2 * MAX_FILTER_RANGES + 2, 2)])
+
+
+def test_a_conversations_port_rests_before_it_is_handed_out_again() -> None:
+    now = [0.0]
+    ports = PortPool(max_ports=2, clock=lambda: now[0])
+    try:
+        first, second = ports.acquire(), ports.acquire()
+        ports.release(first, rest_s=120.0)  # maybe in the peer's TIME-WAIT
+        with pytest.raises(PortsExhausted):
+            ports.acquire()
+        assert ports.acquire(share=True) == second  # a resting port is not shared either
+        now[0] = 120.0
+        assert ports.acquire() == first
+    finally:
+        ports.close()
