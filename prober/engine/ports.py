@@ -244,7 +244,10 @@ class PortPool:
             tried += 1
             if port in self._sockets:
                 continue
-            sock = self._bind(port)
+            try:
+                sock = self._bind(port)
+            except PortsExhausted:
+                break  # out of descriptors: the block stays as it is
             if sock is None:
                 continue  # in use by someone else: skip it, the block gets a hole
             self._sockets[port] = sock
@@ -267,14 +270,18 @@ class PortPool:
         return max(0, soft - self._others_descriptors - len(self._sockets) - FD_MARGIN)
 
     def _bind(self, port: int) -> socket.socket | None:
-        """A socket bound to ``port`` for IPv4 and IPv6, or None if the port is taken."""
+        """A socket bound to ``port`` for IPv4 and IPv6, or None if the port is taken.
+
+        Raises:
+            PortsExhausted: the process or the system is out of file descriptors.
+        """
         for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
             try:
                 sock = socket.socket(family, socket.SOCK_STREAM)
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
                     self._exhausted = True
-                    return None
+                    raise PortsExhausted(self._exhausted_message()) from None
                 continue  # no IPv6 in this kernel: IPv4 alone
             try:
                 if family == socket.AF_INET6:

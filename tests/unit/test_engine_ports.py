@@ -119,3 +119,20 @@ def test_a_conversations_port_rests_before_it_is_handed_out_again() -> None:
         assert ports.acquire() == first
     finally:
         ports.close()
+
+
+def test_no_descriptors_left_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from prober.engine import ports as ports_module
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    monkeypatch.setattr(ports_module.resource, "getrlimit", lambda _which: (64, hard))
+    pool = PortPool(max_ports=8)
+    try:
+        with pytest.raises(PortsExhausted) as raised:
+            pool.acquire()
+    finally:
+        pool.close()
+    message = str(raised.value)
+    assert "open files limit 64" in message and "ulimit -n" in message and "\n" not in message
