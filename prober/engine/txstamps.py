@@ -22,6 +22,11 @@ and prober probes once, per send socket, which one it has (``sockets.per_send_id
   success to a socket without IP_RECVERR (``raw_send_hdrinc``: ``err = 0``), so it took a key
   like any send and its stamp never comes. ``KEY_TAKEN_BY_FAILED_SEND`` is that list.
 
+The id reaches user space in ``__skb_complete_tx_timestamp`` (net/core/skbuff.c), which
+copies ``skb_shinfo(skb)->tskey`` into ``ee_data`` when OPT_ID is on (made relative only for
+TCP) and queues the stamp with ``sock_queue_err_skb``; a stamp that does not fit the error
+queue's budget (SO_RCVBUF) is dropped there, which is one more reason entries expire.
+
 Either way a stamp is accepted only if it is not earlier than the user-space clock read just
 before its send (both are CLOCK_REALTIME): a stamp paired with a later send than its own is
 refused and counted, never used. A stamp whose id nobody waits for is counted as unmatched
