@@ -3,10 +3,11 @@
 them, and sends whose stamp never comes expire instead of piling up.
 
 Each case runs prober inside a namespace of its own (loopback only: nothing leaves it), where
-an nftables rule drops prober's SYNs to 127.0.0.3 (the send fails with EPERM after it took a
-counter key) and 198.18.255.1 has no route (ENETUNREACH, before any key), interleaved with
-probes of a listener on 127.0.0.1: their every RTT must be on the kernel clock, every stamp
-paired (an engine that miscounts the socket's keys leaves the last probes without a stamp).
+an nftables rule drops prober's SYNs to port 9 (the send fails with EPERM after it took a
+counter key) and 198.18.255.1 / 2001:2:ffff::1 have no route (ENETUNREACH, before any key),
+interleaved with probes of a listener on 127.0.0.1 / ::1: their every RTT must be on the
+kernel clock, every stamp paired (an engine that miscounts the socket's keys leaves the last
+probes without a stamp).
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PROBES = 120
-# prober's own SYNs to 127.0.0.3 are dropped in the output hook: sendmsg fails with EPERM.
-DROP_RULESET = """
-table ip prober_test_drop {
-    chain output {
+DROP_PORT = 9
+# prober's own SYNs to port 9 are dropped in the output hook: sendmsg fails with EPERM.
+DROP_RULESET = f"""
+table inet prober_test_drop {{
+    chain output {{
         type filter hook output priority 0; policy accept;
-        ip daddr 127.0.0.3 tcp flags syn drop
-    }
-}
+        tcp dport {DROP_PORT} tcp flags syn drop
+    }}
+}}
 """
+LOOPBACK = {4: "127.0.0.1", 6: "::1"}
+UNROUTABLE = {4: "198.18.255.1", 6: "2001:2:ffff::1"}  # no route in the namespace
 
 # What both scripts start with: imports, and a listener on loopback whose port is `port`.
 PREAMBLE = textwrap.dedent(
@@ -48,57 +52,60 @@ PREAMBLE = textwrap.dedent(
     from prober.core.wire import TcpFlags
     from prober.engine import sockets
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener = socket.socket(socket.AF_INET6)  # dual-stack: 127.0.0.1 and ::1
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.bind(("::", 0))
     listener.listen(4096)
     port = listener.getsockname()[1]
     """
 )
 
 MIXED_RUNS = PREAMBLE + textwrap.dedent(
-    f"""
+    """
+    VERSION, LOOPBACK, UNROUTABLE, DROP_PORT, PROBES = @ARGUMENTS@
+
     async def main():
-        template = TcpTemplate(4, TcpFlags.SYN)
-        src = ipaddress.ip_address("127.0.0.1").packed
+        template = TcpTemplate(VERSION, TcpFlags.SYN)
+        src = ipaddress.ip_address(LOOPBACK).packed
         async with Prober() as prober:
             engine = prober.engine
-            flights = {{"good": [], "dropped": [], "unroutable": []}}
+            flights = {"good": [], "dropped": [], "unroutable": []}
             done = asyncio.Event()
             answered = []
 
             def finished(flight):
                 answered.append(flight)
-                if len(answered) == {PROBES}:
+                if len(answered) == PROBES:
                     done.set()
 
-            def launch(kind, destination, number):
+            def launch(kind, destination, dport, number):
                 dst = ipaddress.ip_address(destination).packed
                 sport = engine.ports.acquire()
                 probe = SynProbe(number=number, template=template, src=src, dst=dst,
-                                 sport=sport, dport=port, isn=number * 7919, timeout=1.0)
+                                 sport=sport, dport=dport, isn=number * 7919, timeout=1.0)
                 on_done = finished if kind == "good" else None
-                flights[kind].append(engine.launch(probe, 4, destination,
-                                                   (dst, port, sport), on_done))
+                flights[kind].append(engine.launch(probe, VERSION, destination,
+                                                   (dst, dport, sport), on_done))
 
             # Every good send has a failed one of each kind between it and the next.
-            for number in range(1, {PROBES} + 1):
-                launch("good", "127.0.0.1", number)
-                launch("dropped", "127.0.0.3", number)
-                launch("unroutable", "198.18.255.1", number)
+            for number in range(1, PROBES + 1):
+                launch("good", LOOPBACK, port, number)
+                launch("dropped", LOOPBACK, DROP_PORT, number)
+                launch("unroutable", UNROUTABLE, port, number)
                 await asyncio.sleep(0.0005)
             await asyncio.wait_for(done.wait(), 10)
             results = [flight.probe.result() for flight in flights["good"]]
-            report = {{
-                "method": engine.tx_stamp_method(4).value,
+            report = {
+                "method": engine.tx_stamp_method(VERSION).value,
                 "clocks": [r.rtt.clock.value if r.rtt else None for r in results],
                 "answered": sum(1 for r in results if r.answered),
-                "dropped_errors": sorted({{f.probe.result().error
-                                          for f in flights["dropped"]}}),
-                "unroutable_errors": sorted({{f.probe.result().error
-                                             for f in flights["unroutable"]}}),
+                "dropped_errors": sorted({f.probe.result().error for f in flights["dropped"]}),
+                "unroutable_errors": sorted(
+                    {f.probe.result().error for f in flights["unroutable"]}
+                ),
                 "unmatched": engine.stats.tx_stamps_unmatched,
                 "stamps": engine.stats.tx_stamps,
-            }}
+            }
             for kind in flights.values():
                 for flight in kind:
                     engine.retire(flight)
@@ -108,6 +115,12 @@ MIXED_RUNS = PREAMBLE + textwrap.dedent(
     uvloop.run(main())
     """
 )
+
+
+def mixed_runs(version: int) -> str:
+    arguments = (version, LOOPBACK[version], UNROUTABLE[version], DROP_PORT, PROBES)
+    return MIXED_RUNS.replace("@ARGUMENTS@", repr(arguments))
+
 
 NO_STAMPS = PREAMBLE + textwrap.dedent(
     f"""
@@ -158,11 +171,12 @@ def run_in(namespace: str, script: str, method: str | None) -> dict[str, object]
     return result
 
 
+@pytest.mark.parametrize("version", [4, 6])
 @pytest.mark.parametrize("method", ["per-socket", "per-send"])
 def test_every_rtt_is_on_the_kernel_clock_though_sends_fail_between(
-    namespace: str, method: str
+    namespace: str, method: str, version: int
 ) -> None:
-    report = run_in(namespace, MIXED_RUNS, method)
+    report = run_in(namespace, mixed_runs(version), method)
     assert report["method"] == method
     assert report["answered"] == PROBES
     assert report["clocks"] == ["kernel"] * PROBES
@@ -173,7 +187,7 @@ def test_every_rtt_is_on_the_kernel_clock_though_sends_fail_between(
 
 
 def test_the_kernel_is_probed_when_nothing_is_forced(namespace: str) -> None:
-    report = run_in(namespace, MIXED_RUNS, None)
+    report = run_in(namespace, mixed_runs(4), None)
     release = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
     assert report["method"] == ("per-send" if release >= (6, 13) else "per-socket")
     assert report["clocks"] == ["kernel"] * PROBES
