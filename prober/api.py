@@ -201,6 +201,10 @@ class Prober:
         Raises:
             UsageError: bad arguments; ResolutionError: the name does not resolve;
             SourcePortInUse; RawSocketsNotPermitted; whatever ``on_probe`` raised.
+
+        While a run is active the cyclic garbage collector's oldest generation is collected
+        less often (process-wide; restored when the last run ends): a run keeps every probe
+        until it returns, and full collections walking them all cost 15 µs per probe.
         """
         _check_range("port", port, 1, 65535)
         _check_range("count", count, 0)

@@ -323,9 +323,10 @@ class Engine:
             for send_id, kernel_ns in sockets.read_tx_stamps(sock):
                 paired = pairing.stamped(send_id, kernel_ns)
                 if paired is not None:
-                    flight, index = paired
+                    flight, index, usable = paired
                     flight.stamps_pending -= 1
-                    flight.probe.send_kernel_stamp(index, kernel_ns)
+                    if usable:
+                        flight.probe.send_kernel_stamp(index, kernel_ns)
             if now < 0:
                 now = self._loop.time()
             for flight in pairing.expire(now):

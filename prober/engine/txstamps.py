@@ -134,8 +134,10 @@ class TxStampPairing(Generic[Owner]):
         if self.method is TxStampId.PER_SOCKET and error in KEY_TAKEN_BY_FAILED_SEND:
             self._next = (self._next + 1) & _U32
 
-    def stamped(self, key: int, kernel_ns: int) -> tuple[Owner, int] | None:
-        """The kernel's stamp ``kernel_ns`` for id ``key``: whose send it was, or None."""
+    def stamped(self, key: int, kernel_ns: int) -> tuple[Owner, int, bool] | None:
+        """The kernel's stamp ``kernel_ns`` for id ``key``: whose send it was, which segment,
+        and whether the stamp may be used (False: it is earlier than the send, so it is some
+        other send's); None if no send waits for ``key``."""
         self.stats.stamps += 1
         pending = self._pending.pop(key, None)
         if pending is None:
@@ -143,8 +145,8 @@ class TxStampPairing(Generic[Owner]):
             return None
         if kernel_ns < pending.user_ns:
             self.stats.refused += 1
-            return None
-        return pending.owner, pending.index
+            return pending.owner, pending.index, False
+        return pending.owner, pending.index, True
 
     def expire(self, now: float) -> list[Owner]:
         """Forget sends older than ``wait_s`` whose stamp never came; return their owners."""

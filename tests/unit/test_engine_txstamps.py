@@ -24,9 +24,9 @@ def test_per_socket_keys_follow_the_kernels_counter_across_failed_sends() -> Non
     pairing.sent("b", 0, user_ns=200, now=0.0)  # key 1
     pairing.failed(errno.EPERM)  # netfilter drops after the key was taken: key 2 is gone
     pairing.sent("c", 0, user_ns=300, now=0.0)  # key 3
-    assert pairing.stamped(0, 150) == ("a", 0)
-    assert pairing.stamped(1, 250) == ("b", 0)
-    assert pairing.stamped(3, 350) == ("c", 0)
+    assert pairing.stamped(0, 150) == ("a", 0, True)
+    assert pairing.stamped(1, 250) == ("b", 0, True)
+    assert pairing.stamped(3, 350) == ("c", 0, True)
     assert len(pairing) == 0 and pairing.stats.unmatched == 0
 
 
@@ -42,8 +42,8 @@ def test_per_send_ids_do_not_move_on_failure() -> None:
 def test_a_stamp_earlier_than_its_send_is_refused_not_used() -> None:
     pairing: TxStampPairing[str] = TxStampPairing(TxStampId.PER_SOCKET)
     pairing.sent("a", 0, user_ns=1_000, now=0.0)
-    assert pairing.stamped(0, 999) is None
-    assert pairing.stats.refused == 1
+    assert pairing.stamped(0, 999) == ("a", 0, False)
+    assert pairing.stats.refused == 1 and len(pairing) == 0
 
 
 def test_a_stamp_nobody_waits_for_is_counted() -> None:
@@ -73,7 +73,7 @@ def test_the_counter_wraps_at_32_bits() -> None:
     pairing._next = 0xFFFFFFFF
     pairing.sent("a", 0, user_ns=1, now=0.0)
     assert pairing.next_id() == 0
-    assert pairing.stamped(0xFFFFFFFF, 2) == ("a", 0)
+    assert pairing.stamped(0xFFFFFFFF, 2) == ("a", 0, True)
 
 
 @pytest.mark.parametrize(
