@@ -2,8 +2,8 @@
 
 Run from the repository root, as root (it builds a network namespace):
 
-    .venv/bin/python bench/syn_throughput [--count 20000] [--tools prober,hping3,nping]
-        [--runs 3] [--profile FILE] [--json]
+    .venv/bin/python bench/syn_throughput [--count 20000] [--runs 3] [--profile FILE]
+        [--tools prober,prober-library,hping3,nping] [--json]
 
 See bench/README.md for what it measures and the last numbers.
 """
@@ -13,16 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
-def _main() -> int:
-    # Run as a directory (`python bench/syn_throughput`): make the package importable.
-    bench = str(Path(__file__).resolve().parent.parent)
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
+if __name__ == "__main__":
+    # Run as a directory (`python bench/syn_throughput`): its parent makes it importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from syn_throughput.cli import main
 
-    return main()
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main())
