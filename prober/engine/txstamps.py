@@ -118,6 +118,11 @@ class TxStampPairing(Generic[Owner]):
     def __len__(self) -> int:
         return len(self._pending)
 
+    @property
+    def tracked(self) -> int:
+        """Entries kept for expiry (waiting or already stamped): bounded like the waiting."""
+        return len(self._order)
+
     def next_id(self) -> int:
         """The id the next send will carry (per-send) or take from the counter."""
         return self._next
@@ -143,6 +148,10 @@ class TxStampPairing(Generic[Owner]):
         if pending is None:
             self.stats.unmatched += 1
             return None
+        if not self._pending:
+            # Nothing waits: the expiry order's entries are all stale (amortized O(1) per
+            # send; without this, a long run whose stamps all come would keep every one).
+            self._order.clear()
         if kernel_ns < pending.user_ns:
             self.stats.refused += 1
             return pending.owner, pending.index, False

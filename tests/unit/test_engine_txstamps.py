@@ -68,6 +68,14 @@ def test_sends_without_a_stamp_expire_so_memory_stays_bounded() -> None:
     assert pairing.stats.expired == 100_000
 
 
+def test_a_long_run_whose_stamps_all_come_keeps_nothing() -> None:
+    pairing: TxStampPairing[int] = TxStampPairing(TxStampId.PER_SOCKET, wait_s=2.0)
+    for number in range(100_000):  # stamps come at once; nothing ever expires
+        pairing.sent(number, 0, user_ns=number, now=number / 10_000)
+        assert pairing.stamped(number, number + 1) is not None
+    assert len(pairing) == 0 and pairing.tracked == 0
+
+
 def test_the_counter_wraps_at_32_bits() -> None:
     pairing: TxStampPairing[str] = TxStampPairing(TxStampId.PER_SOCKET)
     pairing._next = 0xFFFFFFFF
