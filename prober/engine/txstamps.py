@@ -20,7 +20,10 @@ and prober probes once, per send socket, which one it has (``sockets.per_send_id
   returns before the key is taken; a packet dropped by netfilter (EPERM) or a header that
   could not be copied (EFAULT) had already taken one. A qdisc drop (ENOBUFS) is reported as
   success to a socket without IP_RECVERR (``raw_send_hdrinc``: ``err = 0``), so it took a key
-  like any send and its stamp never comes. ``KEY_TAKEN_BY_FAILED_SEND`` is that list.
+  like any send and its stamp never comes. ``KEY_TAKEN_BY_FAILED_SEND`` is that list. One
+  case cannot be told apart: an skb allocation that fails (out of memory) also ends in
+  ENOBUFS, reported as success, without a key; after one the count runs one ahead. It is
+  not detected (rare: the allocation may sleep), so it is documented in docs/syn.md.
 
 The id reaches user space in ``__skb_complete_tx_timestamp`` (net/core/skbuff.c), which
 copies ``skb_shinfo(skb)->tskey`` into ``ee_data`` when OPT_ID is on (made relative only for
