@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import socket
 import time
@@ -16,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from prober.core.close import CloseMode, CloseProbe, CloseResult
 from prober.core.cookies import IsnKey
@@ -26,11 +26,12 @@ from prober.core.halfopen import (
     HalfOpenResult,
 )
 from prober.core.packets import TcpTemplate
-from prober.core.syn import SynProbe, SynProbeResult, SynRun, summarize
+from prober.core.syn import Reason, SynProbe, SynProbeResult, SynRun, summarize
 from prober.core.wire import TcpFlags
-from prober.engine.engine import DrivenProbe, Engine, Flight
+from prober.engine.engine import DrivenProbe, Engine, Flight, fewer_full_collections
 from prober.engine.firewall import Conversation
-from prober.errors import ResolutionError, SourcePortInUse, UsageError
+from prober.engine.ports import CONVERSATION_REST_S
+from prober.errors import ResolutionError, UsageError
 from prober.targets import check_host
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -92,38 +93,39 @@ def source_address_for(address: Address) -> Address:
 
 
 class PortReservations:
-    """Source ports held for the run by bound (never listening) TCP sockets.
+    """The source ports one halfopen or close run holds, taken from the running loop's engine
+    (prober.engine.ports.PortPool: bound sockets reserved once per engine, so no local
+    connection can share a probe's 4-tuple); ``release_all`` gives them back, to be handed
+    out again only after the peer's TIME-WAIT on them is surely over.
 
-    While bound, the kernel gives the port to no other local socket, so no connection of this
-    host can share a 4-tuple with a probe.
+    Construct it inside ``async with Prober()`` (the engine of the running loop is used).
     """
 
     def __init__(self) -> None:
-        self._sockets: dict[int, socket.socket] = {}
+        self._pool = Engine.running().ports
+        self._held: list[int] = []
 
     def reserve(self, version: int, port: int = 0) -> int:
-        family = socket.AF_INET if version == 4 else socket.AF_INET6
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.bind(("0.0.0.0" if version == 4 else "::", port))
-        except OSError as exc:
-            sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise SourcePortInUse(f"source port {port} is in use on this host") from None
-            raise
-        reserved = int(sock.getsockname()[1])
-        self._sockets[reserved] = sock
+        """An exclusive source port (``port`` itself when not 0), held for IPv4 and IPv6
+        alike whatever ``version`` is.
+
+        Raises:
+            SourcePortInUse: ``port`` is held by another socket or probe;
+            PortsExhausted: no port is free and none can be reserved.
+        """
+        reserved = self._pool.reserve(port) if port else self._pool.acquire()
+        self._held.append(reserved)
         return reserved
 
     def release(self, port: int) -> None:
-        sock = self._sockets.pop(port, None)
-        if sock is not None:
-            sock.close()
+        if port in self._held:
+            self._held.remove(port)
+            self._pool.release(port, rest_s=CONVERSATION_REST_S)
 
     def release_all(self) -> None:
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets.clear()
+        for port in self._held:
+            self._pool.release(port, rest_s=CONVERSATION_REST_S)
+        self._held.clear()
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
@@ -186,10 +188,14 @@ class Prober:
             interval: seconds between sends.
             timeout: seconds to wait for each probe's answer.
             version: 4 or 6 to pick the family of a name.
-            source_port: one fixed source port for every probe (default: one reserved
-                ephemeral port per probe).
+            source_port: one fixed source port for every probe (default: a port of the
+                engine's reserved block per probe, held until the probe has its outcome;
+                shared by several probes only when every port of the block is held).
             ttl: IP TTL / hop limit of the SYNs.
-            on_probe: called with each probe's result as soon as it is known.
+            on_probe: called with each probe's result as soon as it is known. If it raises,
+                the run ends: no further probe is sent, probes still waiting are interrupted
+                (and not passed to it), every probe is retired and its port released, and
+                then ``syn`` raises that same exception.
             stop: when set, no further probe is sent and unanswered ones end as interrupted.
 
         Returns:
@@ -197,7 +203,11 @@ class Prober:
 
         Raises:
             UsageError: bad arguments; ResolutionError: the name does not resolve;
-            SourcePortInUse; RawSocketsNotPermitted.
+            SourcePortInUse; RawSocketsNotPermitted; whatever ``on_probe`` raised.
+
+        While a run is active the cyclic garbage collector's oldest generation is collected
+        less often (process-wide; restored when the last run ends): a run keeps every probe
+        until it returns, and full collections walking them all cost 15 µs per probe.
         """
         _check_range("port", port, 1, 65535)
         _check_range("count", count, 0)
@@ -211,24 +221,39 @@ class Prober:
         template = TcpTemplate(address.version, TcpFlags.SYN, ttl=ttl)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        reservations = PortReservations()
-        fixed_port = (
-            None if source_port is None else reservations.reserve(address.version, source_port)
-        )
+        ports = engine.ports
+        fixed_port = None if source_port is None else ports.reserve(source_port)
         drops_before = engine.take_kernel_drops()
         dst, src = address.packed, source.packed
         waiting: set[Flight] = set()  # launched, no outcome yet
         settled: deque[tuple[float, Flight]] = deque()  # outcome known, still routed
+        port_returned: set[Flight] = set()  # settled with an answer: port already given back
         results: list[SynProbeResult] = []
         invalid = 0
         progress = asyncio.Event()
+        # What on_probe raised: the run ends (nothing more is sent, probes still waiting are
+        # interrupted, every flight is retired and its port released), then it is re-raised.
+        callback_errors: list[Exception] = []
+        run_scope = contextlib.ExitStack()
 
         def finished(flight: Flight) -> None:
             waiting.discard(flight)
             settled.append((loop.time(), flight))
             progress.set()
-            if on_probe is not None:
-                on_probe(_syn_probe(flight).result())
+            result = _syn_probe(flight).result()
+            if fixed_port is None and result.reason in PORT_FREE_AT_OUTCOME:
+                # An answer has already made the local kernel reset the peer's request (or
+                # there was none), so the port is as good as new for the next probe, which
+                # the free list gives it only after every other port of the block. A probe
+                # without an answer keeps its port until retired: a slow peer may still hold
+                # its request. Flights sharing a 4-tuple are told apart by their ISNs.
+                port_returned.add(flight)
+                ports.release(flight.key[2])
+            if on_probe is not None and not callback_errors:
+                try:
+                    on_probe(result)
+                except Exception as exc:  # the user's; never into the engine's reader
+                    callback_errors.append(exc)
 
         def retire(flight: Flight) -> None:
             # Taken afresh: duplicates and late answers may have come since it was reported.
@@ -237,42 +262,57 @@ class Prober:
             invalid += flight.invalid
             if flight.reported:
                 results.append(_syn_probe(flight).result())
-            if fixed_port is None:
-                reservations.release(flight.key[2])
+            if fixed_port is None and flight not in port_returned:
+                ports.release(flight.key[2])
+            port_returned.discard(flight)
 
         def retire_settled(now: float) -> None:
             # A settled probe stays routed for one more timeout, so a late or duplicate answer
-            # is counted against it; then its port is freed (long runs hold few sockets).
+            # is counted against it.
             while settled and settled[0][0] + timeout <= now:
                 retire(settled.popleft()[1])
 
+        def launch(number: int) -> None:
+            sport = fixed_port or ports.acquire(share=True)
+            probe = SynProbe(
+                number=number,
+                template=template,
+                src=src,
+                dst=dst,
+                sport=sport,
+                dport=port,
+                isn=self._isn_key.isn(src, dst, sport, port, number),
+                timeout=timeout,
+                tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
+            )
+            key = (dst, port, sport)
+            flight = engine.launch(probe, address.version, str(address), key, finished)
+            if not flight.reported:
+                waiting.add(flight)
+
+        # One waiter on `stop` for the whole run: pacing between probes is a timer entry,
+        # never a task per probe.
+        stopped = asyncio.ensure_future(stop.wait())
+        run_scope.callback(stopped.cancel)
         try:
+            run_scope.enter_context(fewer_full_collections())
             start = loop.time()
             number = 0
-            while (count == 0 or number < count) and not stop.is_set():
-                number += 1
-                sport = fixed_port or reservations.reserve(address.version)
-                probe = SynProbe(
-                    number=number,
-                    template=template,
-                    src=src,
-                    dst=dst,
-                    sport=sport,
-                    dport=port,
-                    isn=self._isn_key.isn(src, dst, sport, port, number),
-                    timeout=timeout,
-                    tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
-                )
-                flight = engine.launch(
-                    probe, address.version, str(address), (dst, port, sport), finished
-                )
-                if not flight.reported:
-                    waiting.add(flight)
-                if count and number >= count:
+            while (count == 0 or number < count) and not stop.is_set() and not callback_errors:
+                # Every probe already due goes out now, up to a batch (all of them at -i 0);
+                # then the loop runs once, so the reader and the timer run between batches.
+                for _ in range(SEND_BATCH):
+                    number += 1
+                    launch(number)
+                    if callback_errors or (count and number >= count):
+                        break
+                    if start + number * interval > loop.time():
+                        break
+                if callback_errors or (count and number >= count):
                     break
-                await _wait(stop, start + number * interval - loop.time())
+                await _pause(stopped, start + number * interval - loop.time())
                 retire_settled(loop.time())
-            while waiting and not stop.is_set():
+            while waiting and not stop.is_set() and not callback_errors:
                 progress.clear()
                 await _wait_either(progress, stop)
             for flight in list(waiting):
@@ -281,7 +321,14 @@ class Prober:
         finally:
             for flight in [*waiting, *(f for _, f in settled)]:
                 retire(flight)
-            reservations.release_all()
+            # No cycle through on_done outlives the run (flights -> finished -> these sets).
+            waiting.clear()
+            settled.clear()
+            if fixed_port is not None:
+                ports.release(fixed_port)
+            run_scope.close()
+        if callback_errors:
+            raise callback_errors[0]
         results.sort(key=lambda r: r.probe)
         return summarize(
             host,
@@ -291,7 +338,6 @@ class Prober:
             invalid=invalid,
             kernel_drops=engine.take_kernel_drops() - drops_before,
         )
-
 
     async def _prepare(self, host: str, version: int | None) -> tuple[Address, Address]:
         """Resolve once, pick the source address, and fail early without raw sockets."""
@@ -525,6 +571,13 @@ class Prober:
 
 
 SETTLE_SECONDS = 0.05
+# Outcomes after which a SYN probe's source port can serve the next probe at once.
+PORT_FREE_AT_OUTCOME = frozenset(
+    {Reason.SYN_ACK, Reason.RST, Reason.ICMP_UNREACHABLE, Reason.ICMP_TIME_EXCEEDED,
+     Reason.SEND_FAILED}
+)
+# SYNs sent back to back before the loop runs once (when they are due at once, as at -i 0).
+SEND_BATCH = 64
 
 
 def _syn_probe(flight: Flight) -> SynProbe:
@@ -533,13 +586,12 @@ def _syn_probe(flight: Flight) -> SynProbe:
     return probe
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` unless ``stop`` is set first; always yields to the loop once."""
-    if seconds <= 0:
+async def _pause(stopped: asyncio.Task[Any], seconds: float) -> None:
+    """Sleep ``seconds`` unless ``stopped`` completes first; always yields to the loop once."""
+    if seconds <= 0 or stopped.done():
         await asyncio.sleep(0)
         return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+    await asyncio.wait((stopped,), timeout=seconds)
 
 
 async def _wait_either(first: asyncio.Event, second: asyncio.Event) -> None:

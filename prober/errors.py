@@ -21,3 +21,7 @@ class SourcePortInUse(UsageError):
 
 class RawSocketsNotPermitted(ProberError):
     """The process may not open raw or packet sockets (needs root or CAP_NET_RAW)."""
+
+
+class PortsExhausted(ProberError):
+    """No source port can be reserved (the ephemeral range or the open-files limit ran out)."""

@@ -6,6 +6,7 @@ objects are made only where a human or JSON needs them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum, IntFlag
@@ -27,10 +28,7 @@ class TcpFlags(IntFlag):
 
     def compact(self) -> str:
         """Flags as tcpdump letters, e.g. ``S.`` for SYN/ACK, ``R`` for RST, ``F.`` for FIN/ACK."""
-        letters = "".join(letter for flag, letter in _FLAG_LETTERS if self & flag)
-        if self & TcpFlags.ACK:
-            letters += "."
-        return letters or "none"
+        return _compact(int(self))
 
 
 _FLAG_LETTERS = (
@@ -42,6 +40,16 @@ _FLAG_LETTERS = (
     (TcpFlags.ECE, "E"),
     (TcpFlags.CWR, "W"),
 )
+
+
+@functools.cache
+def _compact(value: int) -> str:
+    # Cached: 256 values at most, and enum arithmetic costs ~2 µs per flag (every reply's
+    # flags are rendered once per result).
+    letters = "".join(letter for flag, letter in _FLAG_LETTERS if value & flag)
+    if value & TcpFlags.ACK:
+        letters += "."
+    return letters or "none"
 
 
 class MalformedPacket(ValueError):

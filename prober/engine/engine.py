@@ -9,18 +9,21 @@ Under uvloop a raw socket cannot go through create_datagram_endpoint and sock_re
 implemented, so the capture socket is registered with ``loop.add_reader`` and drained until
 EAGAIN. The send sockets are never registered: their error queues fill with TX timestamps
 and uvloop silently stops calling the reader of a socket in POLLERR. They are drained by hand
-after each send batch, on every capture wake-up and on every timer tick.
+after each send batch, on every capture wake-up and on every timer tick, and each stamp is
+paired with its send as txstamps.py explains (per-send ids on 6.13+, the socket's counter
+before).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import heapq
 import itertools
 import socket
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +32,8 @@ from prober.core.timing import Stamp
 from prober.core.wire import MalformedPacket, Packet
 from prober.engine import sockets
 from prober.engine.firewall import Conversation, RstSuppression
+from prober.engine.ports import PortPool, raise_fd_limit
+from prober.engine.txstamps import TxStampId, TxStampPairing, forced_method
 
 # Frames read per wake-up before yielding to the loop, so one busy socket cannot starve it.
 READ_BATCH = 512
@@ -66,6 +71,7 @@ class Flight:
     reported: bool = False
     closed: bool = False
     invalid: int = 0  # packets routed to this flight that no probe on its 4-tuple accepted
+    stamps_pending: int = 0  # sends of this flight whose TX stamp has not come (or expired)
 
 
 @dataclass(slots=True)
@@ -76,7 +82,8 @@ class EngineStats:
     invalid: int = 0
     kernel_drops: int = 0
     tx_stamps: int = 0
-    tx_stamps_unmatched: int = 0
+    tx_stamps_unmatched: int = 0  # stamps paired with no send, or refused (see txstamps.py)
+    tx_stamps_expired: int = 0  # sends whose stamp never came
 
 
 @dataclass(slots=True)
@@ -87,10 +94,12 @@ class _Timer:
 
 
 class Engine:
-    """Raw sockets, kernel timestamps, one timer and reply dispatch for one event loop.
+    """Raw sockets, kernel timestamps, one timer, source ports and reply dispatch for one
+    event loop.
 
     Use ``Engine.acquire()``/``release()`` (Prober does): the first user opens the sockets,
-    the last one closes them.
+    the last one closes them. Launching and retiring a probe costs O(1): the capture filter
+    passes the engine's port block (ports.py) and changes only when the block grows.
     """
 
     _per_loop: dict[asyncio.AbstractEventLoop, Engine] = {}  # noqa: RUF012
@@ -100,22 +109,27 @@ class Engine:
         self._users = 0
         self._capture: socket.socket | None = None
         self._send: dict[int, socket.socket] = {}
-        self._send_ids = itertools.count(1)
-        self._kernel_ids_supported: dict[int, bool] = {}
-        self._tx_pending: dict[int, tuple[Flight, int]] = {}
+        self._tx: dict[int, TxStampPairing[Flight]] = {}  # per IP version, like the sockets
+        self._forced_method = forced_method()
+        self._drain_scheduled = False
         self._routes: dict[RouteKey, list[Flight]] = {}
         # By local port, to count strays (wrong source or remote port) against their probe.
         self._by_local_port: dict[int, list[Flight]] = {}
-        self._local_ports: Counter[int] = Counter()
-        self._filter_range: tuple[int, int] = (1, 0)
+        self.ports = PortPool()
+        self._filter_generation = -1
         self._timer = _Timer()
         self._firewall: RstSuppression | None = None
         self._tiebreak = itertools.count()
-        self.stats = EngineStats()
+        self._stats = EngineStats()
 
     # -- lifetime -------------------------------------------------------------------------
     @classmethod
     def acquire(cls) -> Engine:
+        """The running loop's engine, opened on first use.
+
+        Raises:
+            RawSocketsNotPermitted; InvalidTxStampId (PROBER_TX_STAMP_ID has a bad value).
+        """
         loop = asyncio.get_running_loop()
         engine = cls._per_loop.get(loop)
         if engine is None:
@@ -125,6 +139,14 @@ class Engine:
         engine._users += 1
         return engine
 
+    @classmethod
+    def running(cls) -> Engine:
+        """The running loop's engine, which a user (a Prober) has opened."""
+        engine = cls._per_loop.get(asyncio.get_running_loop())
+        if engine is None:
+            raise RuntimeError("no engine on this loop: use Prober inside 'async with'")
+        return engine
+
     def release(self) -> None:
         self._users -= 1
         if self._users <= 0:
@@ -132,6 +154,7 @@ class Engine:
             self._per_loop.pop(self._loop, None)
 
     def _open(self) -> None:
+        raise_fd_limit()
         self._capture = sockets.open_capture_socket()
         self._loop.add_reader(self._capture.fileno(), self._on_readable)
 
@@ -146,17 +169,37 @@ class Engine:
         for sock in self._send.values():
             sock.close()
         self._send.clear()
+        self._tx.clear()
+        self.ports.close()
         if self._firewall is not None:
             self._firewall.close()
             self._firewall = None
 
     def send_socket(self, version: int) -> socket.socket:
-        """The raw send socket for an IP version, opened on first use."""
+        """The raw send socket for an IP version, opened on first use; the kernel is asked
+        then, once, how it numbers TX stamps (unless PROBER_TX_STAMP_ID says)."""
         sock = self._send.get(version)
         if sock is None:
             sock = sockets.open_send_socket(version)
+            method = self._forced_method
+            if method is None:
+                method = (
+                    TxStampId.PER_SEND
+                    if sockets.per_send_ids_supported(sock, version)
+                    else TxStampId.PER_SOCKET
+                )
             self._send[version] = sock
+            self._tx[version] = TxStampPairing(method)
         return sock
+
+    def tx_stamp_method(self, version: int) -> TxStampId:
+        """How TX stamps are paired with sends on ``version``'s socket."""
+        self.send_socket(version)
+        return self._tx[version].method
+
+    def tx_stamps_waiting(self) -> int:
+        """Sends still waiting for their TX stamp (bounded: they expire)."""
+        return sum(len(pairing) for pairing in self._tx.values())
 
     # -- probes ---------------------------------------------------------------------------
     def launch(
@@ -170,17 +213,39 @@ class Engine:
         """Route replies for ``key`` to ``probe``, start it, and send what it asks for.
 
         The flight stays routed after the probe is done (so late and duplicate answers are
-        counted, not misread) until ``retire`` is called.
+        counted, not misread) until ``retire`` is called. ``key``'s local port should come
+        from ``ports`` (the capture filter passes those only).
         """
         flight = Flight(probe, version, destination, key, on_done)
-        self._routes.setdefault(key, []).append(flight)
-        self._by_local_port.setdefault(key[2], []).append(flight)
-        self._local_ports[key[2]] += 1
-        self._update_filter()
+        flights = self._routes.get(key)
+        if flights is None:
+            self._routes[key] = [flight]
+        else:
+            flights.append(flight)
+        on_port = self._by_local_port.get(key[2])
+        if on_port is None:
+            self._by_local_port[key[2]] = [flight]
+        else:
+            on_port.append(flight)
+        if self.ports.generation != self._filter_generation:
+            self._update_filter()
         probe.start(self._loop.time())
         self._service(flight)
-        self._drain_tx_stamps()
+        self._drain_soon()
         return flight
+
+    def _drain_soon(self) -> None:
+        # Once per loop iteration, not per launch: the stamps of a whole batch of sends are
+        # read with one EAGAIN at the end. A reply is never handled before its stamp is
+        # known: the reader and the timer drain first, and a probe done drains before it
+        # reports.
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain_scheduled_stamps)
+
+    def _drain_scheduled_stamps(self) -> None:
+        self._drain_scheduled = False
+        self._drain_tx_stamps()
 
     def retire(self, flight: Flight) -> None:
         """Stop routing replies to ``flight``."""
@@ -189,18 +254,14 @@ class Engine:
         flight.closed = True
         flights = self._routes.get(flight.key)
         if flights is not None:
-            flights.remove(flight)
+            flights.remove(flight)  # a short list: the flights sharing this 4-tuple
             if not flights:
                 del self._routes[flight.key]
         on_port = self._by_local_port.get(flight.key[2])
         if on_port is not None:
-            on_port.remove(flight)
+            on_port.remove(flight)  # short too: a port is shared only when all are held
             if not on_port:
                 del self._by_local_port[flight.key[2]]
-        self._local_ports[flight.key[2]] -= 1
-        if self._local_ports[flight.key[2]] <= 0:
-            del self._local_ports[flight.key[2]]
-        self._update_filter()
 
     def suppress_rsts(self, conversation: Conversation) -> None:
         """Drop the local kernel's RSTs on ``conversation`` (see firewall.py) until
@@ -222,8 +283,8 @@ class Engine:
     def take_kernel_drops(self) -> int:
         """Frames the kernel dropped from the capture queue so far (cumulative)."""
         if self._capture is not None:
-            self.stats.kernel_drops += sockets.kernel_drops(self._capture)
-        return self.stats.kernel_drops
+            self._stats.kernel_drops += sockets.kernel_drops(self._capture)
+        return self._stats.kernel_drops
 
     # -- internals: sending -----------------------------------------------------------------
     def _service(self, flight: Flight) -> None:
@@ -238,7 +299,8 @@ class Engine:
             self._arm_timer()
         if probe.done and not flight.reported:
             # The last segment's kernel TX stamp first, so the reported result has it.
-            self._drain_tx_stamps()
+            if flight.stamps_pending:
+                self._drain_tx_stamps()
             flight.reported = True
             if flight.on_done is not None:
                 flight.on_done(flight)
@@ -251,44 +313,45 @@ class Engine:
         except OSError as exc:
             flight.probe.send_failed(index, exc.strerror or str(exc))
             return
-        address = (flight.destination, 0)
-        send_id: int | None = None
-        if self._kernel_ids_supported.get(flight.version, True):
-            send_id = next(self._send_ids) & 0xFFFFFFFF
+        pairing = self._tx[flight.version]
+        send_id = pairing.next_id() if pairing.method is TxStampId.PER_SEND else None
         user_ns = time.time_ns()
         try:
-            sockets.send_with_id(sock, segment, address, send_id)
+            sockets.send_with_id(sock, segment, (flight.destination, 0), send_id)
         except OSError as exc:
-            if (
-                send_id is not None
-                and exc.errno == 22
-                and flight.version not in self._kernel_ids_supported
-            ):
-                # EINVAL on the first tagged send: this kernel predates SCM_TS_OPT_ID. Send
-                # untagged from now on; RTTs then use user-space time on both ends.
-                self._kernel_ids_supported[flight.version] = False
-                flight.segments_sent -= 1
-                self._send_segment(flight, segment)
-                return
+            pairing.failed(exc.errno or 0)
             flight.probe.send_failed(index, exc.strerror or str(exc))
             return
-        self._kernel_ids_supported.setdefault(flight.version, send_id is not None)
+        pairing.sent(flight, index, user_ns, self._loop.time())
+        flight.stamps_pending += 1
         flight.probe.sent(index, Stamp(user_ns))
-        if send_id is not None:
-            self._tx_pending[send_id] = (flight, index)
 
     def _drain_tx_stamps(self) -> None:
-        if not self._tx_pending:
-            return
-        for sock in self._send.values():
+        now = -1.0
+        for version, sock in self._send.items():
+            pairing = self._tx[version]
+            if not pairing:
+                continue
             for send_id, kernel_ns in sockets.read_tx_stamps(sock):
-                self.stats.tx_stamps += 1
-                pending = self._tx_pending.pop(send_id, None)
-                if pending is None:
-                    self.stats.tx_stamps_unmatched += 1
-                    continue
-                flight, index = pending
-                flight.probe.send_kernel_stamp(index, kernel_ns)
+                paired = pairing.stamped(send_id, kernel_ns)
+                if paired is not None:
+                    flight, index, usable = paired
+                    flight.stamps_pending -= 1
+                    if usable:
+                        flight.probe.send_kernel_stamp(index, kernel_ns)
+            if now < 0:
+                now = self._loop.time()
+            for flight in pairing.expire(now):
+                flight.stamps_pending -= 1
+
+    @property
+    def stats(self) -> EngineStats:
+        """The engine's counters so far; the TX-stamp ones summed over the send sockets."""
+        tx = [pairing.stats for pairing in self._tx.values()]
+        self._stats.tx_stamps = sum(t.stamps for t in tx)
+        self._stats.tx_stamps_unmatched = sum(t.unmatched + t.refused for t in tx)
+        self._stats.tx_stamps_expired = sum(t.expired for t in tx)
+        return self._stats
 
     # -- internals: receiving ---------------------------------------------------------------
     def _on_readable(self) -> None:
@@ -301,11 +364,11 @@ class Engine:
         user_ns = time.time_ns()
         routes = self._routes
         for data, kernel_ns in sockets.read_frames(capture, READ_BATCH):
-            self.stats.frames += 1
+            self._stats.frames += 1
             try:
                 packet = parse_packet(data)
             except MalformedPacket:
-                self.stats.malformed += 1
+                self._stats.malformed += 1
                 continue
             key = _route_key(packet)
             if key is None:
@@ -316,19 +379,21 @@ class Engine:
                 strays = self._by_local_port.get(key[2])
                 if strays:
                     _count_invalid(strays[0], packet)
-                    self.stats.invalid += 1
+                    self._stats.invalid += 1
                 else:
-                    self.stats.unrouted += 1
+                    self._stats.unrouted += 1
                 continue
             stamp = Stamp(user_ns, kernel_ns)
-            for flight in flights:
+            # Newest first: flights that share a 4-tuple (syn reuses ports when all are
+            # held) are told apart by their ISN, and the newest is the one being answered.
+            for flight in reversed(flights):
                 if flight.probe.receive(packet, now, stamp):
                     # At once, not after the batch: an ACK goes out before the next
                     # segment is even parsed, and the ladder keeps causal order.
                     self._service(flight)
                     break
             else:
-                self.stats.invalid += 1
+                self._stats.invalid += 1
                 _count_invalid(flights[0], packet)
 
     # -- internals: the one timer -----------------------------------------------------------
@@ -363,13 +428,37 @@ class Engine:
         self._arm_timer()
 
     def _update_filter(self) -> None:
-        if self._capture is None:
-            return
-        ports = self._local_ports
-        wanted = (min(ports), max(ports)) if ports else (1, 0)
-        if wanted != self._filter_range:
-            sockets.attach_filter(self._capture, sockets.capture_filter(*wanted))
-            self._filter_range = wanted
+        self._filter_generation = self.ports.generation
+        if self._capture is not None:
+            sockets.attach_filter(self._capture, sockets.capture_filter(self.ports.ranges()))
+
+
+# Full collections of the cyclic GC while runs are in progress: a run keeps every probe and
+# result until it ends, so each full collection walks all of them again (CPython starts one
+# after 10 younger ones once the long-lived set grew by a quarter). At 20,000 probes that was
+# 5 collections, 0.3 s, 15 µs per probe. While a run is active the oldest generation waits
+# for 100 younger collections instead; the threshold is restored when the last run ends.
+_FULL_COLLECTION_EVERY = 100
+_gc_holds = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def fewer_full_collections() -> Iterator[None]:
+    """Within this block (nestable, process-wide) full GC collections are rarer."""
+    global _gc_holds, _gc_saved
+    if _gc_holds == 0:
+        _gc_saved = gc.get_threshold()
+        young, middle, old = _gc_saved
+        gc.set_threshold(young, middle, max(old, _FULL_COLLECTION_EVERY))
+    _gc_holds += 1
+    try:
+        yield
+    finally:
+        _gc_holds -= 1
+        if _gc_holds == 0 and _gc_saved is not None:
+            gc.set_threshold(*_gc_saved)
+            _gc_saved = None
 
 
 def _count_invalid(flight: Flight, packet: Packet) -> None:

@@ -1,8 +1,8 @@
 """Raw send sockets, the capture socket, and the kernel interfaces around them.
 
-Sending: one raw socket per IP version (IPPROTO_RAW, so we write the IP header ourselves).
-Each send carries its own SO_TIMESTAMPING id (the SCM_TS_OPT_ID control message, Linux 6.13+)
-so a TX timestamp can never be paired with the wrong segment, whatever sends failed before it.
+Sending: one raw socket per IP version (IPPROTO_RAW, so we write the IP header ourselves),
+with software TX timestamps whose ids pair each stamp with its send (see txstamps.py for the
+two ways a kernel numbers them, and which kernels have which).
 
 Receiving: one AF_PACKET/SOCK_DGRAM socket on every interface, so frames arrive starting at
 the IP header, each with the kernel's receive timestamp (SO_TIMESTAMPNS). A classic BPF
@@ -17,7 +17,7 @@ import ctypes
 import errno
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prober.engine.firewall import PROBER_MARK
 from prober.errors import RawSocketsNotPermitted
@@ -47,7 +47,13 @@ TX_TIMESTAMP_FLAGS = (
     | SOF_TIMESTAMPING_OPT_TSONLY
 )
 
-CAPTURE_BUFFER_BYTES = 8 * 1024 * 1024
+# Answers queue here while Python is busy: at 20,000 answers/s a frame costs ~1 KiB of skb
+# truesize, so 32 MiB rides out a stall of over a second before the kernel drops (and counts,
+# PACKET_STATISTICS) anything. Memory is only used while frames wait.
+CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024
+# The send sockets' error queues hold TX stamps until they are drained; each is charged to
+# SO_RCVBUF (timestamping.rst, OPT_TSONLY), and one that does not fit is dropped.
+TX_STAMP_BUFFER_BYTES = 4 * 1024 * 1024
 SNAPLEN = 65535
 
 _TIMESPEC = struct.Struct("qq")
@@ -83,7 +89,16 @@ def open_send_socket(version: int) -> socket.socket:
     # Without TX timestamps, RTTs fall back to user-space time on both ends.
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_TIMESTAMP_FLAGS)
+    _set_receive_buffer(sock, TX_STAMP_BUFFER_BYTES)
     return sock
+
+
+def _set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """SO_RCVBUFFORCE (CAP_NET_ADMIN: past net.core.rmem_max), else as much as allowed."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def open_capture_socket() -> socket.socket:
@@ -96,7 +111,7 @@ def open_capture_socket() -> socket.socket:
     sock.setblocking(False)
     # Attach a filter that passes nothing before anything else, so no stray frame queued
     # between socket() and the first real filter is ever read.
-    attach_filter(sock, capture_filter(1, 0))
+    attach_filter(sock, capture_filter(()))
     _drain_unfiltered(sock)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     # Not a tap on outgoing packets at all (Linux 4.20+): every send skips this socket instead
@@ -104,10 +119,7 @@ def open_capture_socket() -> socket.socket:
     # The filter also drops outgoing frames, for kernels without this option.
     with contextlib.suppress(OSError):
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER_BYTES)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER_BYTES)
+    _set_receive_buffer(sock, CAPTURE_BUFFER_BYTES)
     return sock
 
 
@@ -126,6 +138,12 @@ _BPF_LD_H_ABS = 0x28
 _BPF_LD_B_ABS = 0x30
 _BPF_LDX_B_MSH = 0xB1
 _BPF_LD_H_IND = 0x48
+_BPF_LD_B_IND = 0x50
+_BPF_ALU_AND_K = 0x54
+_BPF_ALU_LSH_K = 0x64
+_BPF_ALU_ADD_K = 0x04
+_BPF_ALU_ADD_X = 0x0C
+_BPF_TAX = 0x07
 _BPF_JEQ_K = 0x15
 _BPF_JGE_K = 0x35
 _BPF_JGT_K = 0x25
@@ -145,38 +163,81 @@ _Insn = tuple[
 ]  # opcode, jump-if-true label, jump-if-false label, k
 
 
-def capture_filter(low_port: int, high_port: int) -> list[tuple[int, int, int, int]]:
-    """The kernel filter: incoming IPv4/IPv6 TCP to local ports in [low, high], and ICMP.
+PortRange = tuple[int, int]  # inclusive
+MAX_FILTER_RANGES = 64  # two instructions each; every jump stays within BPF's 255
 
-    Frames start at the IP header (SOCK_DGRAM). IPv4 non-first fragments are dropped (no
-    TCP header). IPv6 packets with extension headers are passed to user space, which walks
-    them; they are rare. An empty range (low > high) passes no TCP at all.
+
+def capture_filter(ranges: Sequence[PortRange]) -> list[tuple[int, int, int, int]]:
+    """The kernel filter: incoming IPv4/IPv6 TCP to local ports in ``ranges``, and ICMP and
+    ICMPv6 messages that quote a TCP header whose source port is in ``ranges``.
+
+    ``ranges`` are inclusive (low, high) pairs, sorted and disjoint (prober's reserved source
+    ports, see ports.py), at most MAX_FILTER_RANGES of them. Frames start at the IP header
+    (SOCK_DGRAM). IPv4 non-first fragments are dropped (no TCP header). IPv6 packets with
+    extension headers (outer or quoted) are passed to user space, which walks them; they are
+    rare. A load past the end of a frame ends the program with 0 (drop), so truncated
+    messages are dropped. No ranges: no TCP and no ICMP at all.
     """
+    if len(ranges) > MAX_FILTER_RANGES:
+        raise ValueError(f"{len(ranges)} port ranges: at most {MAX_FILTER_RANGES}")
+    # A = the destination port. Ranges ascend: above this range's high end, try the next
+    # range; else at or above its low end, accept; else it lies in a gap below: drop.
+    port_checks: list[str | _Insn] = []
+    for number, (low, high) in enumerate(ranges):
+        following = f"range_{number + 1}" if number + 1 < len(ranges) else "drop"
+        port_checks += [
+            f"range_{number}",
+            (_BPF_JGT_K, following, None, high),
+            (_BPF_JGE_K, "accept", "drop", low),
+        ]
+    if not ranges:
+        port_checks.append((_BPF_JA, "drop", None, 0))
     ad = _SKF_AD_OFF & 0xFFFFFFFF
+    quoted_v6_extensions = [
+        (_BPF_JEQ_K, "accept", None, header) for header in _IPV6_EXTENSION_HEADERS
+    ]
     # Labels are plain strings; instructions are (opcode, jt, jf, k) with jumps by label.
+    # Every path ends at port_check with A = our port: a TCP segment's destination port, or
+    # the source port of the TCP header an ICMP error quotes (ours, if it is about a probe).
     program: list[str | _Insn] = [
         (_BPF_LD_W_ABS, None, None, ad + _SKF_AD_PKTTYPE),
         (_BPF_JEQ_K, "drop", None, PACKET_OUTGOING),
         (_BPF_LD_W_ABS, None, None, ad + _SKF_AD_PROTOCOL),
         (_BPF_JEQ_K, None, "not_v4", ETH_P_IP),
-        (_BPF_LD_B_ABS, None, None, 9),  # IPv4 protocol
-        (_BPF_JEQ_K, "accept", None, socket.IPPROTO_ICMP),
-        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
         (_BPF_LD_H_ABS, None, None, 6),  # flags and fragment offset
-        (_BPF_JSET_K, "drop", None, 0x1FFF),
+        (_BPF_JSET_K, "drop", None, 0x1FFF),  # a later fragment: no transport header
         (_BPF_LDX_B_MSH, None, None, 0),  # X = IPv4 header length
+        (_BPF_LD_B_ABS, None, None, 9),  # IPv4 protocol
+        (_BPF_JEQ_K, "icmp4", None, socket.IPPROTO_ICMP),
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
         (_BPF_LD_H_IND, None, None, 2),  # TCP destination port
+        (_BPF_JA, "port_check", None, 0),
+        "icmp4",  # 8 bytes of ICMP header, then the quoted IPv4 header and TCP ports
+        (_BPF_LD_B_IND, None, None, 8 + 9),  # the quoted protocol
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
+        (_BPF_LD_B_IND, None, None, 8),  # the quoted version and header length
+        (_BPF_ALU_AND_K, None, None, 0x0F),
+        (_BPF_ALU_LSH_K, None, None, 2),
+        (_BPF_ALU_ADD_X, None, None, 0),
+        (_BPF_ALU_ADD_K, None, None, 8),
+        (_BPF_TAX, None, None, 0),  # X = where the quoted TCP header starts
+        (_BPF_LD_H_IND, None, None, 0),  # the quoted TCP source port
         (_BPF_JA, "port_check", None, 0),
         "not_v4",
         (_BPF_JEQ_K, None, "drop", ETH_P_IPV6),
         (_BPF_LD_B_ABS, None, None, 6),  # IPv6 next header
-        (_BPF_JEQ_K, "accept", None, socket.IPPROTO_ICMPV6),
+        (_BPF_JEQ_K, "icmp6", None, socket.IPPROTO_ICMPV6),
         *[(_BPF_JEQ_K, "accept", None, header) for header in _IPV6_EXTENSION_HEADERS],
         (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
         (_BPF_LD_H_ABS, None, None, 42),  # TCP destination port after a bare IPv6 header
+        (_BPF_JA, "port_check", None, 0),
+        "icmp6",  # 40 + 8 bytes, then the quoted IPv6 header (next header at +6), then TCP
+        (_BPF_LD_B_ABS, None, None, 40 + 8 + 6),
+        *quoted_v6_extensions,  # rare: user space walks them
+        (_BPF_JEQ_K, None, "drop", socket.IPPROTO_TCP),
+        (_BPF_LD_H_ABS, None, None, 40 + 8 + 40),  # the quoted TCP source port
         "port_check",
-        (_BPF_JGE_K, None, "drop", low_port),
-        (_BPF_JGT_K, "drop", "accept", high_port),
+        *port_checks,
         "accept",
         (_BPF_RET_K, None, None, SNAPLEN),
         "drop",
@@ -269,6 +330,39 @@ def send_with_id(
         sock.sendmsg(
             [packet], [(socket.SOL_SOCKET, SCM_TS_OPT_ID, _TS_ID.pack(send_id))], 0, address
         )
+
+
+MSG_PROBE = 0x10  # linux/socket.h: "do not send, only probe the path"
+_LOOPBACK = {4: "127.0.0.1", 6: "::1"}
+
+
+def per_send_ids_supported(sock: socket.socket, version: int) -> bool:
+    """Whether this kernel takes a TX timestamp id per send (SCM_TS_OPT_ID, Linux 6.13+).
+
+    Asked without sending anything: a sendmsg with MSG_PROBE returns before any packet is
+    built (raw_send_hdrinc, rawv6_send_hdrinc: ``if (flags & MSG_PROBE) goto out``) but only
+    after the control messages were parsed (raw_sendmsg, rawv6_sendmsg), and a kernel without
+    SCM_TS_OPT_ID rejects the unknown SOL_SOCKET message there with EINVAL
+    (__sock_cmsg_send in net/core/sock.c). Any other outcome (success, or a routing error
+    after the parse) means the message was understood. MSG_PROBE builds no skb, so it takes
+    no key from the socket's counter either.
+    """
+    header = bytes(20 if version == 4 else 40)  # the length checks come before MSG_PROBE
+    try:
+        sock.sendmsg(
+            [header],
+            [(socket.SOL_SOCKET, SCM_TS_OPT_ID, _TS_ID.pack(0))],
+            MSG_PROBE,
+            (_LOOPBACK[version], 0),
+        )
+    except OSError as exc:
+        return exc.errno != errno.EINVAL
+    return True
+
+
+def disable_tx_timestamps(sock: socket.socket) -> None:
+    """Ask for no TX timestamps on ``sock`` (as a device without software stamps gives)."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 0)
 
 
 def kernel_drops(sock: socket.socket) -> int:
