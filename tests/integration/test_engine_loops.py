@@ -24,7 +24,7 @@ from prober.core.wire import Packet
 from prober.engine import engine as engine_module
 from prober.engine.engine import Engine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kernel_clock]
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,

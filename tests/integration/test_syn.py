@@ -50,6 +50,7 @@ def run_cli(*args: str, timeout: float = 60) -> tuple[int, list[dict[str, Any]],
 
 
 @pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.kernel_clock
 def test_open_port_answers_syn_ack_with_linux_options(
     syn_topology: SynTopology, version: int
 ) -> None:
@@ -221,6 +222,7 @@ def test_ctrl_c_stops_and_still_prints_the_summary(syn_topology: SynTopology) ->
 
 
 @pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.kernel_clock
 def test_library_gives_typed_frozen_results(syn_topology: SynTopology, version: int) -> None:
     address = target(syn_topology, version)
     route_check(address)
@@ -252,6 +254,7 @@ def wire_times(pcap: Path, flags: str, port_field: str) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.kernel_clock
 def test_reported_times_match_tcpdump_on_the_wire(
     syn_topology: SynTopology, version: int, tmp_path: Path
 ) -> None:
