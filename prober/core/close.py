@@ -377,6 +377,11 @@ class CloseProbe:
         """Offer a packet routed to this probe's 4-tuple; True if it belongs to this probe."""
         if not self._started:
             return False
+        deadline = self.next_deadline()
+        if deadline is not None and now >= deadline:
+            # The deadline came first (the engine's timer had not run yet): act on it before
+            # the packet, as the timer would have, so no deadline is left behind ``now``.
+            self.handle_timer(now)
         tcp = packet.tcp
         if tcp is not None:
             if packet.src != self.dst or tcp.sport != self.dport or tcp.dport != self.sport:

@@ -552,7 +552,8 @@ class CookieCheckProbe(HandshakeConversation):
                 self.tolerance,
             )
         if verdict is CookieVerdict.COOKIES or self._answers == "syn2":
-            self._peer_state = TcpState.LISTEN  # a cookie: the peer keeps nothing
+            # A cookie: the peer kept no request (states.py: COOKIE_SHOWN).
+            self._peer_state = transition(self._peer_state, TcpEvent.COOKIE_SHOWN)
             note = "fresh answer (SYN cookie?)"
         elif self._answers == "syn1":
             note = "retransmission"
