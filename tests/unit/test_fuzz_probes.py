@@ -58,13 +58,12 @@ class ProbeMachine(RuleBasedStateMachine):
     """One probe of ``KIND``; rules are the engine's calls, invariants in the harness."""
 
     KIND = ProbeKind.SYN
-    SEND_FAILURES = True
 
     harness: Harness
 
     @initialize(version=st.sampled_from([4, 6]))
     def start(self, version: int) -> None:
-        self.harness = Harness(self.KIND, version, send_failures=self.SEND_FAILURES)
+        self.harness = Harness(self.KIND, version)
 
     @rule(seconds=st.sampled_from([0.001, 0.1, 0.5, 1.0, 1.5, 3.0, 7.0, 30.0]))
     def time_passes(self, seconds: float) -> None:
@@ -89,8 +88,7 @@ class ProbeMachine(RuleBasedStateMachine):
 
     @rule()
     def next_send_fails(self) -> None:
-        if self.SEND_FAILURES:
-            self.harness.fail_next = True
+        self.harness.fail_next = True
 
 
 class SynMachine(ProbeMachine):
@@ -107,12 +105,10 @@ class CookieCheckMachine(ProbeMachine):
 
 class CloseWeCloseMachine(ProbeMachine):
     KIND = ProbeKind.CLOSE_WE_CLOSE
-    SEND_FAILURES = False  # see test_close_failed_send_keeps_time_in_order
 
 
 class ClosePeerClosesMachine(ProbeMachine):
     KIND = ProbeKind.CLOSE_PEER_CLOSES
-    SEND_FAILURES = False
 
 
 TestSynProbe = SynMachine.TestCase
