@@ -15,24 +15,23 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prober.core.close import CloseMode, CloseProbe, CloseResult
 from prober.core.cookies import IsnKey
-from prober.core.halfopen import (
-    DEFAULT_MAX_WAIT,
-    CookieCheckProbe,
-    HalfOpenProbe,
-    HalfOpenResult,
-)
 from prober.core.packets import TcpTemplate
 from prober.core.syn import Reason, SynProbe, SynProbeResult, SynRun, summarize
+from prober.core.synack_schedules import DEFAULT_MAX_WAIT
 from prober.core.wire import TcpFlags
 from prober.engine.engine import DrivenProbe, Engine, Flight, fewer_full_collections
 from prober.engine.firewall import Conversation
 from prober.engine.ports import CONVERSATION_REST_S
 from prober.errors import ResolutionError, UsageError
 from prober.targets import check_host
+
+if TYPE_CHECKING:
+    # Imported where used (halfopen, close): `prober syn` need not pay for those probes.
+    from prober.core.close import CloseResult
+    from prober.core.halfopen import HalfOpenResult
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -381,6 +380,8 @@ class Prober:
             UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
             FirewallUnavailable (nftables missing).
         """
+        from prober.core.halfopen import CookieCheckProbe, HalfOpenProbe
+
         _check_range("port", port, 1, 65535)
         _check_range("max wait", max_wait, 0.001)
         _check_range("SYN timeout", syn_timeout, 0.001)
@@ -479,6 +480,8 @@ class Prober:
             UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
             FirewallUnavailable (nftables missing).
         """
+        from prober.core.close import CloseMode, CloseProbe
+
         _check_range("port", port, 1, 65535)
         _check_range("MSL", msl, 0)
         _check_range("max wait", max_wait, 0.001)

@@ -17,7 +17,7 @@ What one run does:
    ``handshake_timeout``. A SYN/ACK acking ISN+1 opens the connection; a RST acking ISN+1
    means the port is closed; an ICMP error of reachability (``IcmpError.decides_verdict``)
    quoting our 4-tuple and ISN ends it as filtered (or expired, for time exceeded); other
-   ICMP errors are counted; silence is no answer.
+   ICMP messages quoting it are notices; silence is no answer.
 2. The options of the SYN/ACK decide the rest (RFC 7323): timestamps on every segment we
    send iff the SYN/ACK carried them (TSecr is TS.Recent); window scaling iff it carried WS
    (we always offer 7); the peer's MSS, less the option bytes, bounds our data segments.
@@ -29,9 +29,10 @@ What one run does:
    ``close_receive``) and answered with a duplicate ACK, segments outside the window ACKed
    and dropped (RFC 9293 §3.10.7.4). A RST counts only when its sequence number is exactly
    RCV.NXT; one elsewhere in the window draws a challenge ACK (RFC 5961 §3.2), any other is
-   ignored. Such strays, and ICMP errors that may not decide a verdict, are counted in the
-   result (``Stray``), never a verdict; the ACKs they draw are rate-limited (RFC 5961 §7),
-   and the log records a bounded number of them (and of bulk data segments).
+   ignored. Such strays are counted in the result (``Stray``), and ICMP messages that may not
+   decide a verdict are kept as notices (``prober.core.strays``: the vocabulary every probe
+   kind shares); neither is ever a verdict. The ACKs strays draw are rate-limited (RFC 5961
+   §7), and the log records a bounded number of them (and of bulk data segments).
 5. Closing. Who sends the first FIN decides who holds TIME-WAIT (see ``prober.core.states``):
    - ``WE_CLOSE``: our FIN follows as soon as all our data is acknowledged. The peer may ACK
      it and send its FIN later (four-way), ACK it with its FIN (three-way), send its FIN
@@ -64,7 +65,6 @@ from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly,
 from prober.core.close_send import SendSpace
 from prober.core.close_timeline import (
     PEER_TIME_WAIT_CHECK,
-    STRAY_DESCRIPTIONS,
     CloseKind,
     CloseMode,
     CloseResult,
@@ -72,7 +72,6 @@ from prober.core.close_timeline import (
     FinRetransmissionsEnd,
     Handshake,
     Negotiated,
-    Stray,
     Timeline,
     TimeWaitDue,
     classify_peer_fin,
@@ -81,7 +80,14 @@ from prober.core.close_timeline import (
 from prober.core.packets import DEFAULT_MSS, TcpTemplate
 from prober.core.parse import parse_packet
 from prober.core.states import TcpEvent, TcpState, mirrored, transition
-from prober.core.syn import IcmpReply
+from prober.core.strays import (
+    STRAY_DESCRIPTIONS,
+    IcmpNotices,
+    IcmpReply,
+    Stray,
+    StrayCounts,
+    off_tuple_kind,
+)
 from prober.core.timing import Rtt, Stamp, rtt_between
 from prober.core.trace import Direction, SegmentLog
 from prober.core.wire import IcmpKind, Packet, TcpFlags, TcpSegment
@@ -266,8 +272,9 @@ class CloseProbe:
         self._strays_recorded = 0
         self._unrecorded = 0
         self._failed_sends = 0
-        self._invalid: dict[Stray, int] = {}
-        self._icmp_ignored: dict[str, int] = {}
+        self._invalid = StrayCounts()
+        self._notices = IcmpNotices()
+        self._icmp_ignored: dict[str, int] = {}  # icmp-after-answer by type and code
         self._answers_limited = 0
         self._answer_bucket_start = float("-inf")
         self._answers_in_bucket = 0
@@ -377,6 +384,11 @@ class CloseProbe:
         """Offer a packet routed to this probe's 4-tuple; True if it belongs to this probe."""
         if not self._started:
             return False
+        deadline = self.next_deadline()
+        if deadline is not None and now >= deadline:
+            # The deadline came first (the engine's timer had not run yet): act on it before
+            # the packet, as the timer would have, so no deadline is left behind ``now``.
+            self.handle_timer(now)
         tcp = packet.tcp
         if tcp is not None:
             if packet.src != self.dst or tcp.sport != self.dport or tcp.dport != self.sport:
@@ -395,6 +407,14 @@ class CloseProbe:
             self._result = None
             return True
         return self._receive_icmp(packet)
+
+    def count_invalid(self, packet: Packet) -> None:
+        """Count a packet the engine found no taker for: ``receive`` refuses only packets off
+        this probe's 4-tuple (from another address or port, ICMP quoting another 4-tuple)."""
+        kind = off_tuple_kind(packet, self.src, self.dst, self.sport, self.dport)
+        if kind is not None:
+            self._invalid.count(kind)
+            self._result = None
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline due at ``now``."""
@@ -752,7 +772,7 @@ class CloseProbe:
         return number
 
     def _stray(self, kind: Stray) -> None:
-        self._invalid[kind] = self._invalid.get(kind, 0) + 1
+        self._invalid.count(kind)
 
     def _receive_icmp(self, packet: Packet) -> bool:
         icmp = packet.icmp
@@ -773,9 +793,7 @@ class CloseProbe:
                 self._stray(Stray.ICMP_NOT_OURS)
                 return True
             if icmp.decides_verdict:
-                self._icmp = IcmpReply(
-                    packet.version, icmp.type, icmp.code, _address(packet.src), packet.ttl
-                )
+                self._icmp = IcmpReply.of(packet)
                 self._handshake = (
                     Handshake.EXPIRED
                     if icmp.kind is IcmpKind.TIME_EXCEEDED
@@ -784,11 +802,14 @@ class CloseProbe:
                 self._close_kind = CloseKind.NOT_ESTABLISHED
                 self._finish()
                 return True
-        # Not an error of reachability (redirect, source quench, parameter problem, packet
-        # too big), or one on an open connection: RFC 5927 calls the latter soft errors.
-        # Either way it decides nothing; it is counted and shown.
-        opened = self.our_state is not _S.SYN_SENT or self._done
-        self._stray(Stray.ICMP_AFTER_ANSWER if opened else Stray.ICMP_NO_VERDICT)
+        if not icmp.decides_verdict:
+            # Not an error of reachability (redirect, source quench, parameter problem,
+            # packet too big): news about the path, kept as a notice, never a verdict.
+            self._notices.add(packet)
+            return True
+        # An error of reachability on the open connection (RFC 5927: a soft error): it
+        # decides nothing, and is counted as a stray with its type and code in the notes.
+        self._stray(Stray.ICMP_AFTER_ANSWER)
         key = f"ICMPv{packet.version} type {icmp.type} code {icmp.code}"
         self._icmp_ignored[key] = self._icmp_ignored.get(key, 0) + 1
         return True
@@ -811,8 +832,14 @@ class CloseProbe:
             self._close_kind = CloseKind.NOT_ESTABLISHED
             self._finish()
             return True
-        if not (flags & _F.SYN and acks_syn):
-            # An old or spoofed SYN/ACK, a bare SYN (simultaneous open): not for us.
+        if not (flags & _F.SYN and flags & _F.ACK):
+            # A bare SYN (simultaneous open), ACK, FIN or data: it answers no SYN of ours
+            # (RFC 9293 §3.10.7.3 drops it), named as syn and halfopen name it.
+            self._stray(Stray.OTHER_SEGMENT)
+            self._log_received(packet, stamp, "answers no SYN: ignored", stray=True)
+            return True
+        if not acks_syn:
+            # An old or spoofed SYN/ACK: not for us.
             self._stray(Stray.WRONG_ACK)
             self._log_received(packet, stamp, "does not ack our SYN: ignored", stray=True)
             return True
@@ -1141,8 +1168,7 @@ class CloseProbe:
         timings = self._timeline.timings(self.log, self._close_kind)
         notes = list(self._notes)
         notes += [
-            f"{key} ({count}x) ignored: not an error of reachability, or the connection "
-            "was already open (RFC 5927)"
+            f"{key} ({count}x) ignored: the connection was already open (RFC 5927)"
             for key, count in self._icmp_ignored.items()
         ]
         if self._failed_sends > STRAY_RECORDS:
@@ -1194,7 +1220,9 @@ class CloseProbe:
             notes=tuple(notes),
             segments=records,
             receive=stats,
-            invalid_by_kind=dict(self._invalid),
+            invalid_by_kind=self._invalid.by_kind(),
+            notices=self._notices.count,
+            icmp_notices=self._notices.kept(),
             answers_rate_limited=self._answers_limited,
             unrecorded_segments=self._unrecorded,
             failed_sends=self._failed_sends,

@@ -21,7 +21,7 @@ from typing import Any
 
 from prober.core.close_receive import ReceiveStats
 from prober.core.states import TcpState
-from prober.core.syn import IcmpReply
+from prober.core.strays import IcmpReply, Stray, notice_json, stray_json
 from prober.core.timing import Clock, Rtt
 from prober.core.trace import Ref, SegmentLog, SegmentRecord
 
@@ -74,37 +74,6 @@ class TimeWaitDue(StrEnum):
     US = "us"  # we closed first: we hold it (observed: ``time_wait_held_us``)
     PEER = "peer"  # the peer closed first: it is the peer's to hold
     BOTH = "both"  # the FINs crossed: each side passes CLOSING into TIME-WAIT
-
-
-class Stray(StrEnum):
-    """A packet on the probe's 4-tuple that is not part of the conversation: counted and
-    shown, never a verdict (RFC 5961 for the RSTs and SYNs; RFC 9293 §3.10.7 for the rest).
-
-    Kinds that halfopen's conversations also see carry the same names as its ``Stray``
-    (prober.core.halfopen), so the JSON speaks one vocabulary."""
-
-    WRONG_ACK = "wrong-ack"  # a SYN/ACK or RST not acking our SYN; an ACK of data never sent
-    RST_OUT_OF_WINDOW = "rst-out-of-window"  # ignored
-    RST_NOT_EXACT = "rst-not-exact"  # in the window, not RCV.NXT: a challenge ACK
-    SYN_ON_OPEN = "syn-on-open"  # a SYN on the open connection: a challenge ACK
-    NO_ACK_FLAG = "no-ack-flag"  # a segment without ACK after the handshake
-    OUT_OF_WINDOW = "out-of-window"  # data right of the receive window
-    ICMP_NOT_OURS = "icmp-not-ours"  # quotes another segment than our SYN
-    ICMP_NO_VERDICT = "icmp-no-verdict"  # quotes our SYN, but is not a reachability error
-    ICMP_AFTER_ANSWER = "icmp-after-answer"  # on the open connection (RFC 5927: soft errors)
-
-
-STRAY_DESCRIPTIONS: dict[Stray, str] = {
-    Stray.WRONG_ACK: "acknowledging something we never sent",
-    Stray.RST_OUT_OF_WINDOW: "RSTs outside the receive window (ignored)",
-    Stray.RST_NOT_EXACT: "RSTs in the window but not at RCV.NXT (challenge ACK, RFC 5961)",
-    Stray.SYN_ON_OPEN: "SYNs on the open connection (challenge ACK, RFC 5961)",
-    Stray.NO_ACK_FLAG: "segments without ACK after the handshake",
-    Stray.OUT_OF_WINDOW: "data segments beyond the receive window (dropped)",
-    Stray.ICMP_NOT_OURS: "ICMP errors quoting another segment",
-    Stray.ICMP_NO_VERDICT: "ICMP messages that decide nothing (not unreachable or time exceeded)",
-    Stray.ICMP_AFTER_ANSWER: "ICMP errors after the peer had answered",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +151,9 @@ class CloseResult:
     - ``receive``: ``ReceiveStats.to_dict()``: the window (the cap on buffered out-of-order
       bytes), the buffer's high-water mark, and what was dropped outside the window.
     - ``invalid``: how many packets were not part of the conversation; ``invalid_by_kind``:
-      ``{stray kind: count}`` (``Stray``; the ICMP types and codes are in ``notes``);
+      ``{stray kind: count}`` (``prober.core.strays.Stray``; the ICMP types and codes of
+      ``icmp-after-answer`` are in ``notes``); ``notices``: ICMP messages quoting the
+      conversation that are not errors of reachability, ``icmp_notices``: the first of them;
       ``answers_rate_limited``: challenge and out-of-window ACKs
       not sent (RFC 5961 §7); ``unrecorded_segments``: bulk data segments, their ACKs and
       strays beyond the log's limits (counted, not in ``segments``); ``failed_sends``.
@@ -232,6 +203,8 @@ class CloseResult:
     answers_rate_limited: int = 0
     unrecorded_segments: int = 0
     failed_sends: int = 0
+    notices: int = 0
+    icmp_notices: tuple[IcmpReply, ...] = ()
 
     @property
     def bytes_received(self) -> int:
@@ -288,8 +261,8 @@ class CloseResult:
             "error": self.error,
             "notes": list(self.notes),
             "receive": None if self.receive is None else self.receive.to_dict(),
-            "invalid": self.invalid,
-            "invalid_by_kind": {kind.value: count for kind, count in self.invalid_by_kind.items()},
+            **stray_json(self.invalid_by_kind),
+            **notice_json(self.notices, self.icmp_notices),
             "answers_rate_limited": self.answers_rate_limited,
             "unrecorded_segments": self.unrecorded_segments,
             "failed_sends": self.failed_sends,

@@ -29,7 +29,7 @@ weighed with the half-open watch's: ``prober.core.cookie_verdict``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Final
 
@@ -37,6 +37,7 @@ from prober.core.handshake_conversation import MASK as _MASK
 from prober.core.handshake_conversation import HandshakeConversation, bare_rst_template, tsval_at
 from prober.core.packets import TcpTemplate
 from prober.core.states import TcpEvent, TcpState, transition
+from prober.core.strays import IcmpReply, Stray, notice_json, stray_json
 from prober.core.syn import Reason, SynProbe
 from prober.core.timing import Stamp
 from prober.core.trace import SegmentRecord
@@ -188,7 +189,8 @@ class CookieEvidence:
     a kept request's clock predicts), tolerance, syn_ack2_answers ("syn1": SYN/ACK2 echoes
     SYN1's TSval/options, a retransmission; "syn2": a fresh answer to SYN2; None: cannot
     tell), seq1, seq2, reason (the first answer's ``Reason``), source_port, rst_sent, late,
-    segments (``SegmentRecord.to_dict`` each).
+    invalid and invalid_by_kind, notices and icmp_notices (as the half-open result's, for
+    this conversation), segments (``SegmentRecord.to_dict`` each).
     """
 
     verdict: CookieVerdict
@@ -210,6 +212,14 @@ class CookieEvidence:
     rst_sent: bool = False
     late: int = 0
     segments: tuple[SegmentRecord, ...] = ()
+    invalid_by_kind: dict[Stray, int] = field(default_factory=dict)
+    notices: int = 0
+    icmp_notices: tuple[IcmpReply, ...] = ()
+
+    @property
+    def invalid(self) -> int:
+        """Packets on the check's 4-tuple that proved nothing (see ``Stray``)."""
+        return sum(self.invalid_by_kind.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -232,6 +242,8 @@ class CookieEvidence:
             "source_port": self.source_port,
             "rst_sent": self.rst_sent,
             "late": self.late,
+            **stray_json(self.invalid_by_kind),
+            **notice_json(self.notices, self.icmp_notices),
             "segments": [s.to_dict() for s in self.segments],
         }
 
@@ -373,6 +385,8 @@ class CookieCheckProbe(HandshakeConversation):
         self._last_now = now
         if self._deadline is not None and now >= self._deadline:
             self.handle_timer(now)
+        if self._take_notice(packet):
+            return True
         if not self._validate(packet, now, stamp):
             return False
         tcp = packet.tcp
@@ -488,6 +502,9 @@ class CookieCheckProbe(HandshakeConversation):
             rst_sent=self._rst_sent,
             late=self._late,
             segments=self._records(),
+            invalid_by_kind=self.strays(),
+            notices=self._notices.count,
+            icmp_notices=self._notices.kept(),
         )
 
     # -- internals ----------------------------------------------------------------------
@@ -552,7 +569,8 @@ class CookieCheckProbe(HandshakeConversation):
                 self.tolerance,
             )
         if verdict is CookieVerdict.COOKIES or self._answers == "syn2":
-            self._peer_state = TcpState.LISTEN  # a cookie: the peer keeps nothing
+            # A cookie: the peer kept no request (states.py: COOKIE_SHOWN).
+            self._peer_state = transition(self._peer_state, TcpEvent.COOKIE_SHOWN)
             note = "fresh answer (SYN cookie?)"
         elif self._answers == "syn1":
             note = "retransmission"

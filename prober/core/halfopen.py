@@ -55,15 +55,11 @@ from prober.core.cookie_verdict import (
     combine_cookie_evidence,
     judge_cookies,
 )
-from prober.core.handshake_conversation import (
-    STRAY_DESCRIPTIONS,
-    HandshakeConversation,
-    Stray,
-    tsval_at,
-)
+from prober.core.handshake_conversation import HandshakeConversation, tsval_at
 from prober.core.packets import TcpTemplate
 from prober.core.states import TcpEvent, TcpState, transition
-from prober.core.syn import IcmpReply, PortState, Reason, SynProbe, TcpReply
+from prober.core.strays import STRAY_DESCRIPTIONS, IcmpReply, Stray, notice_json, stray_json
+from prober.core.syn import PortState, Reason, SynProbe, TcpReply
 from prober.core.synack_schedules import (
     DEFAULT_MAX_WAIT,
     KNOWN_STACKS,
@@ -166,7 +162,9 @@ class HalfOpenResult:
     conclusion was safe; None without a SYN/ACK), caveat (why it was not safe, or None),
     silence_needed_s (the silence after the last SYN/ACK the rule asks for; None without a
     SYN/ACK), invalid (packets that proved nothing) and invalid_by_kind (``Stray`` value:
-    count), rst_sent (our RST that frees the peer's request went out), leave_open,
+    count), notices and icmp_notices (ICMP messages quoting our segments that decide nothing,
+    and the first of them; ``prober.core.strays``), rst_sent (our RST that frees the peer's
+    request went out), leave_open,
     peer_state (the peer's inferred state at the end), late (valid answers after the end),
     cookies (``SynCookieVerdict.to_dict``), cookie_check (``CookieEvidence.to_dict`` or None),
     segments (``SegmentRecord.to_dict`` each), error (why a segment could not be sent).
@@ -192,7 +190,7 @@ class HalfOpenResult:
     peer_gave_up: CookieAnswer | None
     caveat: str | None
     silence_needed_s: float | None
-    invalid_by_kind: dict[str, int]
+    invalid_by_kind: dict[Stray, int]
     rst_sent: bool
     leave_open: bool
     peer_state: TcpState
@@ -201,6 +199,8 @@ class HalfOpenResult:
     cookie_check: CookieEvidence | None
     segments: tuple[SegmentRecord, ...]
     error: str | None = None
+    notices: int = 0
+    icmp_notices: tuple[IcmpReply, ...] = ()
 
     @property
     def invalid(self) -> int:
@@ -248,8 +248,8 @@ class HalfOpenResult:
             "silence_needed_s": (
                 None if self.silence_needed_s is None else round(self.silence_needed_s, 6)
             ),
-            "invalid": self.invalid,
-            "invalid_by_kind": dict(self.invalid_by_kind),
+            **stray_json(self.invalid_by_kind),
+            **notice_json(self.notices, self.icmp_notices),
             "rst_sent": self.rst_sent,
             "leave_open": self.leave_open,
             "peer_state": self.peer_state.value,
@@ -379,6 +379,8 @@ class HalfOpenProbe(HandshakeConversation):
         self._last_now = now
         if self._deadline is not None and now >= self._deadline:
             self.handle_timer(now)  # the deadline came first: this packet is late
+        if self._take_notice(packet):
+            return True
         if not self._validate(packet, now, stamp):
             return False
         tcp = packet.tcp
@@ -490,6 +492,8 @@ class HalfOpenProbe(HandshakeConversation):
             cookie_check=None,
             segments=records,
             error=self._error,
+            notices=self._notices.count,
+            icmp_notices=self._notices.kept(),
         ).with_cookie_check(None)  # the retransmission evidence alone
 
     def _gave_up(

@@ -5,26 +5,26 @@ ISN+1, an ICMP error quotes our 4-tuple and ISN), so the first answer is classif
 as ``prober syn`` classifies it; both keep a segment log for the ladder and the pcap, and
 both end with a RST (seq = ISN+1, in the request's window: ``tcp_check_req`` drops it).
 
-Hostile or stray input never becomes a verdict. Every packet on the conversation's 4-tuple
-that proves nothing is counted by its ``Stray`` kind (and the first ``MAX_LOGGED_STRAYS`` TCP
-ones are drawn in the ladder with a note): wrong ports, an ack that does not acknowledge our
-SYN, a RST that is not exactly at the peer's ISN + 1 (RFC 5961 §3: only that one resets), a
-segment that is neither SYN/ACK nor RST, an ICMP error quoting another segment, and ICMP
+Hostile or stray input never becomes a verdict (``prober.core.strays``: the kinds, notices
+and JSON every probe kind shares). Every packet on the conversation's 4-tuple that proves
+nothing is counted by its ``Stray`` kind (and the first ``MAX_LOGGED_STRAYS`` TCP ones are
+drawn in the ladder with a note): an ack that does not acknowledge our SYN, a RST that is not
+exactly at the peer's ISN + 1 (RFC 5961 §3: only that one resets), a segment that is neither
+SYN/ACK nor RST, an ICMP error quoting another segment, a reachability error after the peer
+answered; packets from another address or port are counted through ``count_invalid``. ICMP
 messages that quote ours but decide nothing (``IcmpError.decides_verdict``: only destination
-unreachable and time exceeded may end a probe, and only before the peer answered).
+unreachable and time exceeded may end a probe) are notices, kept apart from the strays.
 """
 
 from __future__ import annotations
 
 import functools
-from collections import Counter
-from collections.abc import Mapping
-from enum import StrEnum
 from typing import Final
 
 from prober.core.packets import TcpTemplate
 from prober.core.parse import parse_packet
 from prober.core.states import TcpEvent, TcpState, mirrored, transition
+from prober.core.strays import IcmpNotices, Stray, StrayCounts, off_tuple_kind
 from prober.core.syn import SynProbe
 from prober.core.timing import Stamp
 from prober.core.trace import SegmentLog, SegmentRecord
@@ -32,33 +32,6 @@ from prober.core.wire import Packet, QuotedHeader, TcpFlags, TcpSegment
 
 MASK: Final = 0xFFFFFFFF
 MAX_LOGGED_STRAYS: Final = 16  # stray TCP segments drawn in the ladder; the rest only counted
-
-
-class Stray(StrEnum):
-    """Why a packet on a conversation's 4-tuple proved nothing (counted and shown, no verdict)."""
-
-    WRONG_PORTS = "wrong-ports"
-    WRONG_ACK = "wrong-ack"  # a SYN/ACK or RST/ACK that does not acknowledge our SYN
-    OTHER_SEQ = "other-seq"  # a SYN/ACK with a seq other than the first: not a retransmission
-    STRAY_RST = "stray-rst"  # a RST not exactly at the peer's ISN + 1 (or before its SYN/ACK)
-    OTHER_SEGMENT = "other-segment"  # neither SYN/ACK nor RST: an ACK, data, a SYN
-    TOO_MANY = "too-many"  # SYN/ACKs beyond what any schedule sends (a replay flood)
-    ICMP_NOT_OURS = "icmp-not-ours"  # quotes another segment than ours
-    ICMP_NO_VERDICT = "icmp-no-verdict"  # quotes ours, but is not a reachability error
-    ICMP_AFTER_ANSWER = "icmp-after-answer"  # a reachability error after the peer answered
-
-
-STRAY_DESCRIPTIONS: Final[Mapping[Stray, str]] = {
-    Stray.WRONG_PORTS: "with wrong ports",
-    Stray.WRONG_ACK: "acknowledging something we never sent",
-    Stray.OTHER_SEQ: "SYN/ACKs with another sequence number than the first (not retransmissions)",
-    Stray.STRAY_RST: "RSTs not at the peer's ISN + 1",
-    Stray.OTHER_SEGMENT: "neither SYN/ACK nor RST",
-    Stray.TOO_MANY: "SYN/ACK copies beyond any retransmission schedule",
-    Stray.ICMP_NOT_OURS: "ICMP errors quoting another segment",
-    Stray.ICMP_NO_VERDICT: "ICMP messages that decide nothing (not unreachable or time exceeded)",
-    Stray.ICMP_AFTER_ANSWER: "ICMP errors after the peer had answered",
-}
 
 
 def tsval_at(now: float) -> int:
@@ -82,6 +55,7 @@ class HandshakeConversation:
         "_late",
         "_log",
         "_next_index",
+        "_notices",
         "_our_state",
         "_our_window",
         "_outbox",
@@ -127,7 +101,8 @@ class HandshakeConversation:
         self._our_window = 0
         self._late = 0
         self._last_now: float | None = None
-        self._strays: Counter[Stray] = Counter()
+        self._strays = StrayCounts()
+        self._notices = IcmpNotices()
         self._strays_logged = 0
 
     # -- engine callbacks shared by both probes ---------------------------------------------
@@ -198,33 +173,50 @@ class HandshakeConversation:
         self._entries += 1
         return self._entries - 1
 
+    def count_invalid(self, packet: Packet) -> None:
+        """Count a packet the engine found no taker for. One on this conversation's 4-tuple
+        was offered to ``receive``, which counted it; one from another address or port (or
+        ICMP quoting another 4-tuple) is counted here."""
+        kind = off_tuple_kind(packet, self.src, self.dst, self.sport, self.dport)
+        if kind is not None:
+            self._strays.count(kind)
+
+    def _take_notice(self, packet: Packet) -> bool:
+        """Keep an ICMP notice (a message quoting our SYN or RST that decides nothing)."""
+        icmp = packet.icmp
+        if icmp is None or icmp.decides_verdict or not self._quotes_us(icmp.quoted):
+            return False
+        self._notices.add(packet)
+        return True
+
     def _validate(self, packet: Packet, now: float, stamp: Stamp) -> bool:
         """Does ``packet`` belong to this conversation? SynProbe's rules (zmap's) for the
         answer to our SYN; after it, a RST only exactly at the peer's ISN + 1. Anything else
-        is counted as a ``Stray`` (and False returned, so the engine counts it too)."""
+        on the 4-tuple is counted as a ``Stray``, and False returned (the engine counts it
+        too, and leaves it to ``count_invalid``, which counts only what is off the 4-tuple).
+        Notices are taken before (``_take_notice``)."""
+        if off_tuple_kind(packet, self.src, self.dst, self.sport, self.dport) is not None:
+            return False  # counted by count_invalid
         icmp = packet.icmp
         if icmp is not None:
             if not self._quotes_us(icmp.quoted):
                 return self._stray(Stray.ICMP_NOT_OURS, packet, stamp)
-            if not icmp.decides_verdict:
-                return self._stray(Stray.ICMP_NO_VERDICT, packet, stamp)
             if self._log.peer_isn is not None:
                 return self._stray(Stray.ICMP_AFTER_ANSWER, packet, stamp)
             return self._syn.receive(packet, now, stamp)
         tcp = packet.tcp
         if tcp is None:
             return False
-        if packet.src != self.dst or tcp.sport != self.dport or tcp.dport != self.sport:
-            return self._stray(Stray.WRONG_PORTS, packet, stamp)
         flags = tcp.flags
         if flags & TcpFlags.RST:
             if flags & TcpFlags.ACK and tcp.ack not in (self.isn, (self.isn + 1) & MASK):
                 return self._stray(Stray.WRONG_ACK, packet, stamp)
             if self._log.peer_isn is None:
-                # The answer to our SYN (RST/ACK: closed), as SynProbe judges it.
+                # The answer to our SYN (RST/ACK: closed), as SynProbe judges it; a RST
+                # that SynProbe refuses (no ACK) proves no knowledge of our ISN, as in syn.
                 if self._syn.receive(packet, now, stamp):
                     return True
-                return self._stray(Stray.STRAY_RST, packet, stamp)
+                return self._stray(Stray.WRONG_ACK, packet, stamp)
             # After a SYN/ACK: the peer's request is at SND.NXT = its ISN + 1, and a RST
             # resets only with exactly that sequence number (RFC 5961 §3; RFC 9293 §3.10.7.4
             # would take the whole window, which lets a blind attacker end the watch).
@@ -256,15 +248,15 @@ class HandshakeConversation:
 
     def _stray(self, kind: Stray, packet: Packet, stamp: Stamp) -> bool:
         """Count a packet that proves nothing; draw the first few in the ladder. False."""
-        self._strays[kind] += 1
+        self._strays.count(kind)
         if packet.tcp is not None and self._strays_logged < MAX_LOGGED_STRAYS:
             self._strays_logged += 1
             self._log_received(packet, stamp, f"ignored: {kind.value}")
         return False
 
-    def strays(self) -> dict[str, int]:
+    def strays(self) -> dict[Stray, int]:
         """Packets that proved nothing so far, by ``Stray`` kind (only kinds seen)."""
-        return {kind.value: count for kind, count in sorted(self._strays.items())}
+        return self._strays.by_kind()
 
     def _late_answer(self, packet: Packet, stamp: Stamp) -> None:
         """A valid answer after the probe ended: count and log it; free a late request."""

@@ -14,6 +14,12 @@ The theory the close probes show on a real kernel:
   the 4-tuple is reused. The passive closer (CLOSE-WAIT → LAST-ACK) is CLOSED as soon as its
   FIN is acknowledged.
 - A RST ends the connection on either side, from any state.
+- A listener under SYN cookies (RFC 4987) answers a SYN without leaving LISTEN: it keeps no
+  request, and rebuilds the connection from the cookie if the final ACK comes. prober infers
+  SYN-RECEIVED from a SYN/ACK (what a kept request would be in) until something shows a
+  cookie (the cookie check's second SYN/ACK); then the peer's inferred state returns to
+  LISTEN (``COOKIE_SHOWN``). RFC 9293's Figure 5 has the same edge for a request that ends
+  while its listener stays: SYN-RECEIVED returns to LISTEN after a passive open.
 
 Transitions are data: ``TRANSITIONS[(state, event)]``. The same table serves our own side
 (driven by what we send and receive) and the peer's side, inferred by mirroring: what we
@@ -51,6 +57,8 @@ class TcpEvent(Enum):
     TIMEOUT_2MSL = "2MSL timeout"
     SEND_RST = "send RST"
     RECEIVE_RST = "receive RST"
+    # Not a segment: evidence that the peer answered with a SYN cookie, so it kept no request.
+    COOKIE_SHOWN = "SYN cookie shown"
 
 
 S, E = TcpState, TcpEvent
@@ -62,6 +70,7 @@ TRANSITIONS: dict[tuple[TcpState, TcpEvent], TcpState] = {
     (S.SYN_SENT, E.RECEIVE_SYN_ACK): S.ESTABLISHED,
     (S.SYN_SENT, E.RECEIVE_SYN): S.SYN_RECEIVED,  # simultaneous open
     (S.SYN_RECEIVED, E.RECEIVE_ACK_OF_SYN): S.ESTABLISHED,
+    (S.SYN_RECEIVED, E.COOKIE_SHOWN): S.LISTEN,  # it kept no request (see above)
     # Active close: we send the first FIN.
     (S.SYN_RECEIVED, E.SEND_FIN): S.FIN_WAIT_1,
     (S.ESTABLISHED, E.SEND_FIN): S.FIN_WAIT_1,

@@ -12,7 +12,8 @@ Which answers count (after zmap's validate.c):
   (redirect, source quench, parameter problem, packet too big) are not errors of reachability
   (``IcmpError.decides_verdict``): they are kept as notices and the probe goes on waiting.
 Anything else on the probe's port proves nothing: it is counted as invalid, by kind
-(``Stray``), and never decides or changes a verdict. The ISN is a keyed hash per probe, so a
+(``prober.core.strays``: the kinds, notices and JSON every probe kind shares), and never
+decides or changes a verdict. The ISN is a keyed hash per probe, so a
 late answer to an earlier probe is never credited to a later one, and an off-path forger has
 one chance in 2^31 per packet to hit an acceptable ack.
 """
@@ -23,14 +24,44 @@ import functools
 import ipaddress
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
 from prober.core.packets import TcpTemplate
+
+# Re-exported: IcmpReply and Stray are the syn result's vocabulary as much as any probe's.
+from prober.core.strays import (
+    IcmpNotices,
+    IcmpReply,
+    Stray,
+    StrayCounts,
+    added_up,
+    kinds_json,
+    notice_json,
+    off_tuple_kind,
+    stray_json,
+)
 from prober.core.timing import Clock, Rtt, Stamp, rtt_between
-from prober.core.wire import IcmpKind, Packet, TcpFlags, icmp_kind, icmp_name
+from prober.core.wire import IcmpKind, Packet, TcpFlags
+
+__all__ = [
+    "KEPT_PER_KIND",
+    "REASON_RANK",
+    "STATE_OF_REASON",
+    "IcmpReply",
+    "PortState",
+    "Reason",
+    "RttSummary",
+    "Stray",
+    "SynPhase",
+    "SynProbe",
+    "SynProbeResult",
+    "SynRun",
+    "TcpReply",
+    "summarize",
+]
 
 
 class PortState(StrEnum):
@@ -73,17 +104,6 @@ STATE_OF_REASON: dict[Reason, PortState] = {
 }
 
 
-class Stray(StrEnum):
-    """Why a packet on a probe's port proved nothing (each is counted, none is an answer)."""
-
-    WRONG_SOURCE = "wrong-source"  # TCP from an address that is not the target
-    WRONG_PORTS = "wrong-ports"  # TCP from another remote port
-    WRONG_ACK = "wrong-ack"  # SYN/ACK or RST whose ack proves no knowledge of our ISN
-    OTHER_SEGMENT = "other-segment"  # flags that answer no SYN: bare ACK, FIN, data, SYN
-    ICMP_NOT_OURS = "icmp-not-ours"  # ICMP quoting another 4-tuple or another ISN
-    CONFLICTING = "conflicting"  # a proven answer of another kind than the first one
-
-
 # A probe keeps this many packets of each kind for pcap output; a flood is counted, not kept.
 KEPT_PER_KIND = 16
 
@@ -95,11 +115,6 @@ _RST, _ACK, _SYN = int(TcpFlags.RST), int(TcpFlags.ACK), int(TcpFlags.SYN)
 def _address(packed: bytes) -> str:
     # Cached: a run renders the same few addresses into every result.
     return str(ipaddress.ip_address(packed))
-
-
-def stray_counts(counter: Counter[Stray]) -> tuple[tuple[Stray, int], ...]:
-    """Non-zero counts in the enum's order: what results carry and JSON shows."""
-    return tuple((kind, counter[kind]) for kind in Stray if counter[kind])
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,36 +154,6 @@ class TcpReply:
 
 
 @dataclass(frozen=True, slots=True)
-class IcmpReply:
-    """An ICMP error about the probe; ``source`` is whoever sent it (a router, or the target)."""
-
-    version: int
-    type: int
-    code: int
-    source: str
-    ttl: int
-
-    @property
-    def kind(self) -> IcmpKind:
-        return icmp_kind(self.version, self.type)
-
-    @property
-    def name(self) -> str:
-        return icmp_name(self.version, self.type)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "icmp_version": self.version,
-            "type": self.type,
-            "code": self.code,
-            "name": self.name,
-            "kind": self.kind.value,
-            "source": self.source,
-            "ttl": self.ttl,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class SynProbeResult:
     """The outcome of one SYN."""
 
@@ -190,7 +175,8 @@ class SynProbeResult:
     # ICMP errors quoting the SYN that are not errors of reachability, and their first few.
     notices: int = 0
     icmp_notices: tuple[IcmpReply, ...] = ()
-    invalid_kinds: tuple[tuple[Stray, int], ...] = ()  # packets on the probe's port, by kind
+    # Packets on the probe's port that proved nothing, by kind (non-zero, in Stray's order).
+    invalid_by_kind: Mapping[Stray, int] = field(default_factory=dict)
     # (time_ns, IP packet) of the SYN and of every valid answer, for pcap output.
     wire: tuple[tuple[int, bytes], ...] = field(default=(), repr=False, compare=False)
     # The clock of sent_ns/received_ns: the RTT's, or the send's own when nothing answered.
@@ -202,8 +188,8 @@ class SynProbeResult:
 
     @property
     def invalid(self) -> int:
-        """Packets to the probe's port that proved nothing (``invalid_kinds`` added up)."""
-        return sum(count for _, count in self.invalid_kinds)
+        """Packets to the probe's port that proved nothing (``invalid_by_kind`` added up)."""
+        return sum(self.invalid_by_kind.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -223,10 +209,8 @@ class SynProbeResult:
             "icmp": None if self.icmp is None else self.icmp.to_dict(),
             "duplicates": self.duplicates,
             "late": self.late,
-            "notices": self.notices,
-            "icmp_notices": [notice.to_dict() for notice in self.icmp_notices],
-            "invalid": self.invalid,
-            "invalid_kinds": {kind.value: count for kind, count in self.invalid_kinds},
+            **notice_json(self.notices, self.icmp_notices),
+            **stray_json(self.invalid_by_kind),
             "error": self.error,
         }
 
@@ -271,9 +255,8 @@ class SynProbe:
     _syn: bytes = b""
     _answers: list[tuple[Stamp, bytes]] = field(default_factory=list)
     _kept: Counter[str] = field(default_factory=Counter)  # packets kept in _answers, by kind
-    _notices: int = 0
-    _icmp_notices: list[IcmpReply] = field(default_factory=list)
-    _invalid: Counter[Stray] = field(default_factory=Counter)
+    _notices: IcmpNotices = field(default_factory=IcmpNotices)
+    _invalid: StrayCounts = field(default_factory=StrayCounts)
     _error: str | None = None
     _result: SynProbeResult | None = None
 
@@ -347,7 +330,7 @@ class SynProbe:
         """Count a packet on this probe's port that proved nothing (the engine calls this
         for packets that no probe on the 4-tuple took, and for strays to this local port).
         """
-        self._invalid[self._stray_kind(packet)] += 1
+        self._invalid.count(self._stray_kind(packet))
         self._result = None
 
     def handle_timer(self, now: float) -> None:
@@ -392,10 +375,7 @@ class SynProbe:
             self._answers.append((stamp, packet.raw))
 
     def _notice(self, packet: Packet, stamp: Stamp) -> None:
-        assert packet.icmp is not None
-        self._notices += 1
-        if len(self._icmp_notices) < KEPT_PER_KIND:
-            self._icmp_notices.append(_icmp_reply(packet))
+        self._notices.add(packet)
         self._keep("notice", stamp, packet)
 
     def _classify(self, packet: Packet) -> Reason | None:
@@ -435,13 +415,12 @@ class SynProbe:
         """Why ``receive`` refused a packet."""
         if self._reason is not None and self._classify(packet) is not None:
             return Stray.CONFLICTING
+        off_tuple = off_tuple_kind(packet, self.src, self.dst, self.sport, self.dport)
+        if off_tuple is not None:
+            return off_tuple
         tcp = packet.tcp
         if tcp is None:
-            return Stray.ICMP_NOT_OURS
-        if packet.src != self.dst:
-            return Stray.WRONG_SOURCE
-        if tcp.sport != self.dport or tcp.dport != self.sport:
-            return Stray.WRONG_PORTS
+            return Stray.ICMP_NOT_OURS  # quoting our 4-tuple, but not our SYN's ISN
         syn_ack = TcpFlags.SYN | TcpFlags.ACK
         if tcp.flags & TcpFlags.RST or tcp.flags & syn_ack == syn_ack:
             return Stray.WRONG_ACK
@@ -481,7 +460,7 @@ class SynProbe:
                 options=opts.order,
             )
         elif packet is not None and packet.icmp is not None:
-            icmp_reply = _icmp_reply(packet)
+            icmp_reply = IcmpReply.of(packet)
         return SynProbeResult(
             probe=self.number,
             target=_address(self.dst),
@@ -498,9 +477,9 @@ class SynProbe:
             duplicates=self._duplicates,
             late=self._late,
             error=self._error,
-            notices=self._notices,
-            icmp_notices=tuple(self._icmp_notices),
-            invalid_kinds=stray_counts(self._invalid),
+            notices=self._notices.count,
+            icmp_notices=self._notices.kept(),
+            invalid_by_kind=self._invalid.by_kind(),
             wire=self._wire(),
             clock=clock,
         )
@@ -510,12 +489,6 @@ class SynProbe:
             return ()
         answers = [(stamp.best_ns, raw) for stamp, raw in self._answers if raw]
         return ((self._sent.best_ns, self._syn), *answers)
-
-
-def _icmp_reply(packet: Packet) -> IcmpReply:
-    assert packet.icmp is not None
-    icmp = packet.icmp
-    return IcmpReply(packet.version, icmp.type, icmp.code, _address(packet.src), packet.ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,12 +560,9 @@ class SynRun:
         return sum(1 for p in self.probes if p.reason is Reason.NO_RESPONSE)
 
     @property
-    def invalid_kinds(self) -> tuple[tuple[Stray, int], ...]:
+    def invalid_by_kind(self) -> dict[Stray, int]:
         """The probes' invalid packets by kind (they add up to ``invalid``)."""
-        counter: Counter[Stray] = Counter()
-        for probe in self.probes:
-            counter.update(dict(probe.invalid_kinds))
-        return stray_counts(counter)
+        return added_up(probe.invalid_by_kind for probe in self.probes)
 
     @property
     def notices(self) -> int:
@@ -649,7 +619,7 @@ class SynRun:
             "unsent": self.unsent,
             "interrupted": self.interrupted,
             "invalid": self.invalid,
-            "invalid_kinds": {kind.value: count for kind, count in self.invalid_kinds},
+            "invalid_by_kind": kinds_json(self.invalid_by_kind),
             "duplicates": self.duplicates,
             "late": self.late,
             "notices": self.notices,

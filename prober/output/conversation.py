@@ -9,8 +9,9 @@ import sys
 
 from prober.core import close as close_probe
 from prober.core.close import CloseKind, CloseResult, Handshake
-from prober.core.halfopen import STRAY_DESCRIPTIONS, EndedBy, HalfOpenResult, Stray
+from prober.core.halfopen import EndedBy, HalfOpenResult
 from prober.output.ladder import ladder
+from prober.output.strays import invalid_lines, notice_lines
 
 
 def _endpoint(address: str, port: int) -> str:
@@ -47,7 +48,7 @@ def halfopen_report(result: HalfOpenResult) -> list[str]:
             "no-response": "no answer",
         }.get(result.reason.value, result.reason.value)
         lines.append(f"No SYN/ACK: {what} ({result.state.value}).")
-        return lines + _invalid_lines(result)
+        return lines + _decided_nothing(result)
     rtt = "" if result.rtt is None else f", {_ms(result.rtt.us)} after our SYN"
     count = result.retransmissions
     retransmitted = "no retransmission" if count == 0 else f"{count} retransmission(s):"
@@ -57,7 +58,7 @@ def halfopen_report(result: HalfOpenResult) -> list[str]:
         interval = "" if arrival.interval_us is None else f" (interval {_s(arrival.interval_us)})"
         lines.append(f"  #{arrival.number:<2} +{_s(arrival.since_first_us)}{interval}  {kind}")
     lines.append(_watch_ended(result) + ".")
-    lines += _invalid_lines(result)
+    lines += _decided_nothing(result)
     if result.rst_sent:
         lines.append("We sent a RST to free the peer's half-open request.")
     elif result.leave_open:
@@ -94,13 +95,16 @@ def _watch_ended(result: HalfOpenResult) -> str:
     return "No SYN/ACK"
 
 
-def _invalid_lines(result: HalfOpenResult) -> list[str]:
-    """The packets that proved nothing, by kind (never part of a verdict)."""
-    if not result.invalid:
-        return []
-    lines = [f"Ignored {result.invalid} packet(s) that prove nothing:"]
-    for kind, count in result.invalid_by_kind.items():
-        lines.append(f"  - {count} {STRAY_DESCRIPTIONS[Stray(kind)]}")
+def _decided_nothing(result: HalfOpenResult) -> list[str]:
+    """The packets that proved nothing, by kind, and the ICMP notices, of both
+    conversations (never part of a verdict)."""
+    lines = invalid_lines(result.invalid_by_kind)
+    lines += notice_lines(result.notices, result.icmp_notices)
+    check = result.cookie_check
+    if check is not None:
+        where = " on the cookie check's port"
+        lines += invalid_lines(check.invalid_by_kind, where)
+        lines += notice_lines(check.notices, check.icmp_notices, where)
     return lines
 
 
@@ -187,12 +191,8 @@ def close_anomalies(result: CloseResult) -> list[str]:
     """Lines for what was not part of the conversation: strays, ICMP that decided nothing,
     data dropped outside the window, segments not recorded, sends that failed."""
     lines: list[str] = []
-    if result.invalid:
-        lines.append(f"Ignored {result.invalid} packet(s) that prove nothing:")
-        lines += [
-            f"  - {count} {close_probe.STRAY_DESCRIPTIONS[kind]}"
-            for kind, count in result.invalid_by_kind.items()
-        ]
+    lines += invalid_lines(result.invalid_by_kind)
+    lines += notice_lines(result.notices, result.icmp_notices)
     if result.answers_rate_limited:
         lines.append(
             f"{result.answers_rate_limited} challenge or out-of-window ACK(s) not sent "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prober.core.syn import IcmpReply, Reason, Stray, SynProbeResult, SynRun
+from prober.core.syn import Reason, SynProbeResult, SynRun
+from prober.output.strays import icmp_text, invalid_lines, kinds_text, notice_lines
 
 
 def _endpoint(address: str, port: int) -> str:
@@ -31,10 +32,10 @@ def syn_probe_line(result: SynProbeResult) -> str:
     if result.late:
         extras += f" (+{result.late} late)"
     if result.invalid:
-        extras += f" (+{result.invalid} invalid: {_kinds(result.invalid_kinds)})"
+        extras += f" (+{result.invalid} invalid: {kinds_text(result.invalid_by_kind)})"
     if result.notices:
         plural = "s, the first" if result.notices > 1 else ":"
-        extras += f" (+{result.notices} ICMP notice{plural} {_notice(result.icmp_notices[0])})"
+        extras += f" (+{result.notices} ICMP notice{plural} {icmp_text(result.icmp_notices[0])})"
     if result.tcp is not None:
         tcp = result.tcp
         options = []
@@ -65,15 +66,6 @@ def syn_probe_line(result: SynProbeResult) -> str:
     return f"{head} no answer{extras}"
 
 
-def _kinds(counts: tuple[tuple[Stray, int], ...]) -> str:
-    return ", ".join(f"{count} {kind.value}" for kind, count in counts)
-
-
-def _notice(icmp: IcmpReply) -> str:
-    kind = "ICMPv6" if icmp.version == 6 else "ICMP"
-    return f"{kind} {icmp.name} type={icmp.type} code={icmp.code} from={icmp.source}"
-
-
 def syn_summary(run: SynRun) -> str:
     lines = [f"--- {_endpoint(run.target, run.port)} prober syn statistics ---"]
     loss = 100.0 * run.lost / run.sent if run.sent else 0.0
@@ -90,16 +82,8 @@ def syn_summary(run: SynRun) -> str:
         if value:
             counts += f", {value} {label}"
     lines.append(counts)
-    if run.invalid:
-        kinds = run.invalid_kinds
-        detail = f" ({_kinds(kinds)})" if kinds else ""
-        lines.append(f"invalid: {run.invalid} packets proved nothing and decided nothing{detail}")
-    notices = [n for p in run.probes for n in p.icmp_notices]
-    if notices:
-        lines.append(
-            f"ICMP notices: {run.notices} quoted a SYN but are not errors of reachability,"
-            f" so they decided nothing (first: {_notice(notices[0])})"
-        )
+    lines += invalid_lines(run.invalid_by_kind)
+    lines += notice_lines(run.notices, [n for p in run.probes for n in p.icmp_notices])
     reason = "" if run.reason is None else f" ({run.reason.value}"
     best = run.best
     if best is not None and best.icmp is not None:

@@ -218,7 +218,7 @@ def test_a_second_ctrl_c_quits_a_run_that_cannot_stop(silent_resolver: Path) -> 
 # --- what a one-probe command imports --------------------------------------------------------
 
 
-def test_syn_imports_neither_scapy_nor_the_lab(syn_topology: SynTopology) -> None:
+def test_syn_imports_no_scapy_lab_or_conversation_probe(syn_topology: SynTopology) -> None:
     """Start-up cost: `prober syn` builds its templates with struct (Scapy is the tests'
     oracle only) and leaves the lab alone (bench/startup measures the CPU)."""
     done = subprocess.run(
@@ -233,3 +233,9 @@ def test_syn_imports_neither_scapy_nor_the_lab(syn_topology: SynTopology) -> Non
     heavy = {name for name in imported
              if name.split(".")[0] == "scapy" or name.startswith(("prober.lab", "rich"))}
     assert not heavy
+    # The conversation probes are imported by the commands that run them (api.py imports
+    # them in halfopen() and close()), not by every command.
+    conversations = {name for name in imported if name.startswith(
+        ("prober.core.close", "prober.core.halfopen", "prober.core.cookie_check",
+         "prober.core.handshake_conversation", "prober.output.conversation"))}
+    assert not conversations

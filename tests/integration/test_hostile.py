@@ -238,7 +238,7 @@ def forged_run(
 
 def assert_forgeries_counted(records: list[dict[str, Any]], sent: Counter[str]) -> None:
     *probes, summary = records
-    kinds = summary["invalid_kinds"]
+    kinds = summary["invalid_by_kind"]
     # Every kind the forger sent while probes were waiting is counted as itself.
     assert set(kinds) == {WRONG_ACK, WRONG_SOURCE, WRONG_PORTS, OTHER_SEGMENT, ICMP_NOT_OURS}
     assert all(kinds[kind] <= sent[kind] for kind in kinds), (kinds, sent)

@@ -110,12 +110,6 @@ class InvariantBroken(AssertionError):
     """A probe broke one of the invariants above (the message says which)."""
 
 
-# Bugs the fuzzers found in files other helpers are rewriting: tolerated here so the search
-# goes on past them, and each kept as a strict xfail in test_fuzz_probes.py. Remove an entry
-# when its xfail passes.
-KNOWN_STATE_JUMPS: dict[ProbeKind, frozenset[tuple[str, TcpState, TcpState]]] = {}
-
-
 # -- probes ------------------------------------------------------------------------------------
 class ProbeKind(Enum):
     SYN = "syn"
@@ -124,16 +118,6 @@ class ProbeKind(Enum):
     CLOSE_WE_CLOSE = "close-we-close"
     CLOSE_PEER_CLOSES = "close-peer-closes"
 
-
-# The cookie check sets the peer back to LISTEN when SYN/ACK2 looks like a SYN cookie
-# (halfopen.py _second_syn_ack): the table has no edge from SYN-RECEIVED back to LISTEN.
-KNOWN_STATE_JUMPS[ProbeKind.COOKIE_CHECK] = frozenset(
-    {("peer", TcpState.SYN_RECEIVED, TcpState.LISTEN)}
-)
-
-# CloseProbe.receive does not act on a deadline that has passed (close.py): until the
-# engine's timer runs, its deadline lies behind ``now``. Tolerated by firing the timer first.
-KNOWN_DEADLINE_LAG = frozenset({ProbeKind.CLOSE_WE_CLOSE, ProbeKind.CLOSE_PEER_CLOSES})
 
 SRC = {4: bytes([198, 18, 0, 1]), 6: bytes.fromhex("20010002000000000000000000000001")}
 DST = {4: bytes([198, 18, 0, 18]), 6: bytes.fromhex("20010002000000000000000000010002")}
@@ -273,7 +257,6 @@ class Harness:
     peer_state: TcpState = PEER_START
     steps: int = 0
     send_failures: bool = True  # whether ``step`` makes sends fail
-    tolerate_known_bugs: bool = True  # KNOWN_STATE_JUMPS, KNOWN_DEADLINE_LAG
 
     def __post_init__(self) -> None:
         self.probe = make_probe(self.kind, self.version)
@@ -363,8 +346,6 @@ class Harness:
         elif action <= 4:
             packet = plausible_packet(chooser, self.version, len(REQUEST) + 1)
             timer_first = bool(chooser.integer(0, 1))
-            if self.tolerate_known_bugs and self.kind in KNOWN_DEADLINE_LAG:
-                timer_first = True
             self.deliver(packet, timer_first=timer_first)
         elif action <= 6:
             self.deliver(random_packet(chooser, self.version))
@@ -411,9 +392,6 @@ class Harness:
             raise InvariantBroken(f"{side} state {after!r} is no TcpState")
         if after not in REACHABLE[start]:
             raise InvariantBroken(f"{side} state {after} is unreachable from {start}")
-        known = KNOWN_STATE_JUMPS.get(self.kind, frozenset())
-        if self.tolerate_known_bugs and (side, before, after) in known:
-            return
         if after not in REACHABLE[before]:
             raise InvariantBroken(f"{side} state went {before} -> {after}: no path in the table")
 

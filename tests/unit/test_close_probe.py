@@ -1045,8 +1045,8 @@ def test_to_dict_schema() -> None:
         "peer_fin_retransmissions", "peer_fin_retransmissions_end", "time_wait_due",
         "time_wait_held_us", "time_wait_cut_short", "time_wait_skipped", "our_final_state",
         "peer_final_state", "bytes_sent", "bytes_acked", "bytes_received", "interrupted",
-        "error", "notes", "receive", "invalid", "invalid_by_kind", "answers_rate_limited",
-        "unrecorded_segments", "failed_sends", "segments",
+        "error", "notes", "receive", "invalid", "invalid_by_kind", "notices", "icmp_notices",
+        "answers_rate_limited", "unrecorded_segments", "failed_sends", "segments",
     ]
     assert d["type"] == "close" and d["mode"] == "we-close" and d["handshake"] == "open"
     assert d["negotiated"] == {

@@ -673,7 +673,8 @@ HALFOPEN_KEYS = {
     "type", "probe", "target", "port", "source", "source_port", "state", "reason", "rtt_us",
     "rtt_clock", "sent_ns", "tcp", "icmp", "syn_acks", "clock", "retransmissions",
     "ended_by", "ended_after_s", "last_syn_ack_after_us", "peer_gave_up", "caveat",
-    "silence_needed_s", "invalid", "invalid_by_kind", "rst_sent", "leave_open",
+    "silence_needed_s", "invalid", "invalid_by_kind", "notices", "icmp_notices", "rst_sent",
+    "leave_open",
     "peer_state", "late", "cookies", "cookie_check", "segments", "error",
 }
 ARRIVAL_KEYS = {
@@ -684,6 +685,7 @@ EVIDENCE_KEYS = {
     "type", "verdict", "explanation", "tsval1", "tsval2", "encoding1", "encoding2",
     "expected_mod64", "observed_mod64", "elapsed_ms", "elapsed_mod64", "tolerance",
     "syn_ack2_answers", "seq1", "seq2", "reason", "source_port", "rst_sent", "late", "segments",
+    "invalid", "invalid_by_kind", "notices", "icmp_notices",
 }
 
 
@@ -1036,7 +1038,7 @@ def test_icmp_that_decides_nothing_is_counted_and_does_not_end_the_probe() -> No
     probe = started(halfopen())
     redirect = icmp_quoting(probe, 5, 1)
     assert redirect.icmp is not None and not redirect.icmp.decides_verdict
-    assert not probe.receive(redirect, 100.001, Stamp(1)) and not probe.done
+    assert probe.receive(redirect, 100.001, Stamp(1)) and not probe.done  # a notice
     not_ours = icmp_quoting(probe, 3, 1, seq=probe.isn + 5)
     assert not probe.receive(not_ours, 100.002, Stamp(2)) and not probe.done
     syn_ack = peer_segment(probe, SYN_ACK, PEER_ISN, probe.isn + 1, 5)
@@ -1047,12 +1049,11 @@ def test_icmp_that_decides_nothing_is_counted_and_does_not_end_the_probe() -> No
     probe.interrupt(100.5)
     result = probe.result()
     assert (result.state, result.reason) == (PortState.OPEN, Reason.SYN_ACK)
-    assert result.invalid_by_kind == {
-        "icmp-after-answer": 1, "icmp-no-verdict": 1, "icmp-not-ours": 1,
-    }
+    assert result.invalid_by_kind == {"icmp-after-answer": 1, "icmp-not-ours": 1}
+    assert result.notices == 1 and result.icmp_notices[0].name == "redirect"
     report = "\n".join(conversation.halfopen_report(result))
-    assert "Ignored 3 packet(s) that prove nothing:" in report
-    assert "1 ICMP messages that decide nothing" in report
+    assert "Ignored 2 packet(s) that prove nothing:" in report
+    assert "ICMP notices: 1 quoted" in report
 
 
 def test_a_redirect_alone_is_silence_not_filtered_by_icmp() -> None:
@@ -1060,7 +1061,7 @@ def test_a_redirect_alone_is_silence_not_filtered_by_icmp() -> None:
     Sim(Peer(icmp=True, icmp_type=5)).launch(probe).run()
     result = probe.result()
     assert (result.state, result.reason) == (PortState.FILTERED, Reason.NO_RESPONSE)
-    assert result.invalid_by_kind == {"icmp-no-verdict": 1} and result.icmp is None
+    assert result.notices == 1 and result.icmp is None and result.invalid_by_kind == {}
 
 
 def test_a_syn_ack_flood_with_other_seqs_is_counted_not_kept() -> None:

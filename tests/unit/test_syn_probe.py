@@ -282,7 +282,7 @@ def test_icmp_that_is_no_error_of_reachability_is_a_notice_not_a_verdict(
     probe.handle_timer(101.0)
     result = probe.result()
     assert (result.state, result.reason) == (PortState.FILTERED, Reason.NO_RESPONSE)
-    assert result.notices == 1 and result.invalid_kinds == ()
+    assert result.notices == 1 and result.invalid_by_kind == {}
     [notice] = result.icmp_notices
     assert (notice.type, notice.code, notice.source) == (icmp_type, code, ROUTER4)
     assert notice.name == name
@@ -323,8 +323,8 @@ def test_syn_ack_with_a_wrong_ack_is_counted_and_the_real_answer_still_decides()
     assert not probe.done
     assert deliver(probe, reply(probe, "SA", probe.isn + 1))
     result = probe.result()
-    assert result.reason is Reason.SYN_ACK and result.invalid_kinds == ((Stray.WRONG_ACK, 4),)
-    assert result.to_dict()["invalid_kinds"] == {"wrong-ack": 4}
+    assert result.reason is Reason.SYN_ACK and result.invalid_by_kind == {Stray.WRONG_ACK: 4}
+    assert result.to_dict()["invalid_by_kind"] == {"wrong-ack": 4}
 
 
 def test_a_rst_storm_with_guessed_acks_never_closes_a_filtered_port() -> None:
@@ -335,7 +335,7 @@ def test_a_rst_storm_with_guessed_acks_never_closes_a_filtered_port() -> None:
     probe.handle_timer(1.0)
     result = probe.result()
     assert (result.state, result.reason) == (PortState.FILTERED, Reason.NO_RESPONSE)
-    assert result.invalid_kinds == ((Stray.WRONG_ACK, 500),)
+    assert result.invalid_by_kind == {Stray.WRONG_ACK: 500}
 
 
 def test_a_syn_ack_flood_from_a_host_probed_once_is_counted_and_not_kept() -> None:
@@ -347,7 +347,7 @@ def test_a_syn_ack_flood_from_a_host_probed_once_is_counted_and_not_kept() -> No
         deliver(probe, reply(probe, "SA", probe.isn + 2 + i))
     result = probe.result()
     assert result.reason is Reason.SYN_ACK and result.duplicates == 999
-    assert result.invalid_kinds == ((Stray.WRONG_ACK, 1000),)
+    assert result.invalid_by_kind == {Stray.WRONG_ACK: 1000}
     # The pcap keeps the SYN, the answer and a bounded sample of the flood.
     assert len(result.wire) == 1 + 1 + KEPT_PER_KIND
 
@@ -357,7 +357,7 @@ def test_a_proven_rst_after_the_syn_ack_conflicts_and_never_flips_open_to_closed
     deliver(probe, reply(probe, "SA", probe.isn + 1))
     assert not deliver(probe, reply(probe, "RA", probe.isn + 1))
     result = probe.result()
-    assert result.state is PortState.OPEN and result.invalid_kinds == ((Stray.CONFLICTING, 1),)
+    assert result.state is PortState.OPEN and result.invalid_by_kind == {Stray.CONFLICTING: 1}
 
 
 def test_stray_kinds_wrong_source_wrong_port_and_not_an_answer() -> None:
@@ -374,7 +374,7 @@ def test_stray_kinds_wrong_source_wrong_port_and_not_an_answer() -> None:
         assert not deliver(probe, bytes(packet))
     assert not probe.done
     probe.handle_timer(101.0)
-    assert dict(probe.result().invalid_kinds) == {
+    assert probe.result().invalid_by_kind == {
         Stray.WRONG_SOURCE: 1,
         Stray.WRONG_PORTS: 1,
         Stray.OTHER_SEGMENT: 3,
@@ -397,7 +397,7 @@ def test_icmp_quoting_another_probe_or_isn_is_counted_not_filtered(quote: dict[s
     probe.handle_timer(101.0)
     result = probe.result()
     assert result.reason is Reason.NO_RESPONSE
-    assert result.invalid_kinds == ((Stray.ICMP_NOT_OURS, 1),)
+    assert result.invalid_by_kind == {Stray.ICMP_NOT_OURS: 1}
 
 
 def test_run_summary_shows_invalid_by_kind_and_notices() -> None:
@@ -407,7 +407,7 @@ def test_run_summary_shows_invalid_by_kind_and_notices() -> None:
     deliver(probe, reply(probe, "SA", probe.isn + 1))
     run = summarize("t", DST4, DPORT, [probe.result()], invalid=1)
     summary = run.to_dict()
-    assert (summary["invalid"], summary["invalid_kinds"], summary["notices"]) == (
+    assert (summary["invalid"], summary["invalid_by_kind"], summary["notices"]) == (
         1,
         {"wrong-ack": 1},
         1,
