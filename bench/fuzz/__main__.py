@@ -3,7 +3,7 @@
 Run from the repository root (no root needed: nothing is sent):
 
     .venv/bin/pip install atheris          # once; not a dependency of prober
-    .venv/bin/python bench/fuzz [--inputs 1000000] [--only parse,syn] [--with-known-bugs]
+    .venv/bin/python bench/fuzz [--inputs 1000000] [--only parse,syn]
 
 Half the inputs go to the parser, the rest in equal shares to each probe state machine
 (tests/unit/fuzzing.py: the same harness and invariants as the Hypothesis tests in CI).
@@ -24,9 +24,6 @@ from pathlib import Path
 
 TARGET = Path(__file__).resolve().parent / "target.py"
 PROBES = ("syn", "halfopen", "cookie-check", "close-we-close", "close-peer-closes")
-# close.py's failed sends keep a zero stamp (an xfail in tests/unit/test_fuzz_probes.py):
-# with send failures on, the close targets stop at once on that known bug.
-KNOWN_BUGS = ("close-we-close+send-failures", "close-peer-closes+send-failures")
 
 
 @dataclass(frozen=True)
@@ -88,15 +85,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=1_000_000, help="inputs in all")
     parser.add_argument("--only", help="comma-separated targets: parse," + ",".join(PROBES))
-    parser.add_argument("--with-known-bugs", action="store_true",
-                        help="also fuzz close with failing sends: " + ", ".join(KNOWN_BUGS))
     parser.add_argument("--out", type=Path, help="output directory (default: a new temp dir)")
     args = parser.parse_args()
-    probes = [*PROBES, *(KNOWN_BUGS if args.with_known_bugs else ())]
-    names = ["parse", *probes]
+    names = ["parse", *PROBES]
     if args.only:
         names = [name for name in args.only.split(",") if name]
-        unknown = set(names) - {"parse", *PROBES, *KNOWN_BUGS}
+        unknown = set(names) - {"parse", *PROBES}
         if unknown:
             parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     probe_names = [name for name in names if name != "parse"]

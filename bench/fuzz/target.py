@@ -47,10 +47,10 @@ def fuzz_parse(data: bytes) -> None:
     parse_or_malformed(data)
 
 
-def fuzz_probe(kind: ProbeKind, send_failures: bool) -> Callable[[bytes], None]:
+def fuzz_probe(kind: ProbeKind) -> Callable[[bytes], None]:
     def one_input(data: bytes) -> None:
         chooser = FuzzedChooser(data)
-        harness = Harness(kind, 6 if chooser.integer(0, 1) else 4, send_failures=send_failures)
+        harness = Harness(kind, 6 if chooser.integer(0, 1) else 4)  # sends fail too, at times
         for _ in range(STEPS_PER_INPUT):
             if chooser.exhausted:
                 break
@@ -61,11 +61,7 @@ def fuzz_probe(kind: ProbeKind, send_failures: bool) -> Callable[[bytes], None]:
 
 def main() -> None:
     name, flags = sys.argv[1], sys.argv[2:]
-    if name == "parse":
-        target = fuzz_parse
-    else:
-        kind = ProbeKind(name.removesuffix("+send-failures"))
-        target = fuzz_probe(kind, name.endswith("+send-failures"))
+    target = fuzz_parse if name == "parse" else fuzz_probe(ProbeKind(name))
     atheris.Setup([sys.argv[0], *flags], target)
     atheris.Fuzz()
 
