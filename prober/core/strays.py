@@ -86,19 +86,23 @@ class StrayCounts:
     __slots__ = ("_counts",)
 
     def __init__(self) -> None:
-        self._counts: Counter[Stray] = Counter()
+        # A plain dict, empty for nearly every probe: a run makes one per probe, and asks
+        # each for its counts (by_kind) once per result.
+        self._counts: dict[Stray, int] = {}
 
     def count(self, kind: Stray) -> None:
-        self._counts[kind] += 1
+        self._counts[kind] = self._counts.get(kind, 0) + 1
 
     @property
     def total(self) -> int:
-        return self._counts.total()
+        return sum(self._counts.values())
 
     def by_kind(self) -> dict[Stray, int]:
         """The non-zero counts in ``Stray``'s order: what results carry and JSON shows."""
         counts = self._counts
-        return {kind: counts[kind] for kind in Stray if counts[kind]}
+        if not counts:
+            return {}
+        return {kind: counts[kind] for kind in Stray if kind in counts}
 
 
 def added_up(by_kinds: Iterable[Mapping[Stray, int]]) -> dict[Stray, int]:
