@@ -1,10 +1,12 @@
-"""Parsing of targets as users write them: ``host:port``, ``[v6]:port``. Pure, no I/O."""
+"""Parsing of targets as users write them: ``host:port``, ``[v6]:port``, and a scan's CIDR
+blocks, port lists and targets files (streamed). Pure, no I/O."""
 
 from __future__ import annotations
 
 import codecs
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prober.errors import UsageError
@@ -153,3 +155,162 @@ def parse_escaped(text: str) -> bytes:
     except ValueError as exc:
         raise UsageError(f"invalid escape in {text!r}: {exc}") from None
     return decoded
+
+
+# -- scan targets ------------------------------------------------------------------------------
+# `prober scan` takes what people write for a batch: `host:port`, `[v6]:port`, `host` (with
+# -p), CIDR blocks (`198.18.0.0/24:80`, `[2001:2::/120]:80`), and port lists and ranges
+# (`host:22,80,8000-8100`). A block is never expanded: a spec is indexed, so a /8 on every port
+# costs no more memory than one address (issue 8).
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class PortRanges:
+    """Ports as inclusive ranges in the order written, e.g. ``22,80,8000-8100``."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(high - low + 1 for low, high in self.ranges)
+
+    def __getitem__(self, index: int) -> int:
+        for low, high in self.ranges:
+            width = high - low + 1
+            if index < width:
+                return low + index
+            index -= width
+        raise IndexError("port index out of range")
+
+
+def parse_ports(text: str) -> PortRanges:
+    """Parse a port list: numbers and ``LOW-HIGH`` ranges separated by commas.
+
+    Raises:
+        UsageError: with a one-line explanation of what is wrong.
+    """
+    ranges: list[tuple[int, int]] = []
+    for part in text.split(","):
+        low_text, dash, high_text = part.strip().partition("-")
+        low = parse_port(low_text)
+        high = parse_port(high_text) if dash else low
+        if high < low:
+            raise UsageError(f"invalid port range {part.strip()!r}: {high} is below {low}")
+        ranges.append((low, high))
+    return PortRanges(tuple(ranges))
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """One line of targets: a name, or a block of addresses (one address is a /32 or /128),
+    on some ports. Indexed lazily: element ``i`` is (address, port), ports varying fastest."""
+
+    ports: PortRanges
+    network: Network | None = None
+    name: str | None = None  # a host name, resolved when it is probed
+
+    @property
+    def size(self) -> int:
+        addresses = 1 if self.network is None else self.network.num_addresses
+        return addresses * self.ports.size
+
+    def address_and_port(self, index: int) -> tuple[str, int]:
+        """The host (an address literal, or the name) and port of element ``index``."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"element {index} outside 0..{self.size - 1}")
+        address_index, port_index = divmod(index, self.ports.size)
+        port = self.ports[port_index]
+        if self.network is None:
+            assert self.name is not None
+            return self.name, port
+        return str(self.network.network_address + address_index), port
+
+
+def parse_target_spec(text: str, default_ports: PortRanges | None = None) -> TargetSpec:
+    """Parse one scan target: ``HOST[:PORTS]``, ``[V6[/LEN]][:PORTS]``, ``V4/LEN[:PORTS]``.
+
+    ``default_ports`` (``-p``) serves a target written without ports.
+
+    Raises:
+        UsageError: with a one-line explanation of what is wrong.
+    """
+    text = text.strip()
+    if not text:
+        raise UsageError("empty target: expected HOST:PORTS, a CIDR block or HOST with -p")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise UsageError(f"invalid target {text!r}: missing ']' after the IPv6 address")
+        host, rest = text[1:close], text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"invalid target {text!r}: expected ':PORTS' after ']'")
+        ports_text = rest[1:] if rest else None
+        network = _parse_network(host, text, version=6)
+    elif text.count(":") > 1:
+        raise UsageError(
+            f"invalid target {text!r}: put an IPv6 address in brackets, e.g. [2001:2::2]:80"
+        )
+    else:
+        host, sep, ports_text_or_empty = text.partition(":")
+        ports_text = ports_text_or_empty if sep else None
+        if not host:
+            raise UsageError(f"invalid target {text!r}: the host is missing")
+        if "/" in host or _NUMBER.fullmatch(host.rsplit(".", 1)[-1] or "x"):
+            network = _parse_network(host, text, version=4)
+        else:
+            check_host(host, text)
+            network = None
+    if ports_text is not None:
+        if not ports_text:
+            raise UsageError(f"invalid target {text!r}: ports are missing after ':'")
+        try:
+            ports = parse_ports(ports_text)
+        except UsageError as exc:
+            raise UsageError(f"invalid target {text!r}: {exc}") from None
+    elif default_ports is not None:
+        ports = default_ports
+    else:
+        raise UsageError(f"invalid target {text!r}: no port (write {text}:80, or give -p)")
+    if network is None:
+        return TargetSpec(ports, name=host)
+    return TargetSpec(ports, network=network)
+
+
+def _parse_network(host: str, text: str, version: int) -> Network:
+    if version == 4:
+        check_host(host.partition("/")[0], text)
+    try:
+        network = ipaddress.ip_network(host, strict=True)
+    except ValueError as exc:
+        raise UsageError(f"invalid target {text!r}: {exc}") from None
+    if network.version != version:
+        raise UsageError(f"invalid target {text!r}: {host!r} is not an IPv{version} address")
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.scope_id:
+        raise UsageError(f"invalid target {text!r}: addresses with a zone are not supported")
+    return network
+
+
+def iter_target_lines(
+    lines: Iterable[str],
+    source: str,
+    default_ports: PortRanges | None = None,
+    on_bad: Callable[[str], None] | None = None,
+) -> Iterator[TargetSpec]:
+    """The targets of a file or stream, one per line, read lazily (nothing is kept).
+
+    Blank lines and ``#`` comments (whole lines or after a target) are skipped. A bad line
+    raises ``UsageError("SOURCE:LINE: ...")``, or, with ``on_bad``, is passed to it in that
+    form and skipped (``--skip-bad``).
+    """
+    for number, line in enumerate(lines, start=1):
+        text = line.partition("#")[0].strip()
+        if not text:
+            continue
+        try:
+            yield parse_target_spec(text, default_ports)
+        except UsageError as exc:
+            message = f"{source}:{number}: {exc}"
+            if on_bad is None:
+                raise UsageError(message) from None
+            on_bad(message)
