@@ -21,6 +21,7 @@ What bounds the memory a peer can make us use:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -74,18 +75,7 @@ class ReceiveStats:
     kept_bytes: int  # of those, kept in ``received``
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "window_bytes": self.window_bytes,
-            "buffered_high_water_bytes": self.buffered_high_water_bytes,
-            "buffered_high_water_pieces": self.buffered_high_water_pieces,
-            "out_of_order_segments": self.out_of_order_segments,
-            "dropped_no_room_segments": self.dropped_no_room_segments,
-            "dropped_no_room_bytes": self.dropped_no_room_bytes,
-            "out_of_window_segments": self.out_of_window_segments,
-            "out_of_window_bytes": self.out_of_window_bytes,
-            "delivered_bytes": self.delivered_bytes,
-            "kept_bytes": self.kept_bytes,
-        }
+        return dataclasses.asdict(self)  # flat ints, keys as the fields are named
 
 
 class Reassembly:
