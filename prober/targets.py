@@ -45,11 +45,7 @@ def parse_target(text: str) -> Target:
     if not text:
         raise UsageError("empty target: expected HOST:PORT")
     if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise UsageError(f"invalid target {text!r}: missing ']' after the IPv6 address")
-        host = text[1:close]
-        rest = text[close + 1 :]
+        host, rest = _split_brackets(text)
         try:
             address = ipaddress.IPv6Address(host)
         except ValueError:
@@ -84,6 +80,14 @@ def parse_target(text: str) -> Target:
         raise UsageError(f"invalid target {text!r}: the host is missing")
     check_host(host, text)
     return Target(host, parse_port(port))
+
+
+def _split_brackets(text: str) -> tuple[str, str]:
+    """``[HOST]REST`` as (HOST, REST), for targets that start with '['."""
+    close = text.find("]")
+    if close < 0:
+        raise UsageError(f"invalid target {text!r}: missing ']' after the IPv6 address")
+    return text[1:close], text[close + 1 :]
 
 
 # A host name's labels (RFC 1123 letters, digits, hyphens; underscores and non-ASCII letters
@@ -239,10 +243,7 @@ def parse_target_spec(text: str, default_ports: PortRanges | None = None) -> Tar
     if not text:
         raise UsageError("empty target: expected HOST:PORTS, a CIDR block or HOST with -p")
     if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise UsageError(f"invalid target {text!r}: missing ']' after the IPv6 address")
-        host, rest = text[1:close], text[close + 1 :]
+        host, rest = _split_brackets(text)
         if rest and not rest.startswith(":"):
             raise UsageError(f"invalid target {text!r}: expected ':PORTS' after ']'")
         ports_text = rest[1:] if rest else None
