@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     # Imported where used (halfopen, close): `prober syn` need not pay for those probes.
     from prober.core.close import CloseResult
     from prober.core.halfopen import HalfOpenResult
+    from prober.engine.scan.run import ScanRun
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -337,6 +340,78 @@ class Prober:
             invalid=invalid,
             kernel_drops=engine.take_kernel_drops() - drops_before,
         )
+
+    def scan(
+        self,
+        targets: Iterable[str] = (),
+        *,
+        file: str | Path | None = None,
+        ports: str | None = None,
+        exclude: Sequence[str | Path] = (),
+        blocklist: bool = True,
+        skip_bad: Callable[[str], None] | None = None,
+        rate: float = 1000.0,
+        retries: int = 0,
+        wait: float = 2.0,
+        seed: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+        version: int | None = None,
+        pcap: str | Path | None = None,
+    ) -> ScanRun:
+        """A SYN scan of many targets on the stateless path: ``async for result in p.scan(...)``.
+
+        Args:
+            targets: ``HOST:PORTS``, ``[V6]:PORTS``, CIDR blocks, ``HOST`` with ``ports``.
+            file: a targets file (one target per line, ``#`` comments), or ``"-"`` for stdin.
+            ports: ports for targets written without any (``-p``), e.g. ``"22,80,8000-8100"``.
+            exclude: files of targets (same syntax; a bare host or block means every port)
+                that are not probed.
+            blocklist: skip special-purpose addresses (IANA registry) inside CIDR blocks.
+            skip_bad: called with ``"SOURCE:LINE: ..."`` for each bad line, which is
+                skipped; without it a bad line raises UsageError before anything is sent
+                (for stdin: when it is reached, and the scan stops).
+            rate: SYNs per second (token bucket).
+            retries: re-sends of a SYN that had no answer within ``wait``.
+            wait: seconds to wait for an answer after each SYN.
+            seed: keys the probe order (random by default); the same seed, targets and
+                shards give the same order.
+            shard: ``(index, count)``, 0-based: this machine probes every count-th target.
+            version: 4 or 6, the family that names resolve to.
+            pcap: write every SYN sent and every answer to this file.
+
+        Returns:
+            A ScanRun: iterate it for ScanResult records; its ``summary`` is set at the end.
+
+        Raises:
+            UsageError: a bad argument or target (file and line named).
+        """
+        from prober.engine.scan.run import ScanOptions, ScanRun
+        from prober.scan_plan import ScanPlan
+
+        _check_range("rate", rate, 1, 10_000_000)
+        _check_range("retries", retries, 0, 100)
+        _check_range("wait", wait, 0)
+        index, count = shard
+        if not (count >= 1 and 0 <= index < count):
+            raise UsageError(f"invalid shard {index + 1}/{count}: expected I/N with 1 <= I <= N")
+        if version not in (None, 4, 6):
+            raise UsageError(f"invalid IP version {version}: expected 4 or 6")
+        plan = ScanPlan(
+            targets=tuple(targets),
+            file=None if file is None else str(file),
+            ports=ports,
+            exclude=tuple(str(path) for path in exclude),
+            blocklist=blocklist,
+            seed=secrets.randbits(64) if seed is None else seed,
+            shard=index,
+            shards=count,
+            version=version,
+            skip_bad=skip_bad is not None,
+        )
+        options = ScanOptions(
+            rate=rate, retries=retries, wait=wait, pcap=None if pcap is None else Path(pcap)
+        )
+        return ScanRun(plan, options, on_bad=skip_bad)
 
     async def _prepare(self, host: str, version: int | None) -> tuple[Address, Address]:
         """Resolve once, pick the source address, and fail early without raw sockets."""

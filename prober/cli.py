@@ -68,6 +68,7 @@ EXIT_OF_REASON: dict[Reason | None, Exit] = {
     Reason.NO_RESPONSE: Exit.NO_ANSWER,
     Reason.INTERRUPTED: Exit.NO_ANSWER,
     Reason.SEND_FAILED: Exit.NOT_SENT,
+    Reason.UNRESOLVED: Exit.NOT_SENT,
     None: Exit.NO_ANSWER,
 }
 

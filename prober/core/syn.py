@@ -79,6 +79,7 @@ class Reason(StrEnum):
     NO_RESPONSE = "no-response"
     SEND_FAILED = "send-failed"
     INTERRUPTED = "interrupted"
+    UNRESOLVED = "unresolved"  # scan: a target name that did not resolve (nothing sent)
 
 
 # The best answer seen decides a run's verdict (and the CLI's exit status): an open port
@@ -91,6 +92,7 @@ REASON_RANK: dict[Reason, int] = {
     Reason.NO_RESPONSE: 4,
     Reason.INTERRUPTED: 5,
     Reason.SEND_FAILED: 6,
+    Reason.UNRESOLVED: 7,
 }
 
 STATE_OF_REASON: dict[Reason, PortState] = {
@@ -101,6 +103,7 @@ STATE_OF_REASON: dict[Reason, PortState] = {
     Reason.NO_RESPONSE: PortState.FILTERED,
     Reason.INTERRUPTED: PortState.UNKNOWN,
     Reason.SEND_FAILED: PortState.UNKNOWN,
+    Reason.UNRESOLVED: PortState.UNKNOWN,
 }
 
 
@@ -184,7 +187,9 @@ class SynProbeResult:
 
     @property
     def answered(self) -> bool:
-        return self.reason not in (Reason.NO_RESPONSE, Reason.SEND_FAILED, Reason.INTERRUPTED)
+        return self.reason not in (
+            Reason.NO_RESPONSE, Reason.SEND_FAILED, Reason.INTERRUPTED, Reason.UNRESOLVED
+        )
 
     @property
     def invalid(self) -> int:

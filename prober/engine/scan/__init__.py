@@ -1,0 +1,1 @@
+"""The scan's stateless path, beside the conversation engine (see run.py)."""
