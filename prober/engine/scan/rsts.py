@@ -74,7 +74,7 @@ class RstDuty:
 
     def read_kernel_rsts(self) -> None:
         now = time.monotonic()
-        for data, _stamp in read_frames(self._socket, 4096):
+        for data, _stamp in read_frames(self._socket, 1 << 20):
             key = _rst_key(data)
             if key is None or key[2] not in self._ports:
                 continue

@@ -324,7 +324,11 @@ class Sender:
                              0, probe.name):
                     delay.append((time.monotonic() + wait, probe.position, probe.version,
                                   source, probe.address, probe.port, 1, probe.name))
-            counters[Counter.SENT] = self.sent
+            if self.sent != counters[Counter.SENT]:
+                if not counters[Counter.SENT]:
+                    counters[Counter.FIRST_SEND_NS] = int(now * 1e9)
+                counters[Counter.LAST_SEND_NS] = time.monotonic_ns()
+                counters[Counter.SENT] = self.sent
             self.drain_stamps()
             if plan_done and not delay:
                 break

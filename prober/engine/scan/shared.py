@@ -46,6 +46,8 @@ class Counter(IntEnum):
     TX_STAMPS = 2
     PLANNED = 3  # targets the sender has taken from the plan so far
     PLAN_DONE = 4  # 1 once the sender has read the whole plan
+    FIRST_SEND_NS = 5  # CLOCK_MONOTONIC of the first and the latest send (the sending rate)
+    LAST_SEND_NS = 6
 
 
 _COUNTERS: Final = 16
