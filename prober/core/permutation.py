@@ -74,6 +74,27 @@ class Permutation:
         for position in range(start, self.size, step):
             yield self[position]
 
+    def position_of(self, element: int) -> int:
+        """The position of ``element``: the inverse, ``p[p.position_of(e)] == e``.
+
+        Raises:
+            IndexError: ``element`` outside ``range(size)``.
+        """
+        if not 0 <= element < self.size:
+            raise IndexError(f"element {element} outside 0..{self.size - 1}")
+        value = self._decrypt(element)
+        while value >= self.size:  # walk back along the same cycle
+            value = self._decrypt(value)
+        return value
+
+    def _decrypt(self, value: int) -> int:
+        half = self._bits // 2
+        mask = self._half_mask
+        left, right = value >> half, value & mask
+        for key in reversed(self._keys):
+            left, right = right ^ ((((left ^ key) * _MIX) >> 32) & mask), left
+        return (left << half) | right
+
     def _encrypt(self, value: int) -> int:
         half = self._bits // 2
         mask = self._half_mask
