@@ -564,3 +564,46 @@ def test_a_plan_survives_a_json_round_trip() -> None:
     )
     assert ScanPlan.from_json(plan.to_json()) == plan
     assert ScanPlan.from_json(ScanPlan().to_json()) == ScanPlan()
+
+
+# -- the fast path reads what the full parser reads ------------------------------------------
+
+octet = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["256", "01", "00", "999"]))
+ipv4 = st.lists(octet, min_size=4, max_size=4).map(".".join)
+ipv6 = st.sampled_from(["2001:2::", "2001:2::1", "::", "::1", "fe80::1%eth0", "2001:2::1:0:0",
+                        "::ffff:198.18.0.1", "2001:2:0:0:0:0:0:8", "1.2.3.4", "2001:2::g"])
+length = st.one_of(st.none(), st.integers(0, 129).map(str), st.sampled_from(["024", "x", ""]))
+ports = st.one_of(st.none(), st.sampled_from(["80", "22,80", "1-3", "0", "", "80-70", "x"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(family=st.sampled_from([4, 6]), v4=ipv4, v6=ipv6, length=length, ports=ports,
+       default=st.booleans())
+def test_the_fast_path_agrees_with_the_full_parser(
+    family: int, v4: str, v6: str, length: str | None, ports: str | None, default: bool,
+) -> None:
+    host = (v4 if family == 4 else v6) + ("" if length is None else f"/{length}")
+    if family == 6:
+        host = f"[{host}]"
+    text = host + ("" if ports is None else f":{ports}")
+    setup = scan_plan._Setup(ScanPlan(ports="7,9" if default else None), None, PlanTally())
+
+    def read(fast: bool) -> tuple[int, int, int, tuple[tuple[int, int], ...]] | str:
+        try:
+            spec = setup.parse(text) if fast else setup.prepare(slow(text))
+        except UsageError as exc:
+            return str(exc)
+        return spec.version, spec.first, spec.count, spec.ports.ranges
+
+    def slow(text: str) -> scan_plan._Spec:
+        target = parse_target_spec(text, setup.default_ports)
+        assert target.network is not None
+        network = target.network
+        return scan_plan._Spec(network.version, int(network.network_address),
+                               network.num_addresses, target.ports)
+
+    fast, full = read(True), read(False)
+    if isinstance(full, str):
+        assert isinstance(fast, str)  # refused both ways (the messages may differ in detail)
+    else:
+        assert fast == full
