@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -176,8 +177,10 @@ class AddressSet:
         return AddressSet.from_ranges([*self.ranges(), *other.ranges()])
 
     def __and__(self, other: AddressSet) -> AddressSet:
+        """The intersection; this set's labels kept."""
         starts: list[int] = []
         ends: list[int] = []
+        labels: list[str] | None = None if self.labels is None else []
         i = j = 0
         while i < len(self.starts) and j < len(other.starts):
             low = max(self.starts[i], other.starts[j])
@@ -185,11 +188,21 @@ class AddressSet:
             if low < high:
                 starts.append(low)
                 ends.append(high)
+                if labels is not None and self.labels is not None:
+                    labels.append(self.labels[i])
             if self.ends[i] < other.ends[j]:
                 i += 1
             else:
                 j += 1
-        return AddressSet(starts, ends)
+        return AddressSet(starts, ends, labels)
+
+    def sizes_by_label(self) -> Counter[str]:
+        """How many integers each label covers (all under '' when unlabelled)."""
+        sizes: Counter[str] = Counter()
+        labels = self.labels if self.labels is not None else [""] * len(self.starts)
+        for start, end, label in zip(self.starts, self.ends, labels, strict=True):
+            sizes[label] += end - start
+        return sizes
 
     def __sub__(self, other: AddressSet) -> AddressSet:
         """The difference; labels kept (a range cut in two keeps its label on both)."""
@@ -370,3 +383,15 @@ class Exclusions:
 def _covers_all(ports: tuple[tuple[int, int], ...]) -> bool:
     covered = AddressSet.from_ranges((low, high + 1) for low, high in ports)
     return covered.starts == [1] and covered.ends == [65536]
+
+
+def explain_hits(hits: Counter[str] | dict[str, int]) -> list[str]:
+    """For a summary: one line per blocklist entry that was hit, most hits first, e.g.
+    ``"Private-Use (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16; RFC 1918): 65536"``."""
+    lines = []
+    for name, count in sorted(hits.items(), key=lambda item: (-item[1], item[0])):
+        entries = [entry for entry in (*IPV4_SPECIAL, *IPV6_SPECIAL) if entry.name == name]
+        networks = ", ".join(entry.network for entry in entries)
+        rfcs = ", ".join(dict.fromkeys(entry.rfc for entry in entries))
+        lines.append(f"{name} ({networks}; {rfcs}): {count}")
+    return lines

@@ -92,6 +92,8 @@ class PlanCounts:
     # False when a sharded block too large to walk overlaps the exclusions or the
     # blocklist: then targets, excluded and blocklisted are estimates (1/shards of the whole).
     exact: bool = True
+    # Blocklisted elements by entry name, most first (prober.blocklist.explain_hits says more).
+    blocklist_hits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -153,6 +155,7 @@ def check_plan(plan: ScanPlan, on_bad: Callable[[str], None] | None = None) -> P
         bad_lines=tally.bad_lines,
         elements=counter.elements,
         exact=counter.exact,
+        blocklist_hits=tuple(counter.hits.most_common()),
     )
 
 
@@ -618,6 +621,7 @@ class _Counter:
         self.elements = 0
         self.excluded = 0
         self.blocklisted = 0
+        self.hits: Counter[str] = Counter()
         self.exact = True
 
     def add_arguments(self) -> None:
@@ -687,7 +691,10 @@ class _Counter:
         """Every element of ``spec`` (shards 1), or an estimate of 1/shards of them."""
         excluded, blocked = _whole_counts(spec, self.setup.exclusions)
         self.excluded += excluded // shards
-        self.blocklisted += blocked // shards
+        self.blocklisted += sum(blocked.values()) // shards
+        for name, count in blocked.items():
+            if count // shards:
+                self.hits[name] += count // shards
 
     def add_sharded(self, spec: _Spec, mine: Callable[[int], bool]) -> None:
         """Test the elements of ``spec`` that exclusions or the blocklist meet, counting
@@ -713,20 +720,22 @@ class _Counter:
                         self.excluded += 1
                     else:
                         self.blocklisted += 1
+                        self.hits[verdict] += 1
 
 
-def _whole_counts(spec: _Spec, exclusions: Exclusions) -> tuple[int, int]:
-    """(excluded, blocklisted) elements of a whole spec, by range arithmetic."""
+def _whole_counts(spec: _Spec, exclusions: Exclusions) -> tuple[int, Counter[str]]:
+    """(excluded, blocklisted by entry name) elements of a whole spec, by range arithmetic."""
     nports = spec.nports
     every = spec.excluded or AddressSet()
     excluded = every.size * nports
     blocked_set = (spec.blocked or AddressSet()) - every
-    blocked = blocked_set.size * nports
+    blocked = Counter({name: size * nports for name, size in blocked_set.sizes_by_label().items()})
     if spec.by_interval is not None:
         per_interval = exclusions.intervals_of(spec.ports.ranges)
         for k, within in spec.by_interval.items():
             ports_in = per_interval[k]
             only_here = within - every
             excluded += only_here.size * ports_in
-            blocked -= (blocked_set & only_here).size * ports_in
-    return excluded, blocked
+            for name, size in (blocked_set & only_here).sizes_by_label().items():
+                blocked[name] -= size * ports_in
+    return excluded, +blocked
