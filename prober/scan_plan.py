@@ -419,6 +419,8 @@ class _Setup:
         self,
     ) -> Iterator[tuple[int, int, int, tuple[tuple[int, int], ...] | None]]:
         for path in self.plan.exclude:
+            if path == "-":
+                raise UsageError("an exclude file cannot be stdin ('-'): give a path")
             with _TargetsFile(path) as lines:
                 for number, line in enumerate(lines, start=1):
                     text = line.partition("#")[0].strip()

@@ -358,10 +358,11 @@ TARGETS = [
     "198.18.0.0/30:80", "198.18.0.4/31:22,80", "192.0.0.0/29:1-3", "8.8.8.0/30:53",
     "10.0.0.1:80", "[2001:db8::/126]:443", "[2001:2::/127]:80,81", "198.51.100.7",
     "203.0.113.0/30", "peer.example:80", "nowhere.example", "198.18.3.3:9", "bad:x",
-    "224.0.0.0/31:5",
+    "224.0.0.0/31:5", "8.8.8.0/30:50-55", "[2001:db8::/127]",
 ]
 EXCLUSIONS = ["198.18.0.1", "198.18.0.5:80", "192.0.0.0/30:2", "[2001:db8::1]",
-              "8.8.8.0/31:53", "8.8.8.3:54", "[2001:2::1]:81", "224.0.0.1:5"]
+              "8.8.8.0/31:53", "8.8.8.3:54", "[2001:2::1]:81", "224.0.0.1:5",
+              "8.8.8.0/30:50-53", "8.8.8.2:53-54,2", "[2001:db8::/127]:1"]
 PORTS = "1,2"
 NAMES = {"peer.example": "203.0.113.99"}
 
@@ -525,6 +526,8 @@ def test_a_literal_of_the_other_family_is_a_bad_target(tmp_path: Path) -> None:
         (ScanPlan(targets=("198.18.0.1:80",), exclude=("/nonexistent/ex",)), "cannot read"),
         (ScanPlan(targets=("198.18.0.1:80",), shard=2, shards=2), "invalid shard"),
         (ScanPlan(targets=("198.18.0.1:80",), exempt=("x",)), "invalid network"),
+        (ScanPlan(targets=("198.18.0.1:80",), exclude=("-",)), "cannot be stdin"),
+        (ScanPlan(targets=("198.18.0.1:80",), version=5), "invalid IP version"),
     ],
 )
 def test_bad_plans_are_one_line_usage_errors(plan: ScanPlan, message: str) -> None:
