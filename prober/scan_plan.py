@@ -71,7 +71,7 @@ class ScanPlan:
 class PlannedProbe(NamedTuple):
     """One probe of the sequence. ``position`` is dense (0, 1, 2, ...) in this shard's send
     order; ``address`` is packed (4 or 16 bytes), or None when ``name`` did not resolve
-    (then ``error`` says why)."""
+    (then ``error`` says why, and ``version`` is the plan's, or 4)."""
 
     position: int
     version: int
@@ -123,7 +123,10 @@ def check_plan(plan: ScanPlan, on_bad: Callable[[str], None] | None = None) -> P
     sending or storing anything, and count this shard's probes.
 
     Counts are arithmetic where they can be (a /8 is not walked to be counted); elements are
-    tested one by one only where exclusions or the blocklist meet a block in a sharded scan.
+    tested one by one only where exclusions or the blocklist meet a block in a sharded scan
+    (beyond WALK_LIMIT of them the counts are estimates: ``exact`` False). Names are not
+    resolved here: a name whose address is excluded is counted as a target, and skipped
+    (tallied as excluded) by iter_probes.
 
     Args:
         plan: the scan's inputs.
