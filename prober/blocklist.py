@@ -306,7 +306,7 @@ class Blocklist:
         return self.sets[version].label_of(value)
 
 
-ALL_PORTS: Final = ((1, 65535),)
+_NO_INTERVALS: Final = memoryview(bytes(4 * 65536)).cast("I")  # every port: interval 0
 
 
 class Exclusions:
@@ -349,8 +349,10 @@ class Exclusions:
         self.by_interval: list[dict[int, AddressSet]] = [
             {v: AddressSet.from_ranges(r) for v, r in piece.items()} for piece in pieces
         ]
-        table = bytearray(4 * 65536)
-        self.port_interval = memoryview(table).cast("I")
+        if not some:  # the common case: one shared table of zeros, read only
+            self.port_interval = _NO_INTERVALS
+            return
+        self.port_interval = memoryview(bytearray(4 * 65536)).cast("I")
         for k in range(1, len(cuts)):
             if any(self.by_interval[k].values()):
                 for port in range(cuts[k - 1], cuts[k]):
