@@ -115,7 +115,7 @@ def command_at(path: tuple[str, ...]) -> Any:
 
 def test_every_command_is_checked() -> None:
     assert {" ".join(p) for p in command_paths()} == {
-        "", "syn", "halfopen", "close", "lab", "lab up", "lab down", "lab status"}
+        "", "syn", "halfopen", "close", "scan", "lab", "lab up", "lab down", "lab status"}
 
 
 @pytest.mark.parametrize("path", list(command_paths()), ids=lambda p: " ".join(p) or "prober")
