@@ -227,13 +227,11 @@ def summary_lines(summary: ScanSummary) -> list[str]:
         f"RSTs for SYN/ACKs: {summary.kernel_rsts:,} by the local kernel,"
         f" {summary.own_rsts:,} by prober",
     ]
-    extras = {
-        "duplicates": summary.duplicates,
-        "late": summary.late,
-        "invalid": summary.invalid,
-        "ICMP notices": summary.notices,
-    }
-    lines.append(f"kernel drops {summary.kernel_drops:,}; " + _counts(extras))
+    lines.append(
+        f"kernel drops {summary.kernel_drops:,}, invalid {summary.invalid:,},"
+        f" duplicates {summary.duplicates:,}, late {summary.late:,},"
+        f" ICMP notices {summary.notices:,}"
+    )
     lines += invalid_lines(summary.invalid_by_kind)
     if summary.kernel_drops:
         lines.append(

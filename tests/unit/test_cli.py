@@ -231,7 +231,7 @@ def check_synopsis(line: str) -> None:
             assert word in names, f"{line}: no option {word}"
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/lab.md", "docs/syn.md",
+@pytest.mark.parametrize("document", ["README.md", "docs/lab.md", "docs/syn.md", "docs/scan.md",
                                       "docs/halfopen.md", "docs/close.md"])
 def test_every_command_in_the_docs_exists(document: str) -> None:
     lines = doc_command_lines(REPOSITORY / document)

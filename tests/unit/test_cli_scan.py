@@ -352,7 +352,7 @@ def test_summary_on_stderr(fake: Any) -> None:
     assert "sent 5 SYNs at 1,000/s" in text
     assert "3 excluded, 256 blocklisted, 0 bad lines skipped" in text
     assert "2 by the local kernel, 0 by prober" in text
-    assert "kernel drops 0" in text
+    assert "kernel drops 0, invalid 0, duplicates 0, late 0, ICMP notices 0" in text
     assert "INCOMPLETE" not in text
 
 
