@@ -94,6 +94,9 @@ def table_line(result: ScanResult) -> str:
         notes.append(f"attempt {result.attempt}")
     if result.clock == "user":
         notes.append("user clock")
+    error = getattr(result, "error", None)  # the engine's records add why nothing was sent
+    if error:
+        notes.append(str(error))
     line = (
         f"{result.target:<15} {result.port:>5}  {result.state.value:<8} {result.reason.value:<18}"
         f" {rtt:>9} {ttl:>3}  {result.options or '-'}"

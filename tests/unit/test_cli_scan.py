@@ -26,6 +26,7 @@ from prober.cli import Exit, ScanFormat, app, parse_shard, scan_format
 from prober.core.scan_result import SCAN_FIELDS, ScanResult, ScanSummary
 from prober.core.strays import Stray
 from prober.core.syn import PortState, Reason
+from prober.core.timing import Clock
 from prober.engine.scan.run import ScanProgress
 from prober.errors import RawSocketsNotPermitted, UsageError
 from prober.output import scan as render
@@ -35,16 +36,16 @@ runner = CliRunner()
 
 SOURCE = {"source": "198.18.0.1", "source_port": 40001, "attempt": 1}
 RESULTS = [
-    ScanResult("198.18.0.18", 80, PortState.OPEN, Reason.SYN_ACK, rtt_us=66.5, clock="kernel",
+    ScanResult("198.18.0.18", 80, PortState.OPEN, Reason.SYN_ACK, rtt_us=66.5, clock=Clock.KERNEL,
                ttl=63, window=65160, options="MSTNW", received_ns=1_700_000_000_000_000_000,
                **SOURCE),
-    ScanResult("198.18.0.18", 81, PortState.CLOSED, Reason.RST, rtt_us=40.25, clock="kernel",
+    ScanResult("198.18.0.18", 81, PortState.CLOSED, Reason.RST, rtt_us=40.25, clock=Clock.KERNEL,
                ttl=63, window=0, options="", **SOURCE),
     ScanResult("198.18.0.34", 80, PortState.FILTERED, Reason.NO_RESPONSE, **SOURCE),
     ScanResult("198.18.0.34", 81, PortState.FILTERED, Reason.ICMP_UNREACHABLE, rtt_us=70.0,
-               clock="kernel", ttl=64, icmp_type=3, icmp_code=13, icmp_from="198.18.0.33",
+               clock=Clock.KERNEL, ttl=64, icmp_type=3, icmp_code=13, icmp_from="198.18.0.33",
                **SOURCE),
-    ScanResult("2001:2::1:2", 80, PortState.OPEN, Reason.SYN_ACK, rtt_us=51.0, clock="user",
+    ScanResult("2001:2::1:2", 80, PortState.OPEN, Reason.SYN_ACK, rtt_us=51.0, clock=Clock.USER,
                ttl=63, window=64800, options="MSTNW", name="open.lab, \"quoted\"",
                source="2001:2::1", source_port=40002, attempt=2),
 ]
