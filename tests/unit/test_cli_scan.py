@@ -492,3 +492,21 @@ def test_syn_does_not_import_the_scan() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPOSITORY,
                    env={**os.environ, "COLUMNS": "80"})
+
+
+@pytest.mark.parametrize("args", [
+    ["scan"],
+    ["scan", "198.18.0.18:80", "--shard", "0/4"],
+    ["scan", "198.18.0.18:80", "--shard", "2-4"],
+    ["scan", "198.18.0.18:80", "--format", "xml"],
+    ["scan", "198.18.0.18:80", "--retries", "x"],
+    ["scan", "198.18.0.18:80", "-4", "-6"],
+])
+def test_the_installed_command_prints_one_error_line(args: list[str]) -> None:
+    """Checked before the library is called: no root, no engine, one line, exit 2."""
+    done = subprocess.run([sys.executable, "-c", "from prober.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPOSITORY)
+    assert done.returncode == Exit.USAGE
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prober: error: "), done.stderr
