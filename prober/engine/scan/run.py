@@ -54,6 +54,10 @@ TICK_S = 0.002
 STAMP_HOLD_S = 0.05  # an answer may wait this long for its send's kernel TX stamp
 NAME_HOLD_S = 0.5  # and this long for its target's name
 STOP_GRACE_S = 3.0  # after SIGTERM, the sender has this long to say "done"
+# Records not yet taken by the consumer: above the first the sender pauses, below the
+# second it goes on (memory stays bounded when the consumer is slower than the scan).
+READY_HIGH = 65_536
+READY_LOW = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,8 @@ class ScanRun:
         self._sender_done: dict[str, Any] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stop_sent_at: float | None = None
+        self._paused_s = 0.0  # the sender waited this long for the consumer of the records
+        self._paused_since = 0.0
         self._pcap_received: BinaryIO | None = None
         self._pcap_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -427,7 +433,15 @@ class ScanRun:
         self._kernel_drops += kernel_drops(self._capture)
         self._release_held(now, everything=False)
         self._rsts.settle(now)
-        self._rate_samples.append((now, self._shared.counters[Counter.SENT]))
+        counters = self._shared.counters
+        waiting = len(self._ready)
+        if not counters[Counter.PAUSED] and waiting > READY_HIGH:
+            counters[Counter.PAUSED] = 1
+            self._paused_since = now
+        elif counters[Counter.PAUSED] and waiting < READY_LOW:
+            counters[Counter.PAUSED] = 0
+            self._paused_s += now - self._paused_since
+        self._rate_samples.append((now, counters[Counter.SENT]))
         while self._rate_samples and self._rate_samples[0][0] < now - 1.0:
             self._rate_samples.popleft()
         process = self._process
@@ -506,6 +520,7 @@ class ScanRun:
             interrupted=self._interrupted,
             invalid_by_kind=dict(checker.invalid),
             notices=checker.notices,
+            paused_s=self._paused_s,
             blocklist_hits=dict(counts.blocklist_hits) if counts is not None
             else done.get("blocklist_hits", {}),
         )

@@ -262,6 +262,8 @@ class Sender:
             now = time.monotonic()
             tokens = min(capacity, tokens + (now - last) * rate)
             last = now
+            if counters[Counter.PAUSED]:
+                tokens = 0.0  # the consumer of the records lags: wait, drop nothing
             budget = BATCH
             # 1. Probes whose wait is over: concluded, sent again, or reported unanswered.
             while delay and delay[0][0] <= now and budget:

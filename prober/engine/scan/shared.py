@@ -48,6 +48,7 @@ class Counter(IntEnum):
     PLAN_DONE = 4  # 1 once the sender has read the whole plan
     FIRST_SEND_NS = 5  # CLOCK_MONOTONIC of the first and the latest send (the sending rate)
     LAST_SEND_NS = 6
+    PAUSED = 7  # 1 while the receiver's records wait for a slow consumer: send nothing
 
 
 _COUNTERS: Final = 16
