@@ -1,0 +1,482 @@
+"""`prober scan` against whole blocks of real Linux hosts: exact verdicts, no half-open
+connections left behind, retries through loss, and the output formats.
+
+Topology (prober.lab.scan_topology, the `scan_topo` fixture): root ns (prober) — router —
+`block`, which answers every address of a /24 and a /120 (80 open, 81 closed, 82 dropped,
+83 ICMP port unreachable; Linux's default SYN/ACK retries) — and, behind the loss element,
+`lossy`, a /24 and a /120 open on 80.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import ipaddress
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from prober import Prober
+from prober.core.scan_result import SCAN_FIELDS, ScanResult, ScanSummary
+from prober.core.syn import PortState, Reason
+from prober.engine.firewall import PROBER_MARK
+from prober.lab.scan_topology import ScanTopology
+
+pytestmark = pytest.mark.integration
+
+PROBER = [sys.executable, "-m", "prober"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PORTS = "80-83"
+EXPECTED = {  # port -> (state, reason)
+    ScanTopology.OPEN_PORT: ("open", "syn-ack"),
+    ScanTopology.CLOSED_PORT: ("closed", "rst"),
+    ScanTopology.DROPPED_PORT: ("filtered", "no-response"),
+    ScanTopology.UNREACHABLE_PORT: ("filtered", "icmp-unreachable"),
+}
+RATE = 5000  # SYNs/s: a /24 on four ports takes 0.2 s
+WAIT_S = 1.0
+SEED = 1
+SCAN_TIMEOUT_S = 60.0  # any scan here ends within seconds; this bounds a hung one
+EXIT_COMPLETE = 0
+
+# A SYN/ACK nobody answers is retransmitted after the initial RTO (1 s). The last SYN/ACKs of
+# a scan are about WAIT_S old when it ends; this much later, each would have been resent.
+AFTER_SCAN_S = 2.0
+SYN_RECV_DRAIN_S = 10.0  # leftovers of an earlier test: cleared by the RST to a resend (3 s)
+HALF_OPEN_COUNTERS = (
+    "TcpExtSyncookiesSent",  # the SYN queue overflowed: half-open connections piled up
+    "TcpExtTCPSynRetrans",  # SYN/ACKs retransmitted (the kernel counts them with SYNs)
+    "TcpRetransSegs",  # every retransmission
+    "TcpExtListenOverflows",
+    "TcpExtListenDrops",
+)
+
+# --- the loss plan -------------------------------------------------------------------------
+# The element drops each frame with probability LOSS, in each direction, so a try finds an
+# open host unless its SYN or its SYN/ACK is lost: TRY_MISS = 1 - (1 - LOSS)^2 = 5.91 %.
+# Over a block of N = 256 hosts:
+#   one try (--retries 0) finds all with (1 - TRY_MISS)^N = 1.7e-7: it misses some;
+#   --retries R (R + 1 tries) misses a host with TRY_MISS^(R+1) at most (the peer's own
+#   SYN/ACK resends only help), so some host with N * TRY_MISS^(R+1) at most: 3.8e-8 for R = 7
+#   (R = 1, the issue's example, would miss one in 256 * 0.35 % = 0.9 hosts on average; R = 6
+#   gives 6.4e-7, too close to the bound for comfort).
+# test_loss_plan_bounds checks these numbers; FALSE_FAILURE bounds each loss test's chance
+# of failing with a correct scanner.
+LOSS = 0.03
+LOSS_SEED = 7
+TRY_MISS = 1 - (1 - LOSS) ** 2
+LOSS_RETRIES = 7
+FALSE_FAILURE = 1e-6
+LOSS_RATE = 2000  # through the element (a Python process): far below what it forwards
+LOSS_WAIT_S = 0.5  # one try: the scan ends before the peer would resend a lost SYN/ACK (1 s)
+
+
+def block_size(topo: ScanTopology, version: int) -> int:
+    return topo.lossy(version).num_addresses
+
+
+def binomial_tail_above(n: int, p: float, k: int) -> float:
+    """P(X > k) for X ~ Binomial(n, p)."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1, n + 1))
+
+
+def most_single_try_misses(n: int) -> int:
+    """The fewest misses M with P(misses > M) < FALSE_FAILURE for one try over n hosts."""
+    return next(m for m in range(n + 1) if binomial_tail_above(n, TRY_MISS, m) < FALSE_FAILURE)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def spec(network: IPNetwork, ports: str) -> str:
+    """A scan target for every address of `network` on `ports`."""
+    return f"{network}:{ports}" if network.version == 4 else f"[{network}]:{ports}"
+
+
+def checked(topo: ScanTopology, network: IPNetwork, ports: str) -> str:
+    """`spec`, after confirming the block's first and last addresses are routed over this
+    topology's link (never beyond the lab)."""
+    for address in (network.network_address, network.broadcast_address):
+        topo.topology.route_check(address)
+    return spec(network, ports)
+
+
+def addresses(network: IPNetwork) -> set[str]:
+    return {str(address) for address in network}
+
+
+def normalized(record: Mapping[str, Any]) -> tuple[str, int]:
+    return str(ipaddress.ip_address(record["target"])), int(record["port"])
+
+
+def run_cli(*args: str, timeout: float = SCAN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PROBER, "scan", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def cli_records(*args: str) -> tuple[list[dict[str, Any]], subprocess.CompletedProcess[str]]:
+    """`prober scan ... --format jsonl`'s records (each line parsed with json)."""
+    done = run_cli(*args, "--format", "jsonl")
+    assert done.returncode == EXIT_COMPLETE, f"exit {done.returncode}: {done.stderr}"
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return records, done
+
+
+def library_scan(targets: Sequence[str], **options: Any) -> tuple[list[ScanResult], ScanSummary]:
+    """`async for result in p.scan(targets, **options)`, bounded by SCAN_TIMEOUT_S."""
+
+    async def collect() -> tuple[list[ScanResult], ScanSummary]:
+        async with Prober() as prober:
+            run = prober.scan(targets, **options)
+            results: list[ScanResult] = []
+            try:
+                async with asyncio.timeout(SCAN_TIMEOUT_S):
+                    async for result in run:
+                        results.append(result)
+            except TimeoutError:
+                run.stop()
+                raise
+            assert run.summary is not None, "the iteration ended without a summary"
+            return results, run.summary
+
+    return uvloop.run(collect())
+
+
+def check_block(
+    topo: ScanTopology, records: Sequence[Mapping[str, Any]], network: IPNetwork,
+    ports: Iterable[int],
+) -> None:
+    """Exactly one record per address and port, each with the port's expected verdict."""
+    ports = tuple(ports)
+    keys = [normalized(record) for record in records]
+    repeated = [key for key, n in Counter(keys).items() if n > 1]
+    assert not repeated, f"{len(repeated)} targets have several records, e.g. {repeated[:3]}"
+    expected = {(address, port) for address in addresses(network) for port in ports}
+    missing, extra = expected - set(keys), set(keys) - expected
+    assert not missing, f"{len(missing)} of {len(expected)} records missing, e.g. " \
+                        f"{sorted(missing)[:3]} (blocklisted?)"
+    assert not extra, f"{len(extra)} records for targets not asked for, e.g. {sorted(extra)[:3]}"
+    wrong = [dict(record) for record in records
+             if (record["state"], record["reason"]) != EXPECTED[int(record["port"])]]
+    assert not wrong, f"{len(wrong)} wrong verdicts, e.g. {wrong[:3]}"
+    source = str(topo.root_v4 if network.version == 4 else topo.root_v6)
+    for record in records:
+        port, address = int(record["port"]), str(ipaddress.ip_address(record["target"]))
+        assert record["source"] == source, record
+        assert record["attempt"] == 1, record  # no loss here: the first SYN was answered
+        if port in (ScanTopology.OPEN_PORT, ScanTopology.CLOSED_PORT):
+            assert record["ttl"] == 63, record  # one router in between
+            assert record["rtt_us"] is not None and 0 < record["rtt_us"] < 1_000_000, record
+        if port == ScanTopology.OPEN_PORT:
+            assert record["window"] and record["options"], record
+        if port == ScanTopology.UNREACHABLE_PORT:
+            # Port unreachable: ICMP 3/3; ICMPv6 1/4, sent from the peer's configured address.
+            icmp = (3, 3) if network.version == 4 else (1, 4)
+            assert (record["icmp_type"], record["icmp_code"]) == icmp, record
+            sender = address if network.version == 4 else str(topo.block_peer_v6)
+            assert record["icmp_from"] == sender, record
+        if port == ScanTopology.DROPPED_PORT:
+            assert record["rtt_us"] is None, record
+
+
+def check_summary(summary: ScanSummary, records: int, open_hosts: int) -> None:
+    assert summary.complete, summary.to_dict()
+    assert (summary.targets, summary.results) == (records, records), summary.to_dict()
+    assert summary.sent == records and summary.send_failed == 0, summary.to_dict()
+    assert summary.kernel_drops == 0 and summary.invalid == 0, summary.to_dict()
+    assert summary.by_state.get(PortState.OPEN, 0) == open_hosts, summary.to_dict()
+    assert summary.duplicates == 0, summary.to_dict()  # no SYN/ACK was ever resent
+
+
+# --- the block peer's kernel ---------------------------------------------------------------
+
+
+def in_namespace(namespace: str, *argv: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True,
+                          text=True, timeout=10, check=True).stdout
+
+
+def tcp_counters(namespace: str) -> dict[str, int]:
+    """The namespace's absolute TCP counters (nstat -a: ignore, and -s: keep, its history)."""
+    shown = json.loads(in_namespace(namespace, "nstat", "-asz", "--json",
+                                    *HALF_OPEN_COUNTERS))
+    counters = {name: int(value) for name, value in shown["kernel"].items()}
+    assert set(counters) == set(HALF_OPEN_COUNTERS), counters
+    return counters
+
+
+def counter_increase(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    return {name: after[name] - before[name] for name in HALF_OPEN_COUNTERS}
+
+
+def syn_recv(namespace: str) -> list[str]:
+    """The namespace's half-open connections (SYN-RECV: its SYN/ACK was not answered)."""
+    return in_namespace(namespace, "ss", "-Htn", "state", "syn-recv").splitlines()
+
+
+def wait_no_syn_recv(namespace: str, timeout_s: float = SYN_RECV_DRAIN_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (pending := syn_recv(namespace)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not pending, f"{len(pending)} half-open connections in {namespace} for more than " \
+                        f"{timeout_s} s, e.g. {pending[:3]}"
+
+
+@contextlib.contextmanager
+def kernel_rsts_dropped(networks: Iterable[IPNetwork]) -> Iterator[str]:
+    """Root drops its own kernel's RSTs to `networks` (as a host firewall dropping
+    conntrack-invalid packets would); packets with prober's SO_MARK pass. The table is
+    deleted on the way out, also on failure."""
+    table = f"prober_itest_rstdrop_{os.getpid()}"
+    rules = []
+    for network in networks:
+        family = "ip" if network.version == 4 else "ip6"
+        rules.append(f"        meta mark != {PROBER_MARK:#x} {family} daddr {network} "
+                     "tcp flags & rst == rst drop")
+    ruleset = (f"table inet {table} {{\n    chain output {{\n"
+               "        type filter hook output priority filter; policy accept;\n"
+               + "\n".join(rules) + "\n    }\n}\n")
+    subprocess.run(["nft", "-f", "-"], input=ruleset, text=True, capture_output=True,
+                   timeout=10, check=True)
+    try:
+        yield table
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True,
+                       timeout=10, check=False)
+
+
+def raw_tcp(source: ipaddress.IPv4Address, destination: ipaddress.IPv4Address, *,
+            sport: int, dport: int, flags: str, seq: int) -> bytes:
+    """A TCP segment with its checksum (the kernel adds the IPv4 header)."""
+    from scapy.layers.inet import IP, TCP
+
+    packet = IP(src=str(source), dst=str(destination)) / TCP(sport=sport, dport=dport,
+                                                              flags=flags, seq=seq)
+    return bytes(packet)[20:]
+
+
+# --- 1. exact verdicts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_cli_scan_gives_every_verdict_exactly_once(scan_topo: ScanTopology, version: int) -> None:
+    network = scan_topo.block(version)
+    records, done = cli_records(checked(scan_topo, network, PORTS), "--rate", str(RATE),
+                                "--wait", str(WAIT_S), "--seed", str(SEED))
+    check_block(scan_topo, records, network, EXPECTED)
+    assert len(records) == 4 * network.num_addresses
+    assert "summary" not in done.stdout  # stdout holds records only; the summary is stderr's
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_library_scan_gives_every_verdict_exactly_once(
+    scan_topo: ScanTopology, version: int
+) -> None:
+    network = scan_topo.block(version)
+    results, summary = library_scan([checked(scan_topo, network, PORTS)], rate=RATE,
+                                    wait=WAIT_S, seed=SEED)
+    assert all(isinstance(result, ScanResult) for result in results)
+    records = [result.to_dict() for result in results]
+    assert all(list(record) == list(SCAN_FIELDS) for record in records)
+    check_block(scan_topo, records, network, EXPECTED)
+    check_summary(summary, len(records), network.num_addresses)
+    assert summary.by_reason.get(Reason.ICMP_UNREACHABLE, 0) == network.num_addresses
+
+
+# --- 2. no half-open connections left ------------------------------------------------------
+
+
+def test_counters_see_half_open_connections(scan_topo: ScanTopology) -> None:
+    """The control for the test below: SYNs whose SYN/ACKs nobody answers (root's RSTs
+    dropped) leave SYN-RECV entries and SYN/ACK retransmissions, which it would catch."""
+    namespace, network = scan_topo.block_namespace, scan_topo.block_v4
+    hosts = [network.network_address + offset for offset in range(1, 9)]
+    sport, isn = 40_000 + os.getpid() % 20_000, 1_000_000
+    wait_no_syn_recv(namespace)
+    before = tcp_counters(namespace)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+        for host in hosts:
+            scan_topo.topology.route_check(host)
+        try:
+            with kernel_rsts_dropped([network]):
+                for host in hosts:
+                    raw.sendto(raw_tcp(scan_topo.root_v4, host, sport=sport, dport=80,
+                                       flags="S", seq=isn), (str(host), 0))
+                time.sleep(AFTER_SCAN_S)
+                pending = syn_recv(namespace)
+                after = tcp_counters(namespace)
+        finally:  # close them (RST at our ISN + 1), so later tests start from none
+            for host in hosts:
+                raw.sendto(raw_tcp(scan_topo.root_v4, host, sport=sport, dport=80,
+                                   flags="R", seq=isn + 1), (str(host), 0))
+    wait_no_syn_recv(namespace)
+    increase = counter_increase(before, after)
+    assert len(pending) == len(hosts), pending
+    assert increase["TcpExtTCPSynRetrans"] >= len(hosts), increase
+    assert increase["TcpRetransSegs"] >= len(hosts), increase
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("kernel_rst", ["kept", "dropped"])
+def test_scan_leaves_no_half_open_connections(
+    scan_topo: ScanTopology, version: int, kernel_rst: str
+) -> None:
+    namespace, network = scan_topo.block_namespace, scan_topo.block(version)
+    target = checked(scan_topo, network, str(ScanTopology.OPEN_PORT))
+    wait_no_syn_recv(namespace)
+    before = tcp_counters(namespace)
+    dropping = kernel_rsts_dropped([network]) if kernel_rst == "dropped" else \
+        contextlib.nullcontext()
+    with dropping:
+        results, summary = library_scan([target], rate=RATE, wait=WAIT_S, seed=SEED)
+        # Still without the kernel's RSTs: a resent SYN/ACK would find none either.
+        time.sleep(AFTER_SCAN_S)
+        pending = syn_recv(namespace)
+        after = tcp_counters(namespace)
+    open_hosts = network.num_addresses
+    check_block(scan_topo, [result.to_dict() for result in results], network,
+                [ScanTopology.OPEN_PORT])
+    check_summary(summary, open_hosts, open_hosts)
+    increase = counter_increase(before, after)
+    assert increase == dict.fromkeys(HALF_OPEN_COUNTERS, 0), (increase, summary.to_dict())
+    assert not pending, f"{len(pending)} half-open connections left, e.g. {pending[:3]}"
+    if kernel_rst == "dropped":
+        # prober saw no RST of the kernel's on its capture and sent each one itself.
+        assert summary.kernel_rsts == 0, summary.to_dict()
+        assert summary.own_rsts >= open_hosts, summary.to_dict()
+    else:
+        assert summary.kernel_rsts + summary.own_rsts >= open_hosts, summary.to_dict()
+        assert summary.kernel_rsts > 0, summary.to_dict()
+
+
+# --- 3. retries through loss ---------------------------------------------------------------
+
+
+def test_loss_plan_bounds() -> None:
+    """The loss tests' numbers (see the loss plan above) keep false failures below 1e-6."""
+    hosts = 256
+    assert (1 - TRY_MISS) ** hosts < FALSE_FAILURE  # one try misses some host
+    assert hosts * TRY_MISS ** (LOSS_RETRIES + 1) < FALSE_FAILURE  # R retries miss none
+    assert most_single_try_misses(hosts) < hosts // 4
+
+
+@contextlib.contextmanager
+def loss_from_seed(topo: ScanTopology) -> Iterator[None]:
+    """The loss element afresh at LOSS from LOSS_SEED's start; afterwards its counters say
+    it dropped frames by loss only (none for a full queue or receive buffer)."""
+    topo.restart_loss(LOSS, LOSS_SEED)
+    yield
+    counters = topo.restart_loss(LOSS, LOSS_SEED)
+    directions = (counters.left_to_right, counters.right_to_left)
+    assert counters.kernel_drops == 0, counters
+    assert all(d.dropped_by_overflow == 0 and d.send_errors == 0 for d in directions), counters
+    assert all(d.dropped_by_loss > 0 for d in directions), counters
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_one_try_through_loss_misses_some_hosts(scan_topo: ScanTopology, version: int) -> None:
+    network = scan_topo.lossy(version)
+    with loss_from_seed(scan_topo):
+        records, _ = cli_records(checked(scan_topo, network, "80"), "--rate", str(LOSS_RATE),
+                                 "--wait", str(LOSS_WAIT_S), "--retries", "0",
+                                 "--seed", str(SEED))
+    assert sorted(normalized(r) for r in records) == sorted(
+        (address, 80) for address in addresses(network))
+    missed = [r for r in records if r["state"] != "open"]
+    assert all((r["state"], r["reason"], r["attempt"]) == ("filtered", "no-response", 1)
+               for r in missed), missed[:3]
+    assert 0 < len(missed) <= most_single_try_misses(network.num_addresses), len(missed)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_retries_through_loss_find_every_open_host(scan_topo: ScanTopology, version: int) -> None:
+    network = scan_topo.lossy(version)
+    with loss_from_seed(scan_topo):
+        records, _ = cli_records(checked(scan_topo, network, "80"), "--rate", str(LOSS_RATE),
+                                 "--wait", str(LOSS_WAIT_S), "--retries", str(LOSS_RETRIES),
+                                 "--seed", str(SEED))
+    assert sorted(normalized(r) for r in records) == sorted(
+        (address, 80) for address in addresses(network))
+    missed = [r for r in records if r["state"] != "open"]
+    assert not missed, f"{len(missed)} open hosts missed, e.g. {missed[:3]}"
+    assert all(1 <= r["attempt"] <= LOSS_RETRIES + 1 for r in records)
+    # Some first tries were lost (as likely as the one-try test's misses): retries found them.
+    assert any(r["attempt"] > 1 for r in records)
+
+
+# --- 4. formats ----------------------------------------------------------------------------
+
+
+def test_csv_parses_with_scan_fields_as_header(scan_topo: ScanTopology, tmp_path: Path) -> None:
+    network = next(scan_topo.block_v4.subnets(new_prefix=28))
+    output = tmp_path / "scan.csv"
+    done = run_cli(checked(scan_topo, network, PORTS), "--rate", str(RATE), "--wait",
+                   str(WAIT_S), "--format", "csv", "-o", str(output))
+    assert done.returncode == EXIT_COMPLETE, done.stderr
+    assert done.stdout == ""  # -o: the records go to the file only
+    text = output.read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert tuple(rows[0]) == SCAN_FIELDS
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert all(None not in record for record in records)  # no row longer than the header
+    check_block(scan_topo, [typed_csv_row(record) for record in records], network, EXPECTED)
+
+
+def typed_csv_row(row: Mapping[str, str]) -> dict[str, Any]:
+    """A CSV row's fields as the JSON line has them (the empty field is null)."""
+    integers = ("port", "ttl", "window", "attempt", "source_port", "icmp_type", "icmp_code",
+                "received_ns")
+    typed: dict[str, Any] = {}
+    for name, text in row.items():
+        if text == "":
+            typed[name] = None
+        elif name in integers:
+            typed[name] = int(text)
+        elif name == "rtt_us":
+            typed[name] = float(text)
+        else:
+            typed[name] = text
+    return typed
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_open_only_yields_open_records(scan_topo: ScanTopology, version: int) -> None:
+    network = scan_topo.block(version)
+    records, _ = cli_records(checked(scan_topo, network, PORTS), "--rate", str(RATE),
+                             "--wait", str(WAIT_S), "--open-only")
+    assert {r["state"] for r in records} == {"open"}
+    assert sorted(normalized(r) for r in records) == sorted(
+        (address, ScanTopology.OPEN_PORT) for address in addresses(network))
+
+
+# --- 5. exit status and summary ------------------------------------------------------------
+
+
+def test_complete_scan_exits_0_with_summary_on_stderr(scan_topo: ScanTopology) -> None:
+    network = next(scan_topo.block_v6.subnets(new_prefix=124))
+    records, done = cli_records(checked(scan_topo, network, PORTS), "--rate", str(RATE),
+                                "--wait", str(WAIT_S))
+    assert done.returncode == EXIT_COMPLETE
+    check_block(scan_topo, records, network, EXPECTED)
+    total = len(records)
+    summary = done.stderr
+    # The final summary: how many results, counts per state, no word of incompleteness.
+    assert re.search(rf"\b{total:,}\b", summary), summary
+    for state, count in (("open", 16), ("closed", 16), ("filtered", 32)):
+        assert re.search(rf"\b{count:,} {state}\b", summary), summary
+    assert "INCOMPLETE" not in summary and "Traceback" not in summary, summary
