@@ -303,28 +303,30 @@ def test_library_scan_gives_every_verdict_exactly_once(
 
 def test_counters_see_half_open_connections(scan_topo: ScanTopology) -> None:
     """The control for the test below: SYNs whose SYN/ACKs nobody answers (root's RSTs
-    dropped) leave SYN-RECV entries and SYN/ACK retransmissions, which it would catch."""
+    dropped) leave SYN-RECV entries and SYN/ACK retransmissions, which it would catch; and
+    RSTs with prober's mark pass the drop rule, as prober's own must."""
     namespace, network = scan_topo.block_namespace, scan_topo.block_v4
     hosts = [network.network_address + offset for offset in range(1, 9)]
     sport, isn = 40_000 + os.getpid() % 20_000, 1_000_000
+    for host in hosts:
+        scan_topo.topology.route_check(host)
     wait_no_syn_recv(namespace)
     before = tcp_counters(namespace)
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
-        for host in hosts:
-            scan_topo.topology.route_check(host)
-        try:
-            with kernel_rsts_dropped([network]):
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, PROBER_MARK)
+        with kernel_rsts_dropped([network]):
+            try:
                 for host in hosts:
                     raw.sendto(raw_tcp(scan_topo.root_v4, host, sport=sport, dport=80,
                                        flags="S", seq=isn), (str(host), 0))
                 time.sleep(AFTER_SCAN_S)
                 pending = syn_recv(namespace)
                 after = tcp_counters(namespace)
-        finally:  # close them (RST at our ISN + 1), so later tests start from none
-            for host in hosts:
-                raw.sendto(raw_tcp(scan_topo.root_v4, host, sport=sport, dport=80,
-                                   flags="R", seq=isn + 1), (str(host), 0))
-    wait_no_syn_recv(namespace)
+            finally:  # close them with marked RSTs (at our ISN + 1) while the rule drops others
+                for host in hosts:
+                    raw.sendto(raw_tcp(scan_topo.root_v4, host, sport=sport, dport=80,
+                                       flags="R", seq=isn + 1), (str(host), 0))
+            wait_no_syn_recv(namespace, timeout_s=1.0)
     increase = counter_increase(before, after)
     assert len(pending) == len(hosts), pending
     assert increase["TcpExtTCPSynRetrans"] >= len(hosts), increase
