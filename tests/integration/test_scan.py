@@ -252,23 +252,37 @@ def wait_no_syn_recv(namespace: str, timeout_s: float = SYN_RECV_DRAIN_S) -> Non
 def kernel_rsts_dropped(networks: Iterable[IPNetwork]) -> Iterator[str]:
     """Root drops its own kernel's RSTs to `networks` (as a host firewall dropping
     conntrack-invalid packets would); packets with prober's SO_MARK pass. The table is
-    deleted on the way out, also on failure."""
+    deleted on the way out, also on failure; it is an nftables `owner` table (made through
+    libnftables, as prober's own RST suppression is), so the kernel deletes it should this
+    process die first."""
+    from prober.engine.firewall import _Libnftables
+
+    lib = _Libnftables().lib
+    context = lib.nft_ctx_new(0)
+    assert context, "libnftables could not create a context"
+    lib.nft_ctx_buffer_output(context)
+    lib.nft_ctx_buffer_error(context)
+
+    def nft(command: str) -> None:
+        if lib.nft_run_cmd_from_buffer(context, command.encode()) != 0:
+            raise AssertionError(f"nft {command!r}: {lib.nft_ctx_get_error_buffer(context)!r}")
+
     table = f"prober_itest_rstdrop_{os.getpid()}"
-    rules = []
-    for network in networks:
-        family = "ip" if network.version == 4 else "ip6"
-        rules.append(f"        meta mark != {PROBER_MARK:#x} {family} daddr {network} "
-                     "tcp flags & rst == rst drop")
-    ruleset = (f"table inet {table} {{\n    chain output {{\n"
-               "        type filter hook output priority filter; policy accept;\n"
-               + "\n".join(rules) + "\n    }\n}\n")
-    subprocess.run(["nft", "-f", "-"], input=ruleset, text=True, capture_output=True,
-                   timeout=10, check=True)
     try:
+        commands = [
+            f"add table inet {table} {{ flags owner; }}",
+            f"add chain inet {table} out {{ type filter hook output priority filter; }}",
+        ]
+        for network in networks:
+            family = "ip" if network.version == 4 else "ip6"
+            commands.append(f"add rule inet {table} out meta mark != {PROBER_MARK:#x} "
+                            f"{family} daddr {network} tcp flags & rst == rst drop")
+        nft("\n".join(commands) + "\n")
         yield table
     finally:
-        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True,
-                       timeout=10, check=False)
+        with contextlib.suppress(AssertionError):  # never made, or gone with its owner
+            nft(f"delete table inet {table}")
+        lib.nft_ctx_free(context)
 
 
 def raw_tcp(source: ipaddress.IPv4Address, destination: ipaddress.IPv4Address, *,
