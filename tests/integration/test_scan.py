@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 import re
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -34,7 +37,9 @@ from .scan_support import (
     EXPECTED,
     HALF_OPEN_COUNTERS,
     PORTS,
+    PROBER,
     RATE,
+    SCAN_TIMEOUT_S,
     SEED,
     WAIT_S,
     addresses,
@@ -54,6 +59,8 @@ from .scan_support import (
 )
 
 pytestmark = pytest.mark.integration
+
+EXIT_INTERRUPTED = 130
 
 # --- the loss plan -------------------------------------------------------------------------
 # The element drops each frame with probability LOSS, in each direction, so a try finds an
@@ -336,3 +343,42 @@ def test_rate_paces_sends(scan_topo: ScanTopology) -> None:
     # The summary's effective rate says the same.
     assert abs(summary.rate_pps - sent_rate) <= RATE_TOLERANCE * sent_rate, \
         (summary.rate_pps, sent_rate)
+
+
+# --- 7. Ctrl-C and a slow reader -----------------------------------------------------------
+
+LONG_PORTS = "1-1000"  # 256,000 SYNs: some 50 s at RATE, so still running when interrupted
+READER_PAUSE_S = 1.5  # the reader leaves stdout unread this long: the pipe (64 KiB) fills
+
+
+def test_ctrl_c_ends_with_whole_lines_and_exit_130(scan_topo: ScanTopology) -> None:
+    network = scan_topo.block_v4
+    argv = [*PROBER, "scan", checked(scan_topo, network, LONG_PORTS), "--rate", str(RATE),
+            "--wait", str(WAIT_S), "--no-blocklist", "--format", "jsonl"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, text=True) as scan:
+        try:
+            time.sleep(READER_PAUSE_S)  # nobody reads: the scan's writes block on the pipe
+            scan.send_signal(signal.SIGINT)
+            out, err = scan.communicate(timeout=SCAN_TIMEOUT_S)
+        finally:
+            if scan.poll() is None:
+                scan.kill()
+    assert scan.returncode == EXIT_INTERRUPTED, err
+    lines = out.splitlines()
+    broken = [(number, line) for number, line in enumerate(lines) if not is_json(line)]
+    assert not broken, f"{len(broken)} of {len(lines)} lines are not JSON, e.g. {broken[:2]}"
+    records = [json.loads(line) for line in lines]
+    keys = [normalized(record) for record in records]
+    assert len(keys) == len(set(keys)), "a target has several records"
+    assert any(r["reason"] == "interrupted" for r in records)
+    assert "INTERRUPTED" in err and "Traceback" not in err, err
+    wait_no_syn_recv(scan_topo.block_namespace)
+
+
+def is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
