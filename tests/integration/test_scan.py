@@ -69,8 +69,8 @@ EXIT_INTERRUPTED = 130
 #   one try (--retries 0) finds all with (1 - TRY_MISS)^N = 1.7e-7: it misses some;
 #   --retries R (R + 1 tries) misses a host with TRY_MISS^(R+1) at most (the peer's own
 #   SYN/ACK resends only help), so some host with N * TRY_MISS^(R+1) at most: 3.8e-8 for R = 7
-#   (R = 1, the example, would miss one in 256 * 0.35 % = 0.9 hosts on average; R = 6
-#   gives 6.4e-7, too close to the bound for comfort).
+#   (R = 1, the example, would miss 256 * 0.35 % = 0.9 hosts on average; R = 6 gives
+#   6.4e-7, too close to the bound for comfort).
 # test_loss_plan_bounds checks these numbers; FALSE_FAILURE bounds each loss test's chance
 # of failing with a correct scanner.
 LOSS = 0.03
@@ -220,7 +220,8 @@ def loss_from_seed(topo: ScanTopology) -> Iterator[None]:
     directions = (counters.left_to_right, counters.right_to_left)
     assert counters.kernel_drops == 0, counters
     assert all(d.dropped_by_overflow == 0 and d.send_errors == 0 for d in directions), counters
-    assert all(d.dropped_by_loss > 0 for d in directions), counters
+    # Some frame was lost (one direction alone may, by chance, have lost none: 0.97^240).
+    assert sum(d.dropped_by_loss for d in directions) > 0, counters
 
 
 @pytest.mark.parametrize("version", [4, 6])
