@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prober.core.scan_result import SCAN_FIELDS, ScanResult, ScanSummary
 from prober.core.syn import PortState, Reason
+from prober.core.timing import Clock
 from prober.output import jsonl
 from prober.output.strays import invalid_lines
 
@@ -92,11 +93,10 @@ def table_line(result: ScanResult) -> str:
         notes.append(f"({result.name})")
     if result.attempt > 1:
         notes.append(f"attempt {result.attempt}")
-    if result.clock == "user":
+    if result.clock is Clock.USER:
         notes.append("user clock")
-    error = getattr(result, "error", None)  # the engine's records add why nothing was sent
-    if error:
-        notes.append(str(error))
+    if result.error:
+        notes.append(result.error)
     line = (
         f"{result.target:<15} {result.port:>5}  {result.state.value:<8} {result.reason.value:<18}"
         f" {rtt:>9} {ttl:>3}  {result.options or '-'}"
