@@ -180,7 +180,9 @@ class Sender:
         shared = self.shared
         slot = k & RING_MASK
         # The ring entry is written before the send: an answer can be read before sendto
-        # returns (on loopback or a veth, the whole round trip runs inside the call).
+        # returns (on loopback or a veth, the whole round trip runs inside the call). The
+        # slot's old k goes first, so a reader never takes this entry for the old send's.
+        shared.ring_k[slot] = EMPTY_SLOT
         shared.ring_position[slot] = probe_position
         shared.ring_meta[slot] = attempt | NAMED if name else attempt
         for _ in range(_TRANSIENT_TRIES):

@@ -9,8 +9,9 @@ arrays:
 - the send ring: for each of the last ``RING_SIZE`` sends (slot = send index k mod
   RING_SIZE), k itself, the target's position, the send time (ns, CLOCK_REALTIME) and a
   byte holding the attempt (low 6 bits), whether the target was named (bit 6) and whether
-  the time is the kernel's TX stamp (bit 7). The sender writes k last, so a reader that
-  finds the k it computed from a reply reads a whole entry (a slot is rewritten only
+  the time is the kernel's TX stamp (bit 7). The sender clears the slot's k first and
+  writes the new k last, so a reader that finds the k it computed from a reply before and
+  after reading the other fields has read a whole entry (a slot is rewritten only
   RING_SIZE sends later).
 - ``concluded``: one bit per position, set by the receiver alone when the target's record
   is out (``silent``, beside it: the record was silence, so a later answer is late). The
