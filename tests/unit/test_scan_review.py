@@ -13,6 +13,8 @@ from scapy.layers.inet import IP, TCP
 
 from prober.core.parse import parse_packet
 from prober.core.scan_cookie import MASK32, ScanKey
+from prober.core.strays import Stray
+from prober.core.syn import Reason
 from prober.engine.scan.replies import ReplyChecker
 from prober.engine.scan.sender import Sender, SenderConfig
 from prober.engine.scan.shared import RING_MASK, RING_SIZE, ScanShared
@@ -76,6 +78,30 @@ def _answer(address: bytes, ack: int, flags: str = "SA") -> bytes:
     sport = KEY.source_port(KEY.cookie(OURS, address, 80), 0)
     return bytes(IP(src=socket.inet_ntoa(address), dst="198.18.0.1")
                  / TCP(sport=80, dport=sport, flags=flags, ack=ack & MASK32))
+
+
+def test_an_ack_naming_another_targets_send_is_not_that_targets_answer(
+    shared: ScanShared, sender: Sender
+) -> None:
+    # Sends 5 and 6 go to two targets. A SYN/ACK from the first that acks one past its ISN
+    # names send 6 by its index, but send 6 went to the second target: it proves nothing.
+    isn = _send(sender, 5, position=3, address=FIRST)
+    _send(sender, 6, position=4, address=SECOND)
+    checker = ReplyChecker(KEY, shared)
+    assert checker.check(parse_packet(_answer(FIRST, isn + 2)), 1, 1) is None
+    assert checker.invalid == {Stray.WRONG_ACK: 1}
+    assert not shared.is_concluded(4) and not shared.is_concluded(3)
+
+
+def test_a_rst_that_acks_the_isn_itself_is_closed(shared: ScanShared, sender: Sender) -> None:
+    # docs/scan.md (as prober syn): a RST with ACK and ack in {ISN, ISN + 1} means closed.
+    _send(sender, 4, position=2, address=SECOND)
+    isn = _send(sender, 5, position=3, address=FIRST)
+    checker = ReplyChecker(KEY, shared)
+    answer = checker.check(parse_packet(_answer(FIRST, isn, "RA")), 1, 1)
+    assert answer is not None and answer.reason is Reason.RST
+    assert (answer.position, answer.target) == (3, FIRST)
+    assert not shared.is_concluded(2)
 
 
 class _Spy:

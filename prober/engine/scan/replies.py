@@ -82,6 +82,14 @@ class ReplyChecker:
                 return None
             cookie = self.key.cookie(packet.dst, packet.src, tcp.sport)
             k32 = (tcp.ack - 1 - cookie) & MASK32
+            # A RST may ack the ISN itself (RFC 9293 3.10.7.1 has ISN + 1; prober syn takes
+            # both): only if ISN + 1 names no send of this target.
+            if (
+                reason is Reason.RST
+                and self._lookup(k32, cookie, tcp.dport, count=False) is None
+                and self._lookup((k32 + 1) & MASK32, cookie, tcp.dport, count=False)
+            ):
+                k32 = (k32 + 1) & MASK32
             return self._match(
                 k32, cookie, packet, state, reason, received_ns, received_user_ns,
                 target=packet.src, port=tcp.sport, source=packet.dst, source_port=tcp.dport,
@@ -123,10 +131,12 @@ class ReplyChecker:
         shared = self.shared
         slot = k32 & RING_MASK
         k = shared.ring_k[slot]
-        if k == EMPTY_SLOT or k & MASK32 != k32:
+        # k32 names a send; the tag, that it went to this target (an ack off by one names
+        # the send before or after, to another target).
+        if k == EMPTY_SLOT or k & MASK32 != k32 or shared.ring_tag[slot] != cookie & MASK32:
             if count:
                 sent = shared.counters[Counter.SENT] + shared.counters[Counter.SEND_FAILED]
-                if k != EMPTY_SLOT and k32 < (sent & MASK32):
+                if k != EMPTY_SLOT and k & MASK32 != k32 and k32 < (sent & MASK32):
                     self.late += 1  # an index we sent, whose ring entry was reused since
                 else:
                     self._stray(Stray.WRONG_ACK)

@@ -184,6 +184,7 @@ class Sender:
         # slot's old k goes first, so a reader never takes this entry for the old send's.
         shared.ring_k[slot] = EMPTY_SLOT
         shared.ring_position[slot] = probe_position
+        shared.ring_tag[slot] = cookie & MASK32
         shared.ring_meta[slot] = attempt | NAMED if name else attempt
         for _ in range(_TRANSIENT_TRIES):
             now_ns = time.time_ns()
