@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from scapy.layers.inet import IP, TCP
 
+from prober.api import Prober
 from prober.core.parse import parse_packet
 from prober.core.scan_cookie import MASK32, ScanKey
 from prober.core.strays import Stray
@@ -18,6 +19,7 @@ from prober.core.syn import Reason
 from prober.engine.scan.replies import ReplyChecker
 from prober.engine.scan.sender import Sender, SenderConfig
 from prober.engine.scan.shared import RING_MASK, RING_SIZE, ScanShared
+from prober.errors import UsageError
 from prober.scan_plan import ScanPlan
 
 PORTS = tuple(range(40000, 40256))
@@ -140,3 +142,10 @@ def test_a_reader_between_the_senders_ring_writes_never_mixes_two_sends(
         sender.shared.ring_position = real
     assert (5 + RING_SIZE) & RING_MASK == 5
     assert 9 not in seen
+
+
+def test_retries_beyond_what_the_ring_can_number_are_refused() -> None:
+    # The ring keeps a send's attempt in 6 bits: attempt 64 would read as attempt 0.
+    Prober().scan(["198.19.0.7:80"], retries=63)
+    with pytest.raises(UsageError, match="retries"):
+        Prober().scan(["198.19.0.7:80"], retries=64)
