@@ -4,8 +4,13 @@ reply check's ring lookup, the sender's ring writes, its signals and its lifetim
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +21,7 @@ from prober.core.parse import parse_packet
 from prober.core.scan_cookie import MASK32, ScanKey
 from prober.core.strays import Stray
 from prober.core.syn import Reason
+from prober.engine.scan.events import EventReader
 from prober.engine.scan.replies import ReplyChecker
 from prober.engine.scan.sender import Sender, SenderConfig
 from prober.engine.scan.shared import RING_MASK, RING_SIZE, ScanShared
@@ -149,3 +155,108 @@ def test_retries_beyond_what_the_ring_can_number_are_refused() -> None:
     Prober().scan(["198.19.0.7:80"], retries=63)
     with pytest.raises(UsageError, match="retries"):
         Prober().scan(["198.19.0.7:80"], retries=64)
+
+
+# -- the sender process: its signals and its lifetime ---------------------------------------
+def start_sender(plan: ScanPlan) -> tuple[subprocess.Popen[bytes], EventReader, ScanShared]:
+    """Start the sender process as ScanRun does, its stdin this process's."""
+    shared = ScanShared.create(1000)
+    events_read, events_write = os.pipe()
+    config_read, config_write = os.pipe()
+    os.set_blocking(events_read, False)
+    config = SenderConfig(
+        plan=plan.to_json(), secret=(b"k" * 16).hex(), ports=PORTS, rate=1000.0, retries=0,
+        wait=1.0, shared_fd=shared.fd, bitmap_bits=shared.bitmap_bits,
+        events_fd=events_write, pcap=None, parent_pid=os.getpid(),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prober.engine.scan.sender", str(config_read)],
+        pass_fds=(config_read, shared.fd, events_write),
+    )
+    os.close(config_read)
+    os.close(events_write)
+    with os.fdopen(config_write, "w") as config_file:
+        config_file.write(config.to_json())
+    return process, EventReader(events_read), shared
+
+
+def _wait_for_handlers(pid: int) -> None:
+    """Until the process catches SIGTERM (the sender's main() has set itself up)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << (15 - 1)):
+                time.sleep(0.2)  # and has gone on to read its plan
+                return
+        time.sleep(0.02)
+    raise AssertionError("the sender did not start")
+
+
+def test_sigterm_stops_a_sender_blocked_reading_stdin() -> None:
+    # `prober scan -f -` fed by a slow producer: the sender waits in a read of stdin, and
+    # Ctrl-C (SIGTERM from ScanRun) must end it at once, with its "done".
+    stdin_read, stdin_write = os.pipe()
+    saved = os.dup(0)
+    os.dup2(stdin_read, 0)
+    try:
+        process, events, shared = start_sender(ScanPlan(file="-"))
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(stdin_read)
+    try:
+        _wait_for_handlers(process.pid)
+        process.terminate()
+        assert process.wait(5) == 0
+        notes = [event for event in events.read() if isinstance(event, dict)]
+        assert notes and notes[-1]["note"] == "done" and notes[-1]["stopped"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(stdin_write)
+        os.close(events.fd)
+        shared.close()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_the_sender_does_not_outlive_a_killed_parent() -> None:
+    # The parent (ScanRun's process) is SIGKILLed: nothing runs its cleanup, and the sender
+    # must not go on sending. Its stdin stays open here, so only its own check can end it.
+    stdin_read, stdin_write = os.pipe()
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\n"
+         "from prober.scan_plan import ScanPlan\n"
+         "from tests.unit.test_scan_review import start_sender\n"
+         "process, _events, _shared = start_sender(ScanPlan(file='-'))\n"
+         "print(process.pid, flush=True)\n"
+         "time.sleep(60)\n"],
+        stdin=stdin_read, stdout=subprocess.PIPE,
+    )
+    os.close(stdin_read)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        _wait_for_handlers(pid)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = not _gone(pid)
+        if alive:
+            os.kill(pid, signal.SIGKILL)  # ours: started by the parent this test started
+        assert not alive, "the sender outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        os.close(stdin_write)

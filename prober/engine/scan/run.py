@@ -222,6 +222,7 @@ class ScanRun:
             bitmap_bits=bits,
             events_fd=events_write,
             pcap=None if self._pcap_dir is None else str(Path(self._pcap_dir.name) / "sent.pcap"),
+            parent_pid=os.getpid(),
         )
         try:
             self._process = subprocess.Popen(
