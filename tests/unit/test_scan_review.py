@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -18,13 +19,16 @@ from scapy.layers.inet import IP, TCP
 
 from prober.api import Prober
 from prober.core.parse import parse_packet
+from prober.core.pcap_format import record_time
 from prober.core.scan_cookie import MASK32, ScanKey
 from prober.core.strays import Stray
-from prober.core.syn import Reason
+from prober.core.syn import PortState, Reason
+from prober.engine.scan import rsts
 from prober.engine.scan.events import EventReader
-from prober.engine.scan.replies import ReplyChecker
+from prober.engine.scan.replies import Answer, ReplyChecker
 from prober.engine.scan.sender import Sender, SenderConfig
 from prober.engine.scan.shared import RING_MASK, RING_SIZE, ScanShared
+from prober.engine.sockets import SO_TIMESTAMPNS
 from prober.errors import UsageError
 from prober.scan_plan import ScanPlan
 
@@ -260,3 +264,59 @@ def test_the_sender_does_not_outlive_a_killed_parent() -> None:
             parent.kill()
             parent.wait()
         os.close(stdin_write)
+
+
+# -- the RSTs owed to SYN/ACKs, and the pcap ---------------------------------------------------
+class _RstTap:
+    """Stands in for the outgoing-RST packet socket: what left, with its kernel time."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[bytes, int]] = []
+
+    def recvmsg(self, *_args: Any) -> Any:
+        if not self.queue:
+            raise BlockingIOError
+        data, time_ns = self.queue.pop(0)
+        stamp = struct.pack("qq", *divmod(time_ns, 1_000_000_000))
+        return data, [(socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp)], 0, None
+
+    def recv(self, _size: int) -> bytes:
+        if not self.queue:
+            raise BlockingIOError
+        return self.queue.pop(0)[0]
+
+    def close(self) -> None:
+        pass
+
+
+def _synack_answer() -> Answer:
+    sport = PORTS[3]
+    data = bytes(IP(src="198.19.0.7", dst="198.18.0.1")
+                 / TCP(sport=80, dport=sport, flags="SA", seq=7, ack=1000))
+    return Answer(
+        position=0, k=0, slot=0, attempt=0, state=PortState.OPEN, reason=Reason.SYN_ACK,
+        packet=parse_packet(data), received_ns=1, received_user_ns=1, first=True, named=False,
+        target=FIRST, port=80, source=OURS, source_port=sport, synack_seq_ack=1000,
+    )
+
+
+def test_prober_s_own_rst_seen_leaving_is_not_the_kernel_s_and_is_recorded_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tap, sent = _RstTap(), _Socket()
+    monkeypatch.setattr(rsts, "open_outgoing_rst_socket", lambda: tap)
+    monkeypatch.setattr(rsts, "open_send_socket", lambda _version: sent)
+    monkeypatch.setattr(rsts, "disable_tx_timestamps", lambda _sock: None)
+    duty = rsts.RstDuty(PORTS)
+    with open(tmp_path / "rsts.pcap", "wb") as pcap:
+        duty.pcap = pcap
+        for round_ in range(2):  # a SYN/ACK, then its retransmission: each gets a RST
+            duty.owe(_synack_answer(), now=10.0 * round_)
+            duty.settle(10.0 * round_ + 1.0)  # the kernel's RST never came: prober's goes
+            tap.queue.append((sent.sent[-1], 5_000 + round_))  # ... and is seen leaving
+            duty.settle(10.0 * round_ + 1.1)
+    assert (duty.own_rsts, duty.kernel_rsts) == (2, 0)
+    data = (tmp_path / "rsts.pcap").read_bytes()
+    times = [record_time(data[at : at + 16]) for at in (0, 16 + len(sent.sent[0]))]
+    assert len(data) == 2 * (16 + len(sent.sent[0]))  # each RST once, at its kernel time
+    assert times == [5_000, 5_001]

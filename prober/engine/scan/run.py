@@ -204,7 +204,13 @@ class ScanRun:
             )
             cleanup.callback(self._pcap_received.close)
             self._pcap_received.write(file_header())
-            self._rsts.pcap = self._pcap_received
+            # The RSTs apart: read on their own socket, their times interleave with the
+            # answers', and each file must be in time order for the merge.
+            self._rsts.pcap = open(  # noqa: SIM115 (closed by the cleanup stack)
+                Path(self._pcap_dir.name) / "rsts.pcap", "wb"
+            )
+            cleanup.callback(self._rsts.pcap.close)
+            self._rsts.pcap.write(file_header())
 
         events_read, events_write = os.pipe()
         config_read, config_write = os.pipe()
@@ -517,12 +523,15 @@ class ScanRun:
         if target is None or self._pcap_dir is None or self._pcap_received is None:
             return
         self._pcap_received.close()
+        if self._rsts.pcap is not None:
+            self._rsts.pcap.close()
         directory = Path(self._pcap_dir.name)
         with open(target, "wb") as out:
             out.write(file_header())
             for _time, chunk in heapq.merge(
                 _pcap_records(directory / "sent.pcap"),
                 _pcap_records(directory / "received.pcap"),
+                _pcap_records(directory / "rsts.pcap"),
             ):
                 out.write(chunk)
 
