@@ -26,7 +26,7 @@ from prober.core.syn import PortState, Reason
 from prober.engine.scan import rsts
 from prober.engine.scan.events import EventReader
 from prober.engine.scan.replies import Answer, ReplyChecker
-from prober.engine.scan.sender import Sender, SenderConfig
+from prober.engine.scan.sender import Sender, SenderConfig, spawn
 from prober.engine.scan.shared import RING_MASK, RING_SIZE, ScanShared
 from prober.engine.sockets import SO_TIMESTAMPNS
 from prober.errors import UsageError
@@ -173,10 +173,7 @@ def start_sender(plan: ScanPlan) -> tuple[subprocess.Popen[bytes], EventReader, 
         wait=1.0, shared_fd=shared.fd, bitmap_bits=shared.bitmap_bits,
         events_fd=events_write, pcap=None, parent_pid=os.getpid(),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prober.engine.scan.sender", str(config_read)],
-        pass_fds=(config_read, shared.fd, events_write),
-    )
+    process = spawn(config_read, (config_read, shared.fd, events_write), None)
     os.close(config_read)
     os.close(events_write)
     with os.fdopen(config_write, "w") as config_file:
@@ -320,3 +317,19 @@ def test_prober_s_own_rst_seen_leaving_is_not_the_kernel_s_and_is_recorded_once(
     times = [record_time(data[at : at + 16]) for at in (0, 16 + len(sent.sent[0]))]
     assert len(data) == 2 * (16 + len(sent.sent[0]))  # each RST once, at its kernel time
     assert times == [5_000, 5_001]
+
+
+def test_a_stop_while_the_sender_starts_is_a_stop_not_a_kill() -> None:
+    # Ctrl-C right after the scan began: SIGTERM reaches the sender before its handler.
+    process, events, shared = start_sender(ScanPlan(targets=()))
+    try:
+        process.terminate()
+        assert process.wait(20) == 0
+        notes = [event for event in events.read() if isinstance(event, dict)]
+        assert notes and notes[-1]["note"] == "done"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(events.fd)
+        shared.close()

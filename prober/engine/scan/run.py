@@ -15,7 +15,6 @@ import contextlib
 import heapq
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections import deque
@@ -37,7 +36,7 @@ from prober.engine.rx_ring import BLOCK_COUNT, RxRing
 from prober.engine.scan.events import EventKind, EventReader, Unanswered
 from prober.engine.scan.replies import Answer, ReplyChecker, address_text
 from prober.engine.scan.rsts import RstDuty
-from prober.engine.scan.sender import SenderConfig
+from prober.engine.scan.sender import SenderConfig, spawn
 from prober.engine.scan.shared import STDIN_BITMAP_BITS, Counter, ScanShared
 from prober.engine.sockets import (
     attach_filter,
@@ -231,10 +230,9 @@ class ScanRun:
             parent_pid=os.getpid(),
         )
         try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "prober.engine.scan.sender", str(config_read)],
-                pass_fds=(config_read, shared.fd, events_write),
-                stdin=None if plan.file == "-" else subprocess.DEVNULL,
+            self._process = spawn(
+                config_read, (config_read, shared.fd, events_write),
+                None if plan.file == "-" else subprocess.DEVNULL,
             )
         finally:
             os.close(config_read)

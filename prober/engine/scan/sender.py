@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from array import array
@@ -406,6 +407,25 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def spawn(config_fd: int, pass_fds: tuple[int, ...], stdin: int | None
+          ) -> subprocess.Popen[bytes]:
+    """Start the sender process (``python -m`` this module). SIGINT and SIGTERM stay blocked
+    in it (a signal mask is inherited across exec) until main() has its handlers: a stop
+    while it starts is then a stop, not a kill by the default action (nor a traceback from
+    KeyboardInterrupt on Ctrl-C at the terminal)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prober.engine.scan.sender", str(config_fd)],
+            pass_fds=pass_fds, stdin=stdin,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def main(argv: list[str]) -> int:
     config_fd = int(argv[1])
     with os.fdopen(config_fd, "r") as config_file:
@@ -420,6 +440,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by spawn()
     try:
         sender.run()
     except ProberError as exc:
