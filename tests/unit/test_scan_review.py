@@ -3,6 +3,7 @@ reply check's ring lookup, the sender's ring writes, its signals and its lifetim
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -24,8 +25,9 @@ from prober.core.scan_cookie import MASK32, ScanKey
 from prober.core.strays import Stray
 from prober.core.syn import PortState, Reason
 from prober.engine.scan import rsts
-from prober.engine.scan.events import EventReader
+from prober.engine.scan.events import EventReader, encode_note
 from prober.engine.scan.replies import Answer, ReplyChecker
+from prober.engine.scan.run import ScanOptions, ScanRun
 from prober.engine.scan.sender import Sender, SenderConfig, spawn
 from prober.engine.scan.shared import RING_MASK, RING_SIZE, ScanShared
 from prober.engine.sockets import SO_TIMESTAMPNS
@@ -333,3 +335,35 @@ def test_a_stop_while_the_sender_starts_is_a_stop_not_a_kill() -> None:
             process.wait()
         os.close(events.fd)
         shared.close()
+
+
+def test_the_receiver_stops_watching_the_events_pipe_at_its_end() -> None:
+    # After the sender's last word its pipe reads as EOF, which epoll reports as readable
+    # for ever: a reader left registered spins while the caller still iterates the records.
+    run = ScanRun(ScanPlan(targets=("198.19.0.7:80",)), ScanOptions())
+    events_read, events_write = os.pipe()
+    os.set_blocking(events_read, False)
+    os.write(events_write, encode_note("done", sent=0))
+    os.close(events_write)
+    run._events = EventReader(events_read)
+    run._shared = ScanShared.create(8)
+    calls = 0
+
+    def on_events() -> None:
+        nonlocal calls
+        calls += 1
+        run._finished = True  # _end has nothing to read here
+        run._on_events()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(events_read, on_events)
+        await asyncio.sleep(0.1)
+        loop.remove_reader(events_read)
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(events_read)
+        run._shared.close()
+    assert calls <= 2

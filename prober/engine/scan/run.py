@@ -377,8 +377,14 @@ class ScanRun:
                 self._names.pop(position, None)
             else:
                 self._on_note(event)
+        if self._events.closed:
+            # EOF stays readable: a reader left on it would spin until the iteration ends.
+            asyncio.get_running_loop().remove_reader(self._events.fd)
         if self._events.closed and self._sender_done is None:
-            code = None if self._process is None else self._process.poll()
+            code = None
+            if self._process is not None:  # its pipe closed as it died: it is about to end
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = self._process.wait(0.5)
             self._error = self._error or ProberError(
                 f"the scan's sender process ended unexpectedly (exit status {code})"
             )
