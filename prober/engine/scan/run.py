@@ -238,6 +238,8 @@ class ScanRun:
             os.close(config_read)
             os.close(events_write)
         cleanup.callback(self._reap)
+        if self._stopping:  # stop() before the iteration: the sender stops before sending
+            self._signal_sender()
         with os.fdopen(config_write, "w") as config_file:
             config_file.write(config.to_json())
 
