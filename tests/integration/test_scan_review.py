@@ -4,6 +4,9 @@ review, each with the records it must give (one per target and port, whatever ha
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
+import sys
 
 import pytest
 import uvloop
@@ -51,3 +54,19 @@ def test_retries_give_one_record_per_target(syn_topology: SynTopology) -> None:
         SynTopology.ADMIN_PROHIBITED_PORT: ("icmp-unreachable", 1),
     }
     assert run.summary is not None and run.summary.sent == 6
+
+
+def test_a_bad_stdin_line_ends_the_scan_after_the_records_before_it(
+    syn_topology: SynTopology,
+) -> None:
+    good = _endpoints(syn_topology, SynTopology.OPEN_PORT, SynTopology.CLOSED_PORT)
+    lines = [*good, "not a target!", *_endpoints(syn_topology, 82)]
+    done = subprocess.run(
+        [sys.executable, "-m", "prober", "scan", "-f", "-", "--wait", "0.2"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted((r["port"], r["reason"]) for r in records) == [(80, "syn-ack"), (81, "rst")]
+    assert "<stdin>:3: invalid target" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -310,8 +310,10 @@ class Sender:
                         counters[Counter.PLAN_DONE] = 1
                         break
                     except UsageError as exc:  # a bad stdin line without --skip-bad
+                        # The plan ends here; the SYNs before it still get their answers.
                         self.note("fatal", error=str(exc), usage=True)
-                        self.stopping = True
+                        plan_done = True
+                        counters[Counter.PLAN_DONE] = 1
                         break
                     finally:
                         self.reading_plan = False
