@@ -82,14 +82,11 @@ class ReplyChecker:
                 return None
             cookie = self.key.cookie(packet.dst, packet.src, tcp.sport)
             k32 = (tcp.ack - 1 - cookie) & MASK32
-            # A RST may ack the ISN itself (RFC 9293 3.10.7.1 has ISN + 1; prober syn takes
-            # both): only if ISN + 1 names no send of this target.
-            if (
-                reason is Reason.RST
-                and self._lookup(k32, cookie, tcp.dport, count=False) is None
-                and self._lookup((k32 + 1) & MASK32, cookie, tcp.dport, count=False)
-            ):
-                k32 = (k32 + 1) & MASK32
+            if reason is Reason.RST and self._lookup(k32, cookie, tcp.dport, count=False) is None:
+                # Some stacks' RST acknowledges the ISN itself, not ISN + 1 (zmap accepts both).
+                alternative = (tcp.ack - cookie) & MASK32
+                if self._lookup(alternative, cookie, tcp.dport, count=False) is not None:
+                    k32 = alternative
             return self._match(
                 k32, cookie, packet, state, reason, received_ns, received_user_ns,
                 target=packet.src, port=tcp.sport, source=packet.dst, source_port=tcp.dport,
