@@ -367,3 +367,13 @@ def test_the_receiver_stops_watching_the_events_pipe_at_its_end() -> None:
         os.close(events_read)
         run._shared.close()
     assert calls <= 2
+
+
+def test_the_shared_segment_is_not_inherited_by_other_children() -> None:
+    # Only the sender should hold the segment (spawn passes it by pass_fds); any other child
+    # this process starts would otherwise keep 29 MiB and the scan's bitmap alive.
+    segment = ScanShared.create(8)
+    try:
+        assert not os.get_inheritable(segment.fd)
+    finally:
+        segment.close()

@@ -88,8 +88,9 @@ class ScanShared:
 
     @classmethod
     def create(cls, bitmap_bits: int) -> ScanShared:
-        """A new segment; its descriptor (``fd``) is inheritable, for the sender."""
-        fd = os.memfd_create("prober-scan", 0)  # no MFD_CLOEXEC: passed to the sender
+        """A new segment; its descriptor (``fd``) is not inheritable: it is passed to the
+        sender alone (``pass_fds``)."""
+        fd = os.memfd_create("prober-scan", os.MFD_CLOEXEC)
         os.ftruncate(fd, cls.size(bitmap_bits))
         shared = cls(fd, bitmap_bits)
         shared.ring_k[0:RING_SIZE] = memoryview(b"\xff" * (8 * RING_SIZE)).cast("Q")
