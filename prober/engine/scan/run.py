@@ -234,6 +234,9 @@ class ScanRun:
                 config_read, (config_read, shared.fd, events_write),
                 None if plan.file == "-" else subprocess.DEVNULL,
             )
+        except BaseException:
+            os.close(config_write)
+            raise
         finally:
             os.close(config_read)
             os.close(events_write)
