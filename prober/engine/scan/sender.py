@@ -14,21 +14,26 @@ order the receiver's positions refer to), and for each probe:
    concluded it (shared bitmap), it is sent again (``retries``) or reported unanswered.
 
 The delay line is the only state per outstanding probe, bounded by rate x wait x (retries+1).
-SIGTERM stops sending: probes still waiting are reported interrupted and the process ends.
+SIGTERM stops sending, also while the plan's next line is awaited (stdin, a slow resolver):
+probes still waiting are reported interrupted and the process ends. The process never
+outlives its parent (PR_SET_PDEATHSIG): nothing would read its answers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from array import array
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -70,6 +75,7 @@ class SenderConfig:
     bitmap_bits: int
     events_fd: int
     pcap: str | None  # a file for the SYNs sent (user-space send times)
+    parent_pid: int = 0  # the receiver: the sender ends if it is gone (0: not checked)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -124,6 +130,7 @@ class Sender:
         self.events_fd = config.events_fd
         self._events = bytearray()
         self.stopping = False
+        self.reading_plan = False  # in next(probes): SIGTERM interrupts it (_Stopped)
         self._sockets: dict[int, socket.socket] = {}
         self._templates = {v: TcpTemplate(v, TcpFlags.SYN) for v in (4, 6)}
         self._families = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -180,8 +187,11 @@ class Sender:
         shared = self.shared
         slot = k & RING_MASK
         # The ring entry is written before the send: an answer can be read before sendto
-        # returns (on loopback or a veth, the whole round trip runs inside the call).
+        # returns (on loopback or a veth, the whole round trip runs inside the call). The
+        # slot's old k goes first, so a reader never takes this entry for the old send's.
+        shared.ring_k[slot] = EMPTY_SLOT
         shared.ring_position[slot] = probe_position
+        shared.ring_tag[slot] = cookie & MASK32
         shared.ring_meta[slot] = attempt | NAMED if name else attempt
         for _ in range(_TRANSIENT_TRIES):
             now_ns = time.time_ns()
@@ -238,6 +248,16 @@ class Sender:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
+        # Bad lines of a file or the arguments were reported by the receiver's first pass
+        # (check_plan); stdin is read only here.
+        self.tally = PlanTally()
+        on_bad = self._bad_line if self.plan.file == "-" else None
+        probes = iter_probes(self.plan, _resolver, on_bad, tally=self.tally)
+        with contextlib.suppress(_Stopped):
+            self._loop(probes)
+        self._finish()
+
+    def _loop(self, probes: Iterator[PlannedProbe]) -> None:
         config = self.config
         rate = config.rate
         retries = config.retries
@@ -246,11 +266,6 @@ class Sender:
         shared = self.shared
         counters = shared.counters
         delay = self.delay
-        # Bad lines of a file or the arguments were reported by the receiver's first pass
-        # (check_plan); stdin is read only here.
-        self.tally = PlanTally()
-        on_bad = self._bad_line if self.plan.file == "-" else None
-        probes = iter_probes(self.plan, _resolver, on_bad, tally=self.tally)
         pending: PlannedProbe | None = None
         planned = 0
         plan_done = False
@@ -290,15 +305,20 @@ class Sender:
             while not plan_done and tokens >= 1.0 and budget:
                 if pending is None:
                     try:
+                        self.reading_plan = True
                         pending = next(probes)
                     except StopIteration:
                         plan_done = True
                         counters[Counter.PLAN_DONE] = 1
                         break
                     except UsageError as exc:  # a bad stdin line without --skip-bad
+                        # The plan ends here; the SYNs before it still get their answers.
                         self.note("fatal", error=str(exc), usage=True)
-                        self.stopping = True
+                        plan_done = True
+                        counters[Counter.PLAN_DONE] = 1
                         break
+                    finally:
+                        self.reading_plan = False
                     planned += 1
                     counters[Counter.PLANNED] = planned
                 probe = pending
@@ -346,7 +366,6 @@ class Sender:
                 nap = max(nap, delay[0][0] - now)
             if nap > 0.0002 and budget:
                 time.sleep(min(nap, 0.01))
-        self._finish()
 
     def _bad_line(self, message: str) -> None:
         self.note("bad-line", message=message)
@@ -375,17 +394,57 @@ class Sender:
             sock.close()
 
 
+class _Stopped(BaseException):
+    """SIGTERM during a blocking read of the plan (a BaseException: no handler of the plan's
+    may take it for an error of its own)."""
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when the parent ends (its thread, strictly: ScanRun starts
+    the sender from the thread that runs the scan), and end now if it already has."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid and os.getppid() != parent_pid:  # it ended before the prctl
+        os._exit(1)
+
+
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def spawn(config_fd: int, pass_fds: tuple[int, ...], stdin: int | None
+          ) -> subprocess.Popen[bytes]:
+    """Start the sender process (``python -m`` this module). SIGINT and SIGTERM stay blocked
+    in it (a signal mask is inherited across exec) until main() has its handlers: a stop
+    while it starts is then a stop, not a kill by the default action (nor a traceback from
+    KeyboardInterrupt on Ctrl-C at the terminal)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prober.engine.scan.sender", str(config_fd)],
+            pass_fds=pass_fds, stdin=stdin,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def main(argv: list[str]) -> int:
     config_fd = int(argv[1])
     with os.fdopen(config_fd, "r") as config_file:
         config = SenderConfig.from_json(config_file.read())
+    _die_with_parent(config.parent_pid)
     sender = Sender(config)
 
     def stop(_signum: int, _frame: object) -> None:
         sender.stopping = True
+        if sender.reading_plan:
+            raise _Stopped
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by spawn()
     try:
         sender.run()
     except ProberError as exc:
