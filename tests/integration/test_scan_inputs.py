@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from prober.lab.scan_topology import ScanTopology
 from .scan_support import (
     EXPECTED,
     PORTS,
+    PROBER,
     RATE,
+    SCAN_TIMEOUT_S,
     SEED,
     WAIT_S,
     IPNetwork,
@@ -66,6 +69,31 @@ def test_targets_from_stdin(scan_topo: ScanTopology) -> None:
     assert len(records) == 16 * 4 + 16 * 2
     check_block(scan_topo, of(records, v4), v4, EXPECTED)
     check_block(scan_topo, of(records, v6), v6, [80, 81])
+
+
+def test_a_pause_on_stdin_does_not_hold_back_verdicts(scan_topo: ScanTopology) -> None:
+    """While stdin has no next line, SYNs already sent still get their verdicts (silence
+    included, after --wait) and a skipped bad line is reported: the stream is read apart."""
+    first = ipaddress.ip_address(int(scan_topo.block_v4.network_address) + 1)
+    second = ipaddress.ip_address(int(scan_topo.block_v4.network_address) + 2)
+    with subprocess.Popen(
+        [*PROBER, "scan", "-f", "-", "--wait", "0.5", "--skip-bad", "--format", "jsonl"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(f"{first}:80,82\nbad line\n")
+        process.stdin.flush()
+        # Both verdicts (open; silence after 0.5 s) come while the next line is awaited.
+        early = [json.loads(process.stdout.readline()) for _ in range(2)]
+        process.stdin.write(f"{second}:80\n")
+        process.stdin.close()
+        rest = [json.loads(line) for line in process.stdout]
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+        process.wait(timeout=SCAN_TIMEOUT_S)
+    assert {(r["port"], r["reason"]) for r in early} == {(80, "syn-ack"), (82, "no-response")}
+    assert [(r["target"], r["state"]) for r in rest] == [(str(second), "open")]
+    assert "<stdin>:2" in stderr and process.returncode == 0
 
 
 def test_targets_file(scan_topo: ScanTopology, tmp_path: Path) -> None:

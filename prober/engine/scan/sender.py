@@ -26,16 +26,18 @@ import ctypes
 import errno
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from array import array
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 from prober.core.handshake_conversation import tsval_at
 from prober.core.packets import TcpTemplate
@@ -251,13 +253,18 @@ class Sender:
         # Bad lines of a file or the arguments were reported by the receiver's first pass
         # (check_plan); stdin is read only here.
         self.tally = PlanTally()
-        on_bad = self._bad_line if self.plan.file == "-" else None
-        probes = iter_probes(self.plan, _resolver, on_bad, tally=self.tally)
+        probes: Iterator[PlannedProbe | _BadLine | None]
+        if self.plan.file == "-":
+            # A stream may pause between lines: read it in a thread, so that meanwhile
+            # retries, silences and the TX stamps go on (None: no probe ready yet).
+            probes = _StreamedPlan(self.plan, self.tally).probes()
+        else:
+            probes = iter_probes(self.plan, _resolver, None, tally=self.tally)
         with contextlib.suppress(_Stopped):
             self._loop(probes)
         self._finish()
 
-    def _loop(self, probes: Iterator[PlannedProbe]) -> None:
+    def _loop(self, probes: Iterator[PlannedProbe | _BadLine | None]) -> None:
         config = self.config
         rate = config.rate
         retries = config.retries
@@ -266,7 +273,7 @@ class Sender:
         shared = self.shared
         counters = shared.counters
         delay = self.delay
-        pending: PlannedProbe | None = None
+        pending: PlannedProbe | _BadLine | None = None
         planned = 0
         plan_done = False
         tokens = 1.0
@@ -319,10 +326,17 @@ class Sender:
                         break
                     finally:
                         self.reading_plan = False
+                    if pending is None:
+                        break  # the stream has no line ready: come back on the next turn
+                    if isinstance(pending, _BadLine):  # skipped (--skip-bad), reported here
+                        self._bad_line(pending.message)
+                        pending = None
+                        continue
                     planned += 1
                     counters[Counter.PLANNED] = planned
                 probe = pending
                 pending = None
+                assert not isinstance(probe, _BadLine)  # handled where it was read
                 if probe.position >= config.bitmap_bits:
                     self.note("fatal", error=f"more than {config.bitmap_bits} targets")
                     self.stopping = True
@@ -392,6 +406,53 @@ class Sender:
             self._pcap.close()
         for sock in self._sockets.values():
             sock.close()
+
+
+class _BadLine(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _StreamedPlan:
+    """The plan of a stdin scan, read by a thread into a bounded queue."""
+
+    _END: Final = object()
+
+    def __init__(self, plan: ScanPlan, tally: PlanTally) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=8192)
+        self._plan = plan
+        self._tally = tally
+        threading.Thread(target=self._read, name="prober-plan", daemon=True).start()
+
+    def _read(self) -> None:
+        put = self._queue.put
+        try:
+            for probe in iter_probes(
+                self._plan, _resolver, lambda message: put(_BadLine(message)),
+                tally=self._tally,
+            ):
+                put(probe)
+        except Exception as exc:  # handed to the sending thread, raised there
+            put(exc)
+        put(self._END)
+
+    def probes(self) -> Iterator[PlannedProbe | _BadLine | None]:
+        get = self._queue.get_nowait
+        while True:
+            try:
+                item = get()
+            except queue.Empty:
+                yield None
+                continue
+            if item is self._END:
+                return
+            if isinstance(item, _BadLine):
+                yield item  # a value, not raised: raising would end this generator
+            elif isinstance(item, BaseException):
+                raise item  # the plan's own end (a bad line without --skip-bad)
+            else:
+                yield item  # type: ignore[misc]
 
 
 class _Stopped(BaseException):
