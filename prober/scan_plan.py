@@ -6,10 +6,13 @@ INTERFACE STUB: the shape below is fixed; the implementation is being written.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
+
+from prober.targets import PortRanges, parse_ports, parse_target_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,14 @@ def check_plan(plan: ScanPlan, on_bad: Callable[[str], None] | None = None) -> P
     line unless ``plan.skip_bad`` (then ``on_bad`` gets each message). Returns None when the
     targets come from stdin (it cannot be read twice: its lines are checked as they are sent).
     """
-    raise NotImplementedError
+    if plan.file == "-":
+        return None
+    total = sum(parse_target_spec(t, _ports(plan)).size for t in plan.targets)
+    return PlanCounts(total, 0, 0, 0)
+
+
+def _ports(plan: ScanPlan) -> PortRanges | None:
+    return None if plan.ports is None else parse_ports(plan.ports)
 
 
 def iter_probes(
@@ -79,4 +89,12 @@ def iter_probes(
     on_bad: Callable[[str], None] | None = None,
 ) -> Iterator[PlannedProbe]:
     """The probe sequence. Streams: memory does not grow with the number of targets."""
-    raise NotImplementedError
+    # TEMPORARY (engine development): arguments only, in order, no shards or exclusions.
+    position = 0
+    for text in plan.targets:
+        spec = parse_target_spec(text, _ports(plan))
+        for i in range(spec.size):
+            host, port = spec.address_and_port(i)
+            address = ipaddress.ip_address(host)
+            yield PlannedProbe(position, address.version, address.packed, port)
+            position += 1

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from prober.core.strays import Stray
 from prober.core.syn import PortState, Reason
+from prober.core.timing import Clock
 
 SCAN_FIELDS: Final = (
     "target",
@@ -33,6 +34,7 @@ SCAN_FIELDS: Final = (
     "icmp_code",
     "icmp_from",
     "received_ns",
+    "error",
 )
 
 
@@ -43,7 +45,7 @@ class ScanResult:
     ``attempt`` is the 1-based number of the SYN that was answered (1 unless ``--retries``
     re-sent it), or for silence the number of SYNs sent. ``rtt_us`` is the answered SYN's
     send (kernel TX stamp) to the answer's capture (kernel RX stamp) on ``clock`` "kernel";
-    "user" when the kernel gave no TX stamp in time and the send was timed in user space;
+    "user" when the kernel gave no TX stamp in time, so both ends were timed in user space;
     None without an answer. ``ttl``, ``window`` and ``options`` (TcpOptions.order letters)
     describe the answer's TCP segment (the ICMP's IP header for ICMP: ttl only).
     ``name`` is the host name the target was given as (None for addresses and blocks).
@@ -59,7 +61,7 @@ class ScanResult:
     source_port: int
     name: str | None = None
     rtt_us: float | None = None
-    clock: str | None = None  # "kernel" | "user" | None (no answer)
+    clock: Clock | None = None  # None without an answer
     ttl: int | None = None
     window: int | None = None
     options: str | None = None
@@ -67,6 +69,7 @@ class ScanResult:
     icmp_code: int | None = None
     icmp_from: str | None = None  # who sent the ICMP error (a router, or the target)
     received_ns: int | None = None
+    error: str | None = None  # why the SYN could not be sent, or the name not resolved
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON line's fields (``SCAN_FIELDS`` order), enums as their values."""
@@ -77,7 +80,7 @@ class ScanResult:
             "state": self.state.value,
             "reason": self.reason.value,
             "rtt_us": self.rtt_us,
-            "clock": self.clock,
+            "clock": None if self.clock is None else self.clock.value,
             "ttl": self.ttl,
             "window": self.window,
             "options": self.options,
@@ -88,6 +91,7 @@ class ScanResult:
             "icmp_code": self.icmp_code,
             "icmp_from": self.icmp_from,
             "received_ns": self.received_ns,
+            "error": self.error,
         }
 
 

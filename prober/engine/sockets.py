@@ -370,3 +370,47 @@ def kernel_drops(sock: socket.socket) -> int:
     raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _PACKET_STATS.size)
     _packets, drops = _PACKET_STATS.unpack(raw)
     return int(drops)
+
+
+# -- the local kernel's own RSTs (scan) ---------------------------------------------------------
+def outgoing_rst_filter() -> list[tuple[int, int, int, int]]:
+    """The kernel filter for outgoing IPv4/IPv6 TCP segments with RST set (first fragments
+    and bare IPv6 headers only): a scan counts the RSTs its kernel sends for SYN/ACKs, and
+    sends its own where they are missing. Ports are checked in user space (RSTs are few)."""
+    ad = _SKF_AD_OFF & 0xFFFFFFFF
+    rst = 0x04
+    return [
+        (_BPF_LD_W_ABS, 0, 0, ad + _SKF_AD_PKTTYPE),  # 0
+        (_BPF_JEQ_K, 0, 14, PACKET_OUTGOING),  # 1: not outgoing -> drop
+        (_BPF_LD_W_ABS, 0, 0, ad + _SKF_AD_PROTOCOL),  # 2
+        (_BPF_JEQ_K, 0, 7, ETH_P_IP),  # 3: not IPv4 -> 11
+        (_BPF_LD_H_ABS, 0, 0, 6),  # 4: flags and fragment offset
+        (_BPF_JSET_K, 10, 0, 0x1FFF),  # 5: a later fragment -> drop
+        (_BPF_LD_B_ABS, 0, 0, 9),  # 6: protocol
+        (_BPF_JEQ_K, 0, 8, socket.IPPROTO_TCP),  # 7: not TCP -> drop
+        (_BPF_LDX_B_MSH, 0, 0, 0),  # 8: X = IPv4 header length
+        (_BPF_LD_B_IND, 0, 0, 13),  # 9: TCP flags
+        (_BPF_JA, 0, 0, 4),  # 10: -> 15
+        (_BPF_JEQ_K, 0, 4, ETH_P_IPV6),  # 11: neither -> drop
+        (_BPF_LD_B_ABS, 0, 0, 6),  # 12: next header
+        (_BPF_JEQ_K, 0, 2, socket.IPPROTO_TCP),  # 13: not bare TCP -> drop
+        (_BPF_LD_B_ABS, 0, 0, 40 + 13),  # 14: TCP flags
+        (_BPF_JSET_K, 1, 0, rst),  # 15: RST set -> accept
+        (_BPF_RET_K, 0, 0, 0),  # 16: drop
+        (_BPF_RET_K, 0, 0, 128),  # 17: accept (headers are enough)
+    ]
+
+
+def open_outgoing_rst_socket() -> socket.socket:
+    """A non-blocking packet socket that sees the RSTs this host sends (outgoing_rst_filter)."""
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+    except OSError as exc:
+        _raise_permission(exc)
+        raise
+    sock.setblocking(False)
+    attach_filter(sock, capture_filter(()))  # nothing passes until the real filter is on
+    _drain_unfiltered(sock)
+    attach_filter(sock, outgoing_rst_filter())
+    _set_receive_buffer(sock, CAPTURE_BUFFER_BYTES // 4)
+    return sock
