@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python examples/library_scan.py 198.19.0.0/24:80,81 --rate 5000
     sudo .venv/bin/python examples/library_scan.py 198.19.0.0/16 -p 80 --rate 50000 --open-only
-    sudo .venv/bin/python examples/library_scan.py '[2001:2::2:0:0/120]:80' --shard 1/4
+    sudo .venv/bin/python examples/library_scan.py '[2001:2::2:0:0/120]:80' --seed 7 --shard 1/4
 
 (198.19.0.0/16 and 2001:2::2:0:0/112 are the built-in lab's `many` peer: `prober lab up`.)
 Prints one JSON line per target and port, as `prober scan` does, then the summary on stderr.
@@ -16,6 +16,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 import uvloop
 from _args import OneLineParser
@@ -24,10 +25,10 @@ from prober import PortState, Prober, ProberError
 
 
 async def main(targets: list[str], ports: str | None, rate: float, wait: float,
-               shard: tuple[int, int], open_only: bool) -> int:
+               seed: int | None, shard: tuple[int, int], open_only: bool) -> int:
     states: Counter[PortState] = Counter()
     async with Prober() as prober:
-        run = prober.scan(targets, ports=ports, rate=rate, wait=wait, shard=shard)
+        run = prober.scan(targets, ports=ports, rate=rate, wait=wait, seed=seed, shard=shard)
         async for result in run:  # one ScanResult per target and port, as verdicts come
             states[result.state] += 1
             if open_only and result.state is not PortState.OPEN:
@@ -43,8 +44,12 @@ async def main(targets: list[str], ports: str | None, rate: float, wait: float,
     return 0 if summary is None or summary.complete else 1
 
 
-def number(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
+Number = TypeVar("Number", int, float)
+
+
+def number(kind: Callable[[str], Number], low: Number, high: Number
+           ) -> Callable[[str], Number]:
+    def parse(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
@@ -80,8 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar="PPS", help="SYNs per second (default 1000)")
     parser.add_argument("--wait", type=number(float, 0, 60), default=2.0, metavar="S",
                         help="seconds to wait for answers after each SYN (default 2)")
+    parser.add_argument("--seed", type=number(int, 0, 2**64 - 1), metavar="N",
+                        help="keys the probe order (default random); shards need one seed")
     parser.add_argument("--shard", type=shard, default=(0, 1), metavar="I/N",
-                        help="this machine's share of the scan, 1/4 .. 4/4 (default 1/1)")
+                        help="this machine's share of the scan, 1/4 .. 4/4 (default 1/1); "
+                             "every shard with the same --seed")
     parser.add_argument("--open-only", action="store_true", help="print open ports only")
     return parser.parse_args(argv)
 
@@ -89,8 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse_args()
     try:
-        sys.exit(uvloop.run(main(args.targets, args.ports, args.rate, args.wait, args.shard,
-                                 args.open_only)))
+        sys.exit(uvloop.run(main(args.targets, args.ports, args.rate, args.wait, args.seed,
+                                 args.shard, args.open_only)))
     except ProberError as error:  # a bad target line, raw sockets not allowed, ...
         print(f"library_scan.py: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -11,9 +11,10 @@ of that block, and masscan and zmap that link as their interface.
 Default (full) run: the /16 on 16 ports (80 open, 81-95 closed), 1,048,576 probes per tool
 and rate, so the rate is sustained over more than 10^6 SYNs; nmap over the first /18 of it
 (262,144 probes) and Scapy over the first /20 on port 80 (4,096): they are 10 and 100 times
-slower. `--quick`: the /16 on port 80 only. `--memory`: prober alone, its peak RSS over 10^4
-and 10^6 probes (a 1/100 shard of the full set, then the whole set). Reported, never
-asserted: the exit status is 0 whatever the numbers.
+slower. `--quick`: the /16 on port 80 only. `--memory`: prober alone, its peak RSS over
+16,384 probes (the first /22 on the 16 ports) and 1,048,576 (the /16 on them), and with
+`--memory-large` 10,485,760 (the /16 on 160 ports). Reported, never asserted: the exit
+status is 0 whatever the numbers.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ DEFAULT_RATES = {
     "zmap": (150_000,),
     "nmap": (50_000,),  # its --min-rate; it reaches what it reaches
 }
-MEMORY_SHARD = "1/100"  # of the full set: 10,486 probes, the 10^4 point
+MEMORY_SMALL_PREFIX = 22  # 1,024 addresses x the 16 ports: 16,384 probes, the 10^4 point
+MEMORY_LARGE_PORTS = tuple(range(OPEN_PORT, OPEN_PORT + 160))  # the /16 on 160: 10^7 probes
 
 
 def rates(text: str) -> tuple[int, ...]:
@@ -101,7 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also prober over the block's IPv6 /112 at each rate")
     parser.add_argument("--memory", action="store_true",
                         help="only prober's peak RSS over 10^4 and 10^6 probes")
-    parser.add_argument("--memory-rate", type=int, default=100_000)
+    parser.add_argument("--memory-rate", type=int, default=50_000,
+                        help="prober's rate in --memory (default 50000)")
+    parser.add_argument("--memory-large", action="store_true",
+                        help="--memory also over 10^7 probes (the /16 on 160 ports)")
     parser.add_argument("--wait", type=float, default=2.0,
                         help="every tool's wait after its last SYN (default 2 s)")
     parser.add_argument("--settle", type=float, default=2.0,
@@ -179,11 +184,14 @@ def plan(ctx: Context, args: argparse.Namespace, peer: ManyPeer
     targets = sets(peer, args)
     steps: list[tuple[str, Callable[[], ToolRun]]] = []
     if args.memory:
-        full = TargetSet(peer.block_v4, (OPEN_PORT, *CLOSED_PORTS))
-        for shard in (MEMORY_SHARD, None):
-            steps.append((f"prober memory, shard {shard or 'all'}",
-                          functools.partial(run_prober, ctx, full, args.memory_rate,
-                                            shard=shard)))
+        ports = (OPEN_PORT, *CLOSED_PORTS)
+        small = ipaddress.IPv4Network(f"{peer.block_v4.network_address}/{MEMORY_SMALL_PREFIX}")
+        memory_sets = [TargetSet(small, ports), TargetSet(peer.block_v4, ports)]
+        if args.memory_large:
+            memory_sets.append(TargetSet(peer.block_v4, MEMORY_LARGE_PORTS))
+        for memory_set in memory_sets:
+            steps.append((f"prober memory over {memory_set.describe()}",
+                          functools.partial(run_prober, ctx, memory_set, args.memory_rate)))
         return steps
     per_tool_rates = {"prober": args.rates, "masscan": args.masscan_rates,
                       "zmap": args.zmap_rates, "nmap": args.nmap_rates}

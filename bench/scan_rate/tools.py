@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -262,14 +264,30 @@ def run_scapy(ctx: Context, targets: TargetSet, rate: int | None) -> ToolRun:
     return tool_run("scapy", rate, targets, measured, 1, tally, closed=False, reported=reported)
 
 
+@functools.cache
+def has_scan_command() -> bool:
+    """Whether this checkout's CLI has `prober scan` yet (the engine came first)."""
+    done = subprocess.run([sys.executable, "-m", "prober", "scan", "--help"], cwd=REPO,
+                          capture_output=True, env=command_env(), timeout=60, check=False)
+    return done.returncode == 0
+
+
+LIBRARY_SCAN = REPO / "examples" / "library_scan.py"
+
+
 def prober_argv(targets: TargetSet, rate: int, wait_s: float, seed: int, out: Path,
-                shard: str | None = None) -> list[str]:
+                shard: str | None = None) -> tuple[list[str], bool]:
+    """(argv, whether it writes its JSON lines to `out`; else to its stdout): the command, or
+    while it is missing the library through examples/library_scan.py."""
     block = str(targets.block)
     target = f"{block}:{targets.ports_text()}" if targets.block.version == 4 else (
         f"[{block}]:{targets.ports_text()}")
-    argv = [sys.executable, "-m", "prober", "scan", target, "--rate", str(rate), "--wait",
-            f"{wait_s:g}", "--seed", str(seed), "--format", "jsonl", "-o", str(out)]
-    return [*argv, "--shard", shard] if shard else argv
+    common = [target, "--rate", str(rate), "--wait", f"{wait_s:g}", "--seed", str(seed),
+              *(["--shard", shard] if shard else [])]
+    if has_scan_command():
+        return [sys.executable, "-m", "prober", "scan", *common, "--format", "jsonl", "-o",
+                str(out)], True
+    return [sys.executable, str(LIBRARY_SCAN), *common], False
 
 
 def read_prober_output(path: Path, tally: Tally) -> dict[str, Any]:
@@ -301,26 +319,35 @@ def run_prober(ctx: Context, targets: TargetSet, rate: int, *, shard: str | None
     tag = f"{label}-{rate}" + (f"-shard{shard.replace('/', 'of')}" if shard else "")
     out = ctx.workdir / f"{tag}.jsonl"
     out.unlink(missing_ok=True)
-    argv = prober_argv(targets, rate, ctx.wait_s, ctx.seed, out, shard)
+    argv, to_file = prober_argv(targets, rate, ctx.wait_s, ctx.seed, out, shard)
+    log = ctx.workdir / f"{tag}.log"
     # From the repository root, so `import prober` is this checkout's code.
-    measured = run_measured(argv, counter=ctx.counter, output=ctx.workdir / f"{tag}.log",
+    measured = run_measured(argv, counter=ctx.counter, output=log,
                             timeout_s=time_budget(targets, rate, ctx.wait_s) * 2 + 30, cwd=REPO,
                             env=command_env())
     tally = Tally(targets)
-    summary = read_prober_output(out, tally)
+    summary = read_prober_output(out if to_file else log, tally)
     reported: dict[str, Any] = {key: summary[key] for key in SUMMARY_KEYS if key in summary}
     if "rate_pps" in summary:
         reported["own_rate"] = round(summary["rate_pps"])
+    elif not to_file:  # library_scan.py's summary line on stderr
+        line = re.findall(r"in ([\d.]+) s, ([\d,]+) SYN/s; kernel drops (\d+)", measured.output)
+        if line:
+            reported.update(own_rate=int(line[-1][1].replace(",", "")),
+                            kernel_drops=int(line[-1][2]))
     run = tool_run(label, rate, targets, measured, 1, tally, closed=True, reported=reported)
     if shard:
         index, count = (int(n) for n in shard.split("/"))
         run.shard = shard
         run.planned = (targets.probes - (index - 1) + count - 1) // count
-    if measured.returncode not in (0, None) or not out.exists():
+    if not to_file:
+        run.notes.append("through examples/library_scan.py: this checkout has no `prober scan`")
+    if measured.returncode not in (0, None) or not (out.exists() or not to_file):
         tail = measured.output.strip().splitlines()[-1:] or ["(no output)"]
         run.notes.append(f"exit {measured.returncode}: {tail[0][:200]}")
     else:
-        run.notes.extend(line[:200] for line in measured.output.strip().splitlines()[-2:])
+        run.notes.extend(line[:200] for line in measured.output.strip().splitlines()[-2:]
+                         if not line.startswith("{"))
     return run
 
 

@@ -24,7 +24,7 @@ BAD_ARGUMENTS = {
     "demo.py": [["extra"], ["--bogus"]],
     "library_scan.py": [[], [BLOCK, "--rate", "0"], [BLOCK, "--rate", "x"],
                         [BLOCK, "--shard", "0/4"], [BLOCK, "--shard", "5/4"],
-                        [BLOCK, "--wait", "-1"], [BLOCK, "--bogus"]],
+                        [BLOCK, "--wait", "-1"], [BLOCK, "--seed", "1.5"], [BLOCK, "--bogus"]],
 }
 K8S = EXAMPLES / "k8s"
 
