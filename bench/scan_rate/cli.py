@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("\n".join(report.table(runs, threshold)))
         print("SYN/s sent: probes / the link's sending window; µs/probe: CPU (user+sys) per "
-              "probe; RSS: ru_maxrss (largest process); tree: summed RSS of the tool's processes"
-              " (sampled); ÷m: ratio to masscan; target's counters after - before: ovfl "
+              "probe; RSS: the largest VmHWM of its processes; tree: their summed RSS (both "
+              "sampled); ÷m: ratio to masscan; target's counters after - before: ovfl "
               "ListenOverflows, ldrop ListenDrops, cookie SyncookiesSent, qdrop "
               "TCPReqQFullDrop, retr RetransSegs, sndrop softnet drops (whole machine)")
         print("\n".join(report.summary(runs, threshold)))

@@ -3,9 +3,12 @@ and its sending window from the link's transmit counter.
 
 - CPU: user + system from `wait4()`'s rusage, which includes every descendant the tool
   itself reaped (prober's sender process).
-- Peak RSS: `ru_maxrss` from the same rusage is the largest single process of the tree; the
-  tree's summed RSS is sampled from /proc every SAMPLE_RSS_S as well (a tool of two
-  processes, like prober's receiver and sender, holds both at once).
+- Peak RSS: each process's VmHWM (its address space's high-water mark, fresh at exec),
+  sampled from /proc every SAMPLE_RSS_S; the largest is the peak RSS. Not `ru_maxrss`: the
+  kernel carries the RSS of the address space a process leaves at exec into it, so a tool
+  forked (vfork) from this bench, grown by the outputs it has read, would report the bench's
+  size (kept in the JSON as `ru_maxrss_kib`). The tree's summed RSS is sampled too (a tool of
+  two processes, like prober's receiver and sender, holds both at once).
 - Sending window: the SYNs to the block on the lab link (syncount.SynCounter), read every
   SAMPLE_TX_S. The window runs from the first to the last sample interval whose rate reached
   ACTIVE_FRACTION of the 90th percentile one; SYN/s sent = the probes the tool was given /
@@ -33,7 +36,6 @@ QUIET_PPS = 1_000  # the link's rate below which nobody else is using it
 QUIET_SAMPLE_S = 0.3
 QUIET_MAX_WAIT_S = 30.0
 NUDGE_EVERY_S = 1.0
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class Measured:
     wall_s: float  # exec to exit
     user_s: float
     sys_s: float
-    maxrss_kib: int  # ru_maxrss: the largest single process of the tree
+    maxrss_kib: int  # the largest VmHWM of the tree's processes (sampled)
+    ru_maxrss_kib: int  # wait4's (at least this bench's size at the fork: see above)
     tree_rss_peak_kib: int  # the tree's summed RSS, highest sample
     send_window_s: float | None  # None: no sending seen on the link
     syns_seen: int  # SYNs to the block on the link while the tool ran (anyone's)
@@ -75,12 +78,18 @@ def tree_pids(root: int) -> list[int]:
     return pids
 
 
-def tree_rss_kib(root: int) -> int:
+def tree_memory_kib(root: int, hwm: dict[int, int]) -> int:
+    """The tree's summed RSS now; records each process's VmHWM in `hwm` on the way."""
     total = 0
     for pid in tree_pids(root):
         try:
-            with open(f"/proc/{pid}/statm") as statm:
-                total += int(statm.read().split()[1]) * PAGE_KIB
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        hwm[pid] = max(hwm.get(pid, 0), int(line.split()[1]))
+                    elif line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break  # VmRSS follows VmHWM
         except (OSError, IndexError, ValueError):
             continue
     return total
@@ -94,6 +103,7 @@ class Sampler(threading.Thread):
         self.counter, self.pid = counter, pid
         self.samples: list[tuple[float, int]] = []
         self.rss_peak_kib = 0
+        self.hwm_kib: dict[int, int] = {}  # pid -> its VmHWM, highest seen
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -105,7 +115,8 @@ class Sampler(threading.Thread):
             if self.done.is_set():
                 break
             if now >= next_rss:
-                self.rss_peak_kib = max(self.rss_peak_kib, tree_rss_kib(self.pid))
+                now_kib = tree_memory_kib(self.pid, self.hwm_kib)
+                self.rss_peak_kib = max(self.rss_peak_kib, now_kib)
                 next_rss = now + SAMPLE_RSS_S
             self.done.wait(SAMPLE_TX_S)
 
@@ -192,7 +203,9 @@ def run_measured(argv: list[str], *, counter: SynCounter, output: Path, timeout_
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     text = output.read_bytes()[-OUTPUT_TAIL:].decode(errors="replace")
     return Measured(argv=argv, returncode=None if killed else process.returncode, wall_s=wall,
-                    user_s=usage.ru_utime, sys_s=usage.ru_stime, maxrss_kib=usage.ru_maxrss,
+                    user_s=usage.ru_utime, sys_s=usage.ru_stime,
+                    maxrss_kib=max(sampler.hwm_kib.values(), default=0),
+                    ru_maxrss_kib=usage.ru_maxrss,
                     tree_rss_peak_kib=sampler.rss_peak_kib, send_window_s=sampler.send_window(),
                     syns_seen=sampler.syns(), killed=killed, nudged=nudged,
                     background_pps=background, output=text)

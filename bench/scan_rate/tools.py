@@ -103,6 +103,7 @@ class ToolRun:
             "send_window_s": measured.send_window_s, "wall_s": round(measured.wall_s, 3),
             "cpu_s": round(measured.cpu_s, 3), "user_s": round(measured.user_s, 3),
             "sys_s": round(measured.sys_s, 3), "maxrss_kib": measured.maxrss_kib,
+            "ru_maxrss_kib": measured.ru_maxrss_kib,
             "tree_rss_peak_kib": measured.tree_rss_peak_kib, "syns_seen": measured.syns_seen,
             "open_found": self.open_found, "open_expected": self.targets.open_expected,
             "closed_found": self.closed_found, "closed_expected": self.targets.closed_expected,
@@ -126,6 +127,7 @@ def combine(runs: list[Measured]) -> Measured:
         if all(r.returncode is not None for r in runs) else None,
         wall_s=sum(r.wall_s for r in runs), user_s=sum(r.user_s for r in runs),
         sys_s=sum(r.sys_s for r in runs), maxrss_kib=max(r.maxrss_kib for r in runs),
+        ru_maxrss_kib=max(r.ru_maxrss_kib for r in runs),
         tree_rss_peak_kib=max(r.tree_rss_peak_kib for r in runs),
         send_window_s=sum(windows) if windows else None,
         syns_seen=sum(r.syns_seen for r in runs), killed=any(r.killed for r in runs),
@@ -211,6 +213,9 @@ def run_zmap(ctx: Context, targets: TargetSet, rate: int) -> ToolRun:
         reported["own_rate"] = round(reported["sent"] / sending_s)
     run = tool_run("zmap", rate, targets, combine(measured), len(measured), tally, closed=True,
                    reported=reported)
+    if targets.closed_expected and not tally.closed:
+        run.notes.append("no RSTs reported: zmap 2.1.1's synscan module reported none here, "
+                         "whatever the output filter (they are on the wire)")
     if len(measured) > 1:
         run.notes.append(f"{len(measured)} runs, one per port (zmap 2.1 scans one port per run);"
                          " SYN/s over the sum of their sending windows")
