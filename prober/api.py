@@ -83,6 +83,21 @@ async def resolve(host: str, version: int | None = None) -> Address:
     raise ResolutionError(f"cannot resolve {host!r}: no addresses")
 
 
+LAB_PREFIXES = ("198.18.0.0/15", "2001:2::/48")
+
+
+def lab_exemptions() -> tuple[str, ...]:
+    """The lab's prefixes, which the scan blocklist spares while a prober lab or test
+    topology is up (it has a state file under the lab's state directory), else nothing."""
+    from prober.lab.state import default_state_dir
+
+    try:
+        up = next(default_state_dir().rglob("*.json"), None) is not None
+    except OSError:
+        up = False
+    return LAB_PREFIXES if up else ()
+
+
 def source_address_for(address: Address) -> Address:
     """The local address the kernel's routing picks for ``address`` (no packet is sent)."""
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
@@ -402,6 +417,7 @@ class Prober:
             ports=ports,
             exclude=tuple(str(path) for path in exclude),
             blocklist=blocklist,
+            exempt=lab_exemptions(),
             seed=secrets.randbits(64) if seed is None else seed,
             shard=index,
             shards=count,

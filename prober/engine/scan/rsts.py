@@ -28,7 +28,6 @@ from prober.engine.sockets import (
     disable_tx_timestamps,
     open_outgoing_rst_socket,
     open_send_socket,
-    read_frames,
 )
 
 GRACE_S: Final = 0.02
@@ -74,7 +73,12 @@ class RstDuty:
 
     def read_kernel_rsts(self) -> None:
         now = time.monotonic()
-        for data, _stamp in read_frames(self._socket, 1 << 20):
+        recv = self._socket.recv
+        while True:
+            try:
+                data = recv(128)
+            except (BlockingIOError, InterruptedError):
+                break
             key = _rst_key(data)
             if key is None or key[2] not in self._ports:
                 continue

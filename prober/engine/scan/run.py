@@ -33,6 +33,7 @@ from prober.core.syn import STATE_OF_REASON, PortState, Reason
 from prober.core.timing import Clock
 from prober.core.wire import MalformedPacket
 from prober.engine.ports import PortPool
+from prober.engine.rx_ring import BLOCK_COUNT, RxRing
 from prober.engine.scan.events import EventKind, EventReader, Unanswered
 from prober.engine.scan.replies import Answer, ReplyChecker, address_text
 from prober.engine.scan.rsts import RstDuty
@@ -182,6 +183,10 @@ class ScanRun:
         cleanup.callback(capture.close)
         attach_filter(capture, capture_filter(pool.ranges()))
         self._capture = capture
+        self._ring: RxRing | None = None
+        with contextlib.suppress(OSError):  # without a ring, frames are read one by one
+            self._ring = RxRing(capture)
+            cleanup.callback(self._ring.close)
         shared = ScanShared.create(bits)
         cleanup.callback(shared.close)
         self._shared = shared
@@ -269,7 +274,11 @@ class ScanRun:
     def _on_capture(self) -> None:
         checker = self._checker
         pcap = self._pcap_received
-        for data, kernel_ns in read_frames(self._capture, 4096):
+        ring = self._ring
+        frames = ring.frames(BLOCK_COUNT) if ring is not None else read_frames(
+            self._capture, 1 << 16
+        )
+        for data, kernel_ns in frames:
             user_ns = time.time_ns()
             try:
                 packet = parse_packet(data)
