@@ -349,6 +349,9 @@ def run_prober(ctx: Context, targets: TargetSet, rate: int, *, shard: str | None
         index, count = (int(n) for n in shard.split("/"))
         run.shard = shard
         run.planned = (targets.probes - (index - 1) + count - 1) // count
+    commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    run.notes.append(f"prober at {commit or '?'}")  # the checkout may move between runs
     if not to_file:
         run.notes.append("through examples/library_scan.py: this checkout has no `prober scan`")
     if measured.returncode not in (0, None) or not (out.exists() or not to_file):
