@@ -47,6 +47,7 @@ class Measured:
     sys_s: float
     maxrss_kib: int  # the largest VmHWM of the tree's processes (sampled)
     ru_maxrss_kib: int  # wait4's (at least this bench's size at the fork: see above)
+    hwm_by_process: dict[str, int]  # "pid command" -> its VmHWM
     tree_rss_peak_kib: int  # the tree's summed RSS, highest sample
     send_window_s: float | None  # None: no sending seen on the link
     syns_seen: int  # SYNs to the block on the link while the tool ran (anyone's)
@@ -78,6 +79,15 @@ def tree_pids(root: int) -> list[int]:
     return pids
 
 
+def command_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            words = cmdline.read().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    return " ".join(Path(words[0]).name.split() + words[1:4])[:80]
+
+
 def tree_memory_kib(root: int, hwm: dict[int, int]) -> int:
     """The tree's summed RSS now; records each process's VmHWM in `hwm` on the way."""
     total = 0
@@ -104,6 +114,7 @@ class Sampler(threading.Thread):
         self.samples: list[tuple[float, int]] = []
         self.rss_peak_kib = 0
         self.hwm_kib: dict[int, int] = {}  # pid -> its VmHWM, highest seen
+        self.names: dict[int, str] = {}  # pid -> its command line, shortened
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -116,6 +127,8 @@ class Sampler(threading.Thread):
                 break
             if now >= next_rss:
                 now_kib = tree_memory_kib(self.pid, self.hwm_kib)
+                for pid in self.hwm_kib.keys() - self.names.keys():
+                    self.names[pid] = command_name(pid)
                 self.rss_peak_kib = max(self.rss_peak_kib, now_kib)
                 next_rss = now + SAMPLE_RSS_S
             self.done.wait(SAMPLE_TX_S)
@@ -206,6 +219,8 @@ def run_measured(argv: list[str], *, counter: SynCounter, output: Path, timeout_
                     user_s=usage.ru_utime, sys_s=usage.ru_stime,
                     maxrss_kib=max(sampler.hwm_kib.values(), default=0),
                     ru_maxrss_kib=usage.ru_maxrss,
+                    hwm_by_process={f"{pid} {sampler.names.get(pid, '?')}": kib
+                                    for pid, kib in sampler.hwm_kib.items()},
                     tree_rss_peak_kib=sampler.rss_peak_kib, send_window_s=sampler.send_window(),
                     syns_seen=sampler.syns(), killed=killed, nudged=nudged,
                     background_pps=background, output=text)

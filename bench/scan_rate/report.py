@@ -129,6 +129,10 @@ def memory_table(runs: Sequence[ToolRun]) -> list[str]:
             f"{percent(found / planned if planned else None):>13} "
             f"{run.measured.maxrss_kib / MIB:>8.1f} {run.measured.tree_rss_peak_kib / MIB:>8.1f} "
             f"{run.measured.cpu_s:>6.2f} {run.measured.wall_s:>6.1f}")
+    for run in runs:
+        each = ", ".join(f"{name.split(' ', 1)[1]} {kib / MIB:.1f}" for name, kib in
+                         sorted(run.measured.hwm_by_process.items(), key=lambda i: -i[1]))
+        lines.append(f"  {run.probes:,} probes, VmHWM MiB per process: {each}")
     if len(runs) >= 2:
         small, large = runs[0], runs[-1]
         lines.append(f"peak RSS at {large.probes:,} probes / at {small.probes:,}: "
