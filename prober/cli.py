@@ -3,6 +3,9 @@
 Exit status (documented in the README): 0 open; 1 no answer; 2 bad usage or input; 3 raw
 sockets not allowed; 4 closed; 5 ICMP error (unreachable or expired); 6 no probe could be sent;
 9 RST suppression unavailable (nftables missing or refusing; halfopen and close).
+`prober scan` (docs/scan.md): 0 the scan completed; 10 it completed but answers may be missing
+(the kernel dropped captured frames, or SYNs could not be sent); 130 stopped by a first Ctrl-C
+(its records and summary are still written: they are partial); 2 and 3 as above.
 With several probes the best answer seen decides. halfopen and close use the same codes for
 their handshake: 0 means the peer answered SYN/ACK and the observation ran.
 130: a second Ctrl-C (or SIGTERM) quit at once, without a report. 141: stdout was closed (a
@@ -25,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -41,6 +45,7 @@ from prober.targets import Target, parse_escaped, parse_target
 if TYPE_CHECKING:
     from prober.core.close import CloseResult, Handshake
     from prober.core.halfopen import HalfOpenResult
+    from prober.core.scan_result import ScanSummary
     from prober.core.syn import SynProbeResult, SynRun
     from prober.core.trace import SegmentRecord
 
@@ -56,6 +61,7 @@ class Exit(IntEnum):
     LAB_FAILED = 7
     LAB_REFUSED = 8
     FIREWALL = 9
+    INCOMPLETE = 10  # scan: finished, but answers may be missing (kernel drops, unsent SYNs)
     INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a process Ctrl-C ended
     STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, as a shell reports ping killed by SIGPIPE
 
@@ -120,19 +126,34 @@ class _Stdout:
         self.stop: asyncio.Event | None = None  # the running command's, while it runs
 
     def emit(self, line: str) -> None:
+        self.write(line + "\n")
+        self.flush()
+
+    def write(self, text: str) -> None:
+        """Write without flushing (``scan`` writes many lines, then flushes once)."""
         if self.closed:
             return
         try:
-            sys.stdout.write(line + "\n")
+            sys.stdout.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+
+    def flush(self) -> None:
+        if self.closed:
+            return
+        try:
             sys.stdout.flush()
         except BrokenPipeError:
-            self.closed = True
-            # What is still buffered goes nowhere, also at exit (Python's advice for EPIPE).
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            if self.stop is not None:
-                self.stop.set()
+            self._reader_left()
+
+    def _reader_left(self) -> None:
+        self.closed = True
+        # What is still buffered goes nowhere, also at exit (Python's advice for EPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        if self.stop is not None:
+            self.stop.set()
 
     def exit_if_closed(self) -> None:
         if self.closed:
@@ -555,6 +576,288 @@ def close(
         conversation.close_report(result),
         exit_of_handshake(result.handshake),
     )
+
+
+# --- scan ---------------------------------------------------------------------------------
+
+
+class ScanFormat(StrEnum):
+    """How `prober scan` writes its records (docs/json.md: the fields)."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+    TABLE = "table"
+
+
+def scan_format(chosen: ScanFormat | None, to_file: bool, stdout_tty: bool) -> ScanFormat:
+    """JSON lines unless told otherwise, but a table for a person at a terminal."""
+    if chosen is not None:
+        return chosen
+    return ScanFormat.TABLE if stdout_tty and not to_file else ScanFormat.JSONL
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` (1-based, as people count shards) -> ``(I - 1, N)``, the library's form.
+
+    Raises:
+        UsageError: not two integers with 1 <= I <= N.
+    """
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if match is not None:
+        index, count = int(match[1]), int(match[2])
+        if 1 <= index <= count:
+            return index - 1, count
+    raise UsageError(f"invalid --shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced by a test harness, or closed
+        return False
+
+
+def _stdout_is_tty() -> bool:
+    return _isatty(sys.stdout)
+
+
+def _stderr_is_tty() -> bool:
+    return _isatty(sys.stderr)
+
+
+# Records are written in batches, not a flush per line (a scan yields up to its rate in
+# records a second); a batch goes out at this many lines, and at least every tick.
+SCAN_FLUSH_LINES = 512
+SCAN_TICK_S = 0.25
+
+
+class _ScanSink:
+    """Where a scan's text goes: buffered, then written to stdout (``_stdout``, which
+    handles a reader that leaves) or to the ``-o`` file, opened (and truncated) only when
+    there is something to write or the scan has ended well, so a refused scan leaves an
+    existing file alone."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.error: str | None = None
+        self.stop: asyncio.Event | None = None
+        self.on_full: Callable[[], None] = self.flush
+        self._pending: list[str] = []
+        self._file: Any = None
+
+    def write(self, text: str) -> None:
+        self._pending.append(text)
+        if len(self._pending) >= SCAN_FLUSH_LINES:
+            self.on_full()
+
+    def flush(self, final: bool = False) -> None:
+        if not self._pending and not final:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        if self.path is None:
+            _stdout.write(text)
+            _stdout.flush()
+            return
+        if self.error is not None:
+            return
+        try:
+            if self._file is None:
+                self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            self._file.write(text)
+            self._file.flush()
+            if final:
+                self._file.close()
+        except OSError as exc:
+            self.error = f"cannot write {self.path}: {exc.strerror}"
+            if self.stop is not None:
+                self.stop.set()
+
+
+@app.command()
+def scan(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="TARGET",
+            help="host:ports, [v6]:ports, CIDR:ports, or host with -p: 198.18.0.0/24:22,80",
+            show_default=False,
+        ),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("-f", "--file", metavar="FILE", help="Targets, one per line ('-': stdin)."),
+    ] = None,
+    ports: Annotated[
+        str | None,
+        typer.Option("-p", "--ports", metavar="PORTS",
+                     help="Ports for targets given without any: 22,80,8000-8100."),
+    ] = None,
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option("--exclude", metavar="FILE", help="Targets not to probe (repeatable).",
+                     show_default=False),
+    ] = None,
+    no_blocklist: Annotated[
+        bool,
+        typer.Option("--no-blocklist",
+                     help="Expand CIDR blocks over special-purpose addresses too."),
+    ] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Report bad target lines on stderr and go on."),
+    ] = False,
+    rate: Annotated[
+        float, typer.Option("--rate", metavar="PPS", help="SYNs per second.")
+    ] = 1000.0,
+    retries: Annotated[
+        int, typer.Option("--retries", metavar="N", help="Re-sends of an unanswered SYN.")
+    ] = 0,
+    wait: Annotated[
+        float, typer.Option("--wait", metavar="SECONDS", help="Seconds to wait for an answer.")
+    ] = 2.0,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", metavar="N", help="Seed of the probe order (default: random)."),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", metavar="I/N",
+                     help="Probe the I-th of N disjoint shares of the targets (1-based)."),
+    ] = None,
+    ipv4: Ipv4Option = False,
+    ipv6: Ipv6Option = False,
+    output_format: Annotated[
+        ScanFormat | None,
+        typer.Option("--format", help="Records as JSON lines, CSV, or a table "
+                     "(default: table on a terminal, else jsonl).", show_default=False),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", metavar="FILE", help="Write the records to FILE."),
+    ] = None,
+    open_only: Annotated[
+        bool, typer.Option("--open-only", help="Write open ports' records only.")
+    ] = False,
+    pcap: Annotated[
+        Path | None,
+        typer.Option("--pcap", metavar="FILE", help="Write every SYN and answer to FILE."),
+    ] = None,
+) -> None:
+    """SYN-scan many targets at a steady rate: one record per target and port.
+
+    Records go to stdout (or -o); a live progress line (on a terminal) and the summary go
+    to stderr. Exit status 0 complete, 10 incomplete (the kernel dropped answers, or SYNs
+    could not be sent), 130 stopped by Ctrl-C, 2 bad input (docs/scan.md).
+    """
+    from prober.api import Prober
+    from prober.output import scan as render
+
+    if not targets and file is None:
+        raise _fail("no targets: give TARGET... or -f FILE (see 'prober scan --help')",
+                    Exit.USAGE)
+    if ipv4 and ipv6:
+        raise _fail("-4 and -6 exclude each other", Exit.USAGE)
+    try:
+        index_count = (0, 1) if shard is None else parse_shard(shard)
+    except UsageError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+    for path in (output, pcap):
+        if path is not None:
+            _check_writable(path)
+    stdout_tty = output is None and _stdout_is_tty()
+    chosen = scan_format(output_format, output is not None, stdout_tty)
+    sink = _ScanSink(output)
+    writers: dict[ScanFormat, Callable[[_ScanSink], render.RecordWriter]] = {
+        ScanFormat.JSONL: render.JsonLinesWriter,
+        ScanFormat.CSV: render.CsvWriter,
+        ScanFormat.TABLE: render.TableWriter,
+    }
+    writer = writers[chosen](sink)
+    if open_only:
+        writer = render.OpenOnly(writer)
+    progress: render.ProgressLine | None = None
+
+    def say(line: str) -> None:
+        """A line on stderr, above the progress line if one is shown."""
+        if progress is None:
+            typer.echo(line, err=True)
+        else:
+            progress.above(lambda: typer.echo(line, err=True))
+
+    def flush() -> None:
+        # Table lines on the terminal that shows the progress line go above it.
+        if progress is not None and stdout_tty:
+            progress.above(sink.flush)
+        else:
+            sink.flush()
+
+    def on_bad(message: str) -> None:
+        say(f"prober: skipped {message}")
+
+    async def main(stop: asyncio.Event) -> ScanSummary | None:
+        nonlocal progress
+        run = Prober().scan(
+            targets or (),
+            file=file,
+            ports=ports,
+            exclude=exclude or (),
+            blocklist=not no_blocklist,
+            skip_bad=on_bad if skip_bad else None,
+            rate=rate,
+            retries=retries,
+            wait=wait,
+            seed=seed,
+            shard=index_count,
+            version=4 if ipv4 else 6 if ipv6 else None,
+            pcap=pcap,
+        )
+        sink.stop = stop
+        sink.on_full = flush
+
+        async def stop_when_asked() -> None:
+            await stop.wait()  # Ctrl-C, SIGTERM, the reader of stdout left, -o failed
+            run.stop()
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(SCAN_TICK_S)
+                flush()
+                if progress is not None:
+                    progress.show(run.progress())
+
+        if _stderr_is_tty():
+            progress = render.ProgressLine()
+        helpers = [asyncio.ensure_future(stop_when_asked()), asyncio.ensure_future(tick())]
+        try:
+            async for result in run:
+                writer.write(result)
+            writer.end()
+            if progress is not None and stdout_tty:
+                progress.above(lambda: sink.flush(final=True))
+            else:
+                sink.flush(final=True)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            flush()  # records before a bad stdin line are results too
+            if progress is not None:
+                progress.close()
+                progress = None
+        return run.summary
+
+    summary = _run(main)
+    _stdout.exit_if_closed()  # 141, quietly, as the other commands end there
+    if summary is not None:
+        for line in render.summary_lines(summary):
+            typer.echo(line, err=True)
+    if sink.error is not None:
+        raise _fail(sink.error, Exit.USAGE)
+    if summary is None:
+        raise _fail("the scan ended without a summary", Exit.INCOMPLETE)
+    if summary.interrupted:
+        raise typer.Exit(int(Exit.INTERRUPTED))
+    raise typer.Exit(int(Exit.OPEN if summary.complete else Exit.INCOMPLETE))
 
 
 lab_app = typer.Typer(

@@ -315,3 +315,38 @@ def iter_target_lines(
             if on_bad is None:
                 raise UsageError(message) from None
             on_bad(message)
+
+
+# The commonest line of a big targets file, `A.B.C.D:PORT`, read without ipaddress (which
+# costs ~11 us a line): one regular expression and four int() calls.
+_PLAIN_IPV4 = re.compile(
+    r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(?::([0-9]{1,5}))?"
+)
+
+
+def parse_plain_ipv4(text: str) -> tuple[int, int] | None:
+    """The fast path of parse_target_spec for ``A.B.C.D:PORT`` and ``A.B.C.D``.
+
+    Returns:
+        ``(address as an int, port)``, the port 0 when none is written; None for any
+        other text, or one this path does not decide (leading zeros, numbers out of range):
+        parse_target_spec then reads it, or explains what is wrong.
+    """
+    match = _PLAIN_IPV4.fullmatch(text)
+    if match is None:
+        return None
+    a, b, c, d, port_text = match.groups()
+    if (a[0] == "0" and len(a) > 1) or (b[0] == "0" and len(b) > 1) or (
+        (c[0] == "0" and len(c) > 1) or (d[0] == "0" and len(d) > 1)
+    ):
+        return None  # ipaddress refuses leading zeros (octal or decimal?): let it explain
+    ia, ib, ic, id_ = int(a), int(b), int(c), int(d)
+    if ia > 255 or ib > 255 or ic > 255 or id_ > 255:
+        return None
+    address = (ia << 24) | (ib << 16) | (ic << 8) | id_
+    if port_text is None:
+        return address, 0
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        return None
+    return address, port

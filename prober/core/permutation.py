@@ -8,7 +8,7 @@ network does the same job for any size, with no prime search: a balanced Feistel
 bijection on ``2 ** bits`` values whatever its round function, and cycle-walking (encrypt
 again while the value is ``>= size``) restricts it to ``range(size)`` while keeping it a
 bijection (Black and Rogaway, "Ciphers with Arbitrary Finite Domains", CT-RSA 2002). The
-domain is at most four times ``size``, so a position costs under four encryptions on average.
+domain is under twice ``size``, so a position costs under two encryptions on average.
 
 The round function is a keyed integer mix, not a cryptographic hash: the order must look
 random to a network and be cheap per probe, not resist an adversary who sees many positions.
@@ -35,21 +35,27 @@ class Permutation:
     ``permutation[i]`` is the element at position ``i``; iterating yields them in order.
     """
 
-    __slots__ = ("_bits", "_half_mask", "_keys", "size")
+    __slots__ = ("_right_bits", "_right_mask", "_rounds", "size")
 
     def __init__(self, size: int, seed: bytes) -> None:
         if size < 0:
             raise ValueError(f"size must be at least 0, not {size}")
         self.size = size
         bits = max(2, (size - 1).bit_length()) if size > 1 else 2
-        bits += bits & 1  # balanced halves
-        self._bits = bits
-        self._half_mask = (1 << (bits // 2)) - 1
+        # Halves of bits // 2 and the rest: an unbalanced network when ``bits`` is odd keeps
+        # the domain under twice ``size``, so cycle-walking costs under two encryptions.
+        left_bits = bits // 2
+        self._right_bits = bits - left_bits
+        self._right_mask = (1 << self._right_bits) - 1
         digest = hashlib.blake2b(
             seed, digest_size=8 * ROUNDS, person=b"prober-permute"
         ).digest()
-        self._keys = tuple(
-            int.from_bytes(digest[8 * r : 8 * r + 8], "little") for r in range(ROUNDS)
+        # Each round writes the half that is on the left as it starts: left, right, left, ...
+        # (ROUNDS is even, so the halves end where they began).
+        masks = ((1 << left_bits) - 1, self._right_mask)
+        self._rounds = tuple(
+            (int.from_bytes(digest[8 * r : 8 * r + 8], "little"), masks[r % 2])
+            for r in range(ROUNDS)
         )
 
     def __len__(self) -> int:
@@ -74,11 +80,28 @@ class Permutation:
         for position in range(start, self.size, step):
             yield self[position]
 
+    def position_of(self, element: int) -> int:
+        """The position of ``element``: the inverse, ``p[p.position_of(e)] == e``.
+
+        Raises:
+            IndexError: ``element`` outside ``range(size)``.
+        """
+        if not 0 <= element < self.size:
+            raise IndexError(f"element {element} outside 0..{self.size - 1}")
+        value = self._decrypt(element)
+        while value >= self.size:  # walk back along the same cycle
+            value = self._decrypt(value)
+        return value
+
+    def _decrypt(self, value: int) -> int:
+        left, right = value >> self._right_bits, value & self._right_mask
+        for key, mask in reversed(self._rounds):
+            left, right = right ^ ((((left ^ key) * _MIX) >> 32) & mask), left
+        return (left << self._right_bits) | right
+
     def _encrypt(self, value: int) -> int:
-        half = self._bits // 2
-        mask = self._half_mask
-        left, right = value >> half, value & mask
-        for key in self._keys:
+        left, right = value >> self._right_bits, value & self._right_mask
+        for key, mask in self._rounds:
             # The product's middle bits depend on every bit of ``right`` and the key.
             left, right = right, left ^ ((((right ^ key) * _MIX) >> 32) & mask)
-        return (left << half) | right
+        return (left << self._right_bits) | right

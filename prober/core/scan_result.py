@@ -123,6 +123,8 @@ class ScanSummary:
     interrupted: bool = False
     invalid_by_kind: Mapping[Stray, int] = field(default_factory=dict)
     notices: int = 0  # ICMP messages quoting a probe that are not reachability errors
+    # Blocklisted elements by registry entry (prober.blocklist), most first.
+    blocklist_hits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def invalid(self) -> int:
@@ -155,5 +157,6 @@ class ScanSummary:
             "invalid": self.invalid,
             "invalid_by_kind": {kind.value: n for kind, n in self.invalid_by_kind.items()},
             "notices": self.notices,
+            "blocklist_hits": dict(self.blocklist_hits),
             "complete": self.complete,
         }

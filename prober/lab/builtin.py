@@ -102,8 +102,9 @@ _MANY_SYSCTLS = {
 @dataclass(frozen=True)
 class PortPlan:
     """One row of `prober lab status` (per address family). Texts are templates: {endpoint}
-    (address:port, IPv6 bracketed and quoted), {address}, {namespace}, {block} (the peer's
-    address or block), {impairment} (its element's settings)."""
+    (address:port, IPv6 bracketed and quoted), {targets} (the whole block:port, the same
+    way), {address}, {namespace}, {block} (the peer's address or block), {impairment} (its
+    element's settings)."""
 
     port: int
     behaviour: str
@@ -186,6 +187,8 @@ table inet prober_lab {{
     PeerPlan("many", "many", 10, (
         PortPlan(HTTP_PORT, "every address, for scans: SYN queue 262,144",
                  _SYN),
+        PortPlan(HTTP_PORT, "the whole block, one SYN per address",
+                 "sudo prober scan {targets} --rate 20000 --open-only -o open.jsonl"),
     ), server_ports=(HTTP_PORT,), sysctls=_MANY_SYSCTLS, block="many"),
 )
 PEER_NAMES = tuple(peer.name for peer in PEERS)
@@ -612,8 +615,9 @@ def _entries(
             shown = str(network)
             sample = str(_sample_host(network))
         endpoint = f"{sample}:{port.port}" if family == 4 else f"'[{sample}]:{port.port}'"
+        whole = f"{shown}:{port.port}" if family == 4 else f"'[{shown}]:{port.port}'"
         fields = {"endpoint": endpoint, "address": sample, "namespace": namespace,
-                  "block": shown, "impairment": impairment}
+                  "block": shown, "impairment": impairment, "targets": whole}
         rows.append(LabEntry(
             peer=peer.name, namespace=namespace, family=family, address=shown,
             port=port.port, behaviour=port.behaviour.format(**fields),

@@ -115,7 +115,7 @@ def command_at(path: tuple[str, ...]) -> Any:
 
 def test_every_command_is_checked() -> None:
     assert {" ".join(p) for p in command_paths()} == {
-        "", "syn", "halfopen", "close", "lab", "lab up", "lab down", "lab status"}
+        "", "syn", "halfopen", "close", "scan", "lab", "lab up", "lab down", "lab status"}
 
 
 @pytest.mark.parametrize("path", list(command_paths()), ids=lambda p: " ".join(p) or "prober")
@@ -231,7 +231,7 @@ def check_synopsis(line: str) -> None:
             assert word in names, f"{line}: no option {word}"
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/lab.md", "docs/syn.md",
+@pytest.mark.parametrize("document", ["README.md", "docs/lab.md", "docs/syn.md", "docs/scan.md",
                                       "docs/halfopen.md", "docs/close.md"])
 def test_every_command_in_the_docs_exists(document: str) -> None:
     lines = doc_command_lines(REPOSITORY / document)

@@ -58,3 +58,25 @@ def test_bad_shards_are_refused(start: int, step: int) -> None:
 def test_positions_outside_are_refused() -> None:
     with pytest.raises(IndexError):
         Permutation(10, b"")[10]
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(1, 3000), seed=st.binary(max_size=8))
+def test_position_of_is_the_inverse(size: int, seed: bytes) -> None:
+    permutation = Permutation(size, seed)
+    assert all(permutation.position_of(permutation[p]) == p for p in range(size))
+
+
+def test_position_of_refuses_an_element_outside() -> None:
+    with pytest.raises(IndexError):
+        Permutation(10, b"").position_of(10)
+    big = Permutation(1 << 48, b"big")
+    assert big.position_of(big[(1 << 47) + 3]) == (1 << 47) + 3
+
+
+@pytest.mark.parametrize("size", [3 * 2**14, 2**17 - 5, 100_003])  # odd bit counts too
+def test_unbalanced_halves_spread_as_well(size: int) -> None:
+    order = list(Permutation(size, b"spread"))
+    assert sorted(order) == list(range(size))
+    mean_step = sum(abs(b - a) for a, b in itertools.pairwise(order)) / (size - 1)
+    assert mean_step > size / 5  # uniform random pairs: size / 3

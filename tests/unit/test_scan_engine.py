@@ -137,6 +137,9 @@ def test_rst_and_icmp_answers(shared: ScanShared) -> None:
     isn = _send(shared, key, 1, position=0, attempt=0)
     closed = checker.check(parse_packet(_answer(isn, "RA", key)), 1, 1)
     assert closed is not None and closed.reason is Reason.RST
+    isn = _send(shared, key, 3, position=2, attempt=0)
+    at_isn = checker.check(parse_packet(_answer(isn, "RA", key, ack_delta=0)), 1, 1)
+    assert at_isn is not None and at_isn.position == 2  # a RST acking the ISN itself
     isn = _send(shared, key, 2, position=1, attempt=0)
     sport = key.source_port(key.cookie(OURS, TARGET, 80), 0)
     icmp = IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=3, code=13) / IPerror(

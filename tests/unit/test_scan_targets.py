@@ -8,12 +8,15 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prober.errors import UsageError
 from prober.targets import (
     PortRanges,
     TargetSpec,
     iter_target_lines,
+    parse_plain_ipv4,
     parse_ports,
     parse_target_spec,
 )
@@ -121,3 +124,41 @@ def test_port_ranges_refuse_an_index_past_the_end() -> None:
     with pytest.raises(IndexError):
         PortRanges(((80, 81),))[2]
     assert list(itertools.islice((parse_ports("1-3")[i] for i in range(3)), 3)) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("198.18.0.18:80", (0xC6120012, 80)),
+        ("198.18.0.18", (0xC6120012, 0)),
+        ("0.0.0.0:1", (0, 1)),
+        ("255.255.255.255:65535", (0xFFFFFFFF, 65535)),
+        ("198.18.0.018:80", None),  # leading zero: the slow path explains
+        ("256.1.1.1:80", None),
+        ("1.1.1.1:0", None),
+        ("1.1.1.1:65536", None),
+        ("1.1.1.1:22,80", None),
+        ("1.1.1.0/24:80", None),
+        ("\uff11.1.1.1:80", None),  # a fullwidth digit: not ASCII
+        ("host:80", None),
+    ],
+)
+def test_the_plain_ipv4_fast_path(text: str, expected: tuple[int, int] | None) -> None:
+    assert parse_plain_ipv4(text) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(st.text("0123456789", min_size=1, max_size=4), min_size=4, max_size=4),
+    port=st.one_of(st.none(), st.text("0123456789", min_size=1, max_size=6)),
+)
+def test_the_fast_path_agrees_with_the_full_parser(parts: list[str], port: str | None) -> None:
+    text = ".".join(parts) + ("" if port is None else f":{port}")
+    fast = parse_plain_ipv4(text)
+    if fast is None:
+        return  # the full parser decides (and may refuse)
+    address, fast_port = fast
+    spec = parse_target_spec(text, parse_ports("7"))
+    assert spec.network is not None and int(spec.network.network_address) == address
+    assert spec.network.num_addresses == 1
+    assert spec.ports.ranges == ((fast_port or 7, fast_port or 7),)

@@ -82,6 +82,11 @@ class ReplyChecker:
                 return None
             cookie = self.key.cookie(packet.dst, packet.src, tcp.sport)
             k32 = (tcp.ack - 1 - cookie) & MASK32
+            if reason is Reason.RST and self._lookup(k32, cookie, tcp.dport, count=False) is None:
+                # Some stacks' RST acknowledges the ISN itself, not ISN + 1 (zmap accepts both).
+                alternative = (tcp.ack - cookie) & MASK32
+                if self._lookup(alternative, cookie, tcp.dport, count=False) is not None:
+                    k32 = alternative
             return self._match(
                 k32, cookie, packet, state, reason, received_ns, received_user_ns,
                 target=packet.src, port=tcp.sport, source=packet.dst, source_port=tcp.dport,

@@ -82,6 +82,8 @@ class RstDuty:
             key = _rst_key(data)
             if key is None or key[2] not in self._ports:
                 continue
+            if self.pcap is not None:
+                self.pcap.write(record(time.time_ns(), data))  # user time: no stamp here
             if key in self._owed:
                 del self._owed[key]
                 self.kernel_rsts += 1

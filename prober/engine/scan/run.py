@@ -175,7 +175,8 @@ class ScanRun:
     def _start(self, loop: asyncio.AbstractEventLoop, cleanup: contextlib.ExitStack) -> None:
         plan = self.plan
         self._counts = check_plan(plan, self._bad_line if plan.skip_bad else None)
-        bits = STDIN_BITMAP_BITS if self._counts is None else max(1, self._counts.targets)
+        # One bit per element of this shard (positions stay below it), excluded ones too.
+        bits = STDIN_BITMAP_BITS if self._counts is None else max(1, self._counts.elements)
         pool = PortPool(max_ports=SCAN_PORTS)
         cleanup.callback(pool.close)
         ports = sorted(pool.acquire() for _ in range(SCAN_PORTS))
@@ -481,7 +482,10 @@ class ScanRun:
         rate = sent / (sending_ns / 1e9) if sent > 1 and sending_ns > 0 else 0.0
         counts = self._counts
         checker = self._checker
-        planned = counts.targets if counts is not None else counters[Counter.PLANNED]
+        done = self._sender_done or {}
+        planned = counts.targets if counts is not None else done.get(
+            "planned", counters[Counter.PLANNED]
+        )
         return ScanSummary(
             targets=planned,
             sent=sent,
@@ -494,15 +498,16 @@ class ScanRun:
             kernel_drops=self._kernel_drops,
             duplicates=checker.duplicates,
             late=checker.late,
-            excluded=0 if counts is None else counts.excluded,
-            blocklisted=0 if counts is None else counts.blocklisted,
-            bad_lines=self._bad_lines if counts is None else max(self._bad_lines,
-                                                                  counts.bad_lines),
+            excluded=done.get("excluded", 0) if counts is None else counts.excluded,
+            blocklisted=done.get("blocklisted", 0) if counts is None else counts.blocklisted,
+            bad_lines=self._bad_lines,
             kernel_rsts=self._rsts.kernel_rsts,
             own_rsts=self._rsts.own_rsts,
             interrupted=self._interrupted,
             invalid_by_kind=dict(checker.invalid),
             notices=checker.notices,
+            blocklist_hits=dict(counts.blocklist_hits) if counts is not None
+            else done.get("blocklist_hits", {}),
         )
 
     # -- pcap ----------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from prober.engine.scan.shared import (
 from prober.engine.sockets import open_send_socket, read_tx_stamps
 from prober.engine.txstamps import KEY_TAKEN_BY_FAILED_SEND
 from prober.errors import ProberError, ResolutionError, UsageError
-from prober.scan_plan import PlannedProbe, ScanPlan, iter_probes
+from prober.scan_plan import PlannedProbe, PlanTally, ScanPlan, iter_probes
 
 BATCH = 64  # sends between looks at the clock, the delay line and the TX stamps
 BUCKET_S = 0.005  # the token bucket holds 5 ms of sends
@@ -246,7 +246,11 @@ class Sender:
         shared = self.shared
         counters = shared.counters
         delay = self.delay
-        probes = iter_probes(self.plan, _resolver, on_bad=self._bad_line)
+        # Bad lines of a file or the arguments were reported by the receiver's first pass
+        # (check_plan); stdin is read only here.
+        self.tally = PlanTally()
+        on_bad = self._bad_line if self.plan.file == "-" else None
+        probes = iter_probes(self.plan, _resolver, on_bad, tally=self.tally)
         pending: PlannedProbe | None = None
         planned = 0
         plan_done = False
@@ -357,8 +361,11 @@ class Sender:
         time.sleep(0.001)
         self.drain_stamps()
         shared.counters[Counter.SENT] = self.sent
+        tally = getattr(self, "tally", PlanTally())
         self.note("done", sent=self.sent, failed=self.failed, stamps=self.stamps,
-                  stopped=self.stopping)
+                  stopped=self.stopping, planned=tally.probes, excluded=tally.excluded,
+                  blocklisted=tally.blocklisted, bad_lines=tally.bad_lines,
+                  blocklist_hits=dict(tally.blocklist_hits))
         self._flush_events()
         if self._pcap is not None:
             self._pcap.close()
