@@ -341,7 +341,15 @@ def run_prober(ctx: Context, targets: TargetSet, rate: int, *, shard: str | None
     reported: dict[str, Any] = {key: summary[key] for key in SUMMARY_KEYS if key in summary}
     if "rate_pps" in summary:
         reported["own_rate"] = round(summary["rate_pps"])
-    elif not to_file:  # library_scan.py's summary line on stderr
+    elif to_file:  # the command's summary on stderr
+        sent = re.findall(r"sent ([\d,]+) SYNs at ([\d,]+)/s", measured.output)
+        drops = re.findall(r"kernel drops ([\d,]+)", measured.output)
+        if sent:
+            reported.update(sent=int(sent[-1][0].replace(",", "")),
+                            own_rate=int(sent[-1][1].replace(",", "")))
+        if drops:
+            reported["kernel_drops"] = int(drops[-1].replace(",", ""))
+    else:  # library_scan.py's summary line on stderr
         line = re.findall(r"in ([\d.]+) s, ([\d,]+) SYN/s; kernel drops (\d+)", measured.output)
         if line:
             reported.update(own_rate=int(line[-1][1].replace(",", "")),
@@ -360,8 +368,9 @@ def run_prober(ctx: Context, targets: TargetSet, rate: int, *, shard: str | None
         tail = measured.output.strip().splitlines()[-1:] or ["(no output)"]
         run.notes.append(f"exit {measured.returncode}: {tail[0][:200]}")
     else:
-        run.notes.extend(line[:200] for line in measured.output.strip().splitlines()[-2:]
-                         if not line.startswith("{"))
+        run.notes.extend(line[:200] for line in measured.output.strip().splitlines()
+                         if line.startswith("states:") or "incomplete" in line.lower()
+                         or (not to_file and not line.startswith("{")))
     return run
 
 
