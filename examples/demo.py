@@ -2,7 +2,8 @@
 
 It brings the built-in lab up (network namespaces on this machine, each a real Linux TCP stack,
 addressed from 198.18.0.0/15 and 2001:2::/48 only), runs `prober syn` against an open, a
-filtered, a router-rejected and a far-away peer, and leaves the lab up for you to go on.
+filtered, a router-rejected and a far-away peer, `prober scan` over the 65,536 addresses of
+its `many` block, and leaves the lab up for you to go on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from _args import OneLineParser
 
@@ -39,12 +42,18 @@ def main() -> int:
     show("syn", endpoint(filtered_v4, 80), "-c", "1", "-W", "0.5")
     show("syn", endpoint(filtered_v6, 81), "-c", "1")
     show("syn", endpoint(far_v4, 80), "-c", "3", "-i", "0.2")
+    # The whole `many` block (65,536 addresses), open ports' records to a file, the summary
+    # on stderr.
+    records = Path(tempfile.gettempdir()) / "prober-demo-open.jsonl"
+    show("scan", f"{status.address_of('many', 4)}:80", "--rate", "20000", "--open-only",
+         "-o", str(records))
     print(
         "\nThe lab stays up. Go on with (as root):\n"
         "  .venv/bin/prober lab status             every peer, and the command that shows it\n"
         f"  .venv/bin/prober halfopen {endpoint(status.address_of('impatient', 4), 80)}\n"
         f"  .venv/bin/prober close {endpoint(open_v4, 80)}"
         " --send 'GET / HTTP/1.0\\r\\n\\r\\n'\n"
+        f"  head -3 {records}   the scan's records (JSON lines)\n"
         "  .venv/bin/python -m pytest              the tests\n"
         "Take it down with:  .venv/bin/prober lab down"
     )
@@ -54,9 +63,10 @@ def main() -> int:
 def parse_args(argv: list[str] | None = None) -> None:
     parser = OneLineParser(
         prog="demo.py",
-        description="Bring the built-in lab up (as root) and run prober syn against four of its "
-                    "peers; the lab stays up. Takes no arguments. Exit status as `prober lab "
-                    "up`: 0 done, 3 not root, 7 the lab failed, 8 it refused.",
+        description="Bring the built-in lab up (as root), run prober syn against four of its "
+                    "peers and prober scan over its many block; the lab stays up. Takes no "
+                    "arguments. Exit status as `prober lab up`: 0 done, 3 not root, 7 the lab "
+                    "failed, 8 it refused.",
     )
     parser.parse_args(argv)
 

@@ -386,7 +386,7 @@ class Prober:
                 skipped; without it a bad line raises UsageError before anything is sent
                 (for stdin: when it is reached, and the scan stops).
             rate: SYNs per second (token bucket).
-            retries: re-sends of a SYN that had no answer within ``wait``.
+            retries: re-sends of a SYN that had no answer within ``wait`` (at most 63).
             wait: seconds to wait for an answer after each SYN.
             seed: keys the probe order (random by default); the same seed, targets and
                 shards give the same order.
@@ -401,10 +401,11 @@ class Prober:
             UsageError: a bad argument or target (file and line named).
         """
         from prober.engine.scan.run import ScanOptions, ScanRun
+        from prober.engine.scan.shared import ATTEMPT_MASK
         from prober.scan_plan import ScanPlan
 
         _check_range("rate", rate, 1, 10_000_000)
-        _check_range("retries", retries, 0, 100)
+        _check_range("retries", retries, 0, ATTEMPT_MASK)  # the send ring numbers attempts so
         _check_range("wait", wait, 0)
         index, count = shard
         if not (count >= 1 and 0 <= index < count):

@@ -631,11 +631,17 @@ SCAN_FLUSH_LINES = 512
 SCAN_TICK_S = 0.25
 
 
+# Records waiting for a slow reader beyond this make the scan wait for it (and the sender
+# pause): memory stays bounded and no answer is dropped for a full pipe.
+SCAN_BACKLOG_BYTES = 8 << 20
+
+
 class _ScanSink:
-    """Where a scan's text goes: buffered, then written to stdout (``_stdout``, which
-    handles a reader that leaves) or to the ``-o`` file, opened (and truncated) only when
-    there is something to write or the scan has ended well, so a refused scan leaves an
-    existing file alone."""
+    """Where a scan's text goes: buffered, then handed to a writer thread (a lagging reader
+    must not block the event loop, which reads the capture) for stdout (a reader that
+    leaves ends the scan as for the other commands) or the ``-o`` file, opened (and
+    truncated) only when there is something to write or the scan has ended well, so a
+    refused scan leaves an existing file alone."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -643,35 +649,75 @@ class _ScanSink:
         self.stop: asyncio.Event | None = None
         self.on_full: Callable[[], None] = self.flush
         self._pending: list[str] = []
-        self._file: Any = None
+        self._thread: Any = None
 
     def write(self, text: str) -> None:
         self._pending.append(text)
         if len(self._pending) >= SCAN_FLUSH_LINES:
             self.on_full()
 
-    def flush(self, final: bool = False) -> None:
-        if not self._pending and not final:
-            return
-        text = "".join(self._pending)
-        self._pending.clear()
+    @property
+    def backlog(self) -> int:
+        return 0 if self._thread is None else int(self._thread.backlog)
+
+    async def drained(self) -> None:
+        """Wait until the reader has taken most of what waits for it."""
+        while self.backlog > SCAN_BACKLOG_BYTES // 2 and self._alive():
+            await asyncio.sleep(0.01)
+
+    def _alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and not thread.closed and thread.error is None
+
+    def _open(self) -> Any:
+        from prober.output.writer_thread import InlineWriter, WriterThread
+
         if self.path is None:
-            _stdout.write(text)
-            _stdout.flush()
+            sys.stdout.flush()
+            try:
+                fd = sys.stdout.fileno()
+            except (OSError, ValueError):  # a stream without a descriptor (CliRunner's)
+                return InlineWriter(sys.stdout, on_closed=_stdout._reader_left)
+            loop = asyncio.get_running_loop()
+
+            def reader_left() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop may have ended
+                    loop.call_soon_threadsafe(_stdout._reader_left)
+
+            return WriterThread(fd, on_closed=reader_left)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        return WriterThread(fd)
+
+    def flush(self, final: bool = False) -> None:
+        if self.error is not None or _stdout.closed:
+            self._pending.clear()
             return
-        if self.error is not None:
-            return
-        try:
-            if self._file is None:
-                self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115
-            self._file.write(text)
-            self._file.flush()
-            if final:
-                self._file.close()
-        except OSError as exc:
-            self.error = f"cannot write {self.path}: {exc.strerror}"
-            if self.stop is not None:
-                self.stop.set()
+        if self._pending or (final and self._thread is None):
+            text = "".join(self._pending)
+            self._pending.clear()
+            try:
+                if self._thread is None:
+                    self._thread = self._open()
+            except OSError as exc:
+                self._failed(exc)
+                return
+            self._thread.write(text.encode())
+        thread = self._thread
+        if thread is not None and thread.error is not None:
+            self._failed(thread.error)
+        if final and thread is not None:
+            thread.close()
+            if self.path is not None and thread.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(thread.fd)
+            if thread.error is not None:
+                self._failed(thread.error)
+
+    def _failed(self, exc: OSError) -> None:
+        where = "stdout" if self.path is None else str(self.path)
+        self.error = f"cannot write {where}: {exc.strerror or exc}"
+        if self.stop is not None:
+            self.stop.set()
 
 
 @app.command()
@@ -832,6 +878,8 @@ def scan(
         try:
             async for result in run:
                 writer.write(result)
+                if sink.backlog > SCAN_BACKLOG_BYTES:
+                    await sink.drained()
             writer.end()
             if progress is not None and stdout_tty:
                 progress.above(lambda: sink.flush(final=True))

@@ -123,6 +123,8 @@ class ScanSummary:
     interrupted: bool = False
     invalid_by_kind: Mapping[Stray, int] = field(default_factory=dict)
     notices: int = 0  # ICMP messages quoting a probe that are not reachability errors
+    # Seconds the sender paused because the records' consumer (a pipe, a disk) was slower.
+    paused_s: float = 0.0
     # Blocklisted elements by registry entry (prober.blocklist), most first.
     blocklist_hits: Mapping[str, int] = field(default_factory=dict)
 
@@ -157,6 +159,7 @@ class ScanSummary:
             "invalid": self.invalid,
             "invalid_by_kind": {kind.value: n for kind, n in self.invalid_by_kind.items()},
             "notices": self.notices,
+            "paused_s": round(self.paused_s, 3),
             "blocklist_hits": dict(self.blocklist_hits),
             "complete": self.complete,
         }

@@ -412,5 +412,6 @@ def open_outgoing_rst_socket() -> socket.socket:
     attach_filter(sock, capture_filter(()))  # nothing passes until the real filter is on
     _drain_unfiltered(sock)
     attach_filter(sock, outgoing_rst_filter())
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the pcap's times, as the capture's
     _set_receive_buffer(sock, CAPTURE_BUFFER_BYTES // 4)
     return sock

@@ -224,7 +224,9 @@ def summary_lines(summary: ScanSummary) -> list[str]:
         "states: " + _counts({state.value: summary.by_state.get(state, 0) for state in PortState}),
         "reasons: " + _counts({r.value: summary.by_reason.get(r, 0) for r in Reason}),
         f"sent {summary.sent:,} SYNs at {summary.rate_pps:,.0f}/s"
-        + (f", {summary.send_failed:,} could not be sent" if summary.send_failed else ""),
+        + (f", {summary.send_failed:,} could not be sent" if summary.send_failed else "")
+        + (f"; paused {summary.paused_s:.1f} s for the records' reader"
+           if summary.paused_s >= 0.05 else ""),
         f"left out: {summary.excluded:,} excluded, {summary.blocklisted:,} blocklisted,"
         f" {summary.bad_lines:,} bad lines skipped",
         f"RSTs for SYN/ACKs: {summary.kernel_rsts:,} by the local kernel,"

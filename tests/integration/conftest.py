@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from prober.lab import TEST_POOL, SynTopology, Topology, build_syn_topology, sweep_stale
+from prober.lab.scan_topology import ScanTopology, scan_topology
 from prober.lab.state import Owner, default_state_dir
 from prober.lab.topology import teardown
 
@@ -64,6 +65,15 @@ def syn_topology(_sweep_stale_lab: None) -> Iterator[SynTopology]:
     81 closed, 82 dropped, 83 port-unreachable); see prober.lab.topologies."""
     with Topology.create() as topology:
         yield build_syn_topology(topology)
+
+
+@pytest.fixture(scope="session")
+def scan_topo(_sweep_stale_lab: None) -> Iterator[ScanTopology]:
+    """root ns —veth— router —veth— block (a /24 and a /120: 80 open, 81 closed, 82 dropped,
+    83 port-unreachable; default SYN/ACK retries) and —[loss element]— lossy (a /24 and a
+    /120, 80 open); see prober.lab.scan_topology."""
+    with scan_topology() as topology:
+        yield topology
 
 
 def system_leftovers(prefix: str) -> list[str]:

@@ -83,6 +83,7 @@ def _send(shared: ScanShared, key: ScanKey, k: int, position: int, attempt: int,
     shared.ring_position[slot] = position
     shared.ring_meta[slot] = attempt | (KERNEL_TIME if kernel else 0)
     shared.ring_time[slot] = 1_000
+    shared.ring_tag[slot] = key.cookie(OURS, TARGET, 80) & MASK32
     shared.ring_k[slot] = k
     shared.counters[0] = k + 1
     return key.isn(key.cookie(OURS, TARGET, 80), k)

@@ -128,10 +128,12 @@ class ReplyChecker:
         shared = self.shared
         slot = k32 & RING_MASK
         k = shared.ring_k[slot]
-        if k == EMPTY_SLOT or k & MASK32 != k32:
+        # k32 names a send; the tag, that it went to this target (an ack off by one names
+        # the send before or after, to another target).
+        if k == EMPTY_SLOT or k & MASK32 != k32 or shared.ring_tag[slot] != cookie & MASK32:
             if count:
                 sent = shared.counters[Counter.SENT] + shared.counters[Counter.SEND_FAILED]
-                if k != EMPTY_SLOT and k32 < (sent & MASK32):
+                if k != EMPTY_SLOT and k & MASK32 != k32 and k32 < (sent & MASK32):
                     self.late += 1  # an index we sent, whose ring entry was reused since
                 else:
                     self._stray(Stray.WRONG_ACK)

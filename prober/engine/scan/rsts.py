@@ -7,8 +7,10 @@ host firewall that drops conntrack-invalid packets silences those RSTs (the raw 
 out beside conntrack, so the SYN/ACK looks invalid), and the peer is left retransmitting
 and, under a scan's load, sending SYN cookies. So each SYN/ACK is owed a RST: the kernel's,
 seen leaving on a packet socket (sockets.open_outgoing_rst_socket), or prober's own, sent
-when the kernel's has not left within ``GRACE_S``. Memory: the SYN/ACKs of the last
-GRACE_S, and the kernel RSTs seen in the last ``SEEN_S``.
+when the kernel's has not left within ``GRACE_S``. prober's own RSTs leave past the same
+socket: they are told from the kernel's by their keys (sent in the last ``SEEN_S``), and
+recorded in the pcap there, once, with the kernel's time as every RST. Memory: the SYN/ACKs
+of the last GRACE_S, and the RSTs sent or seen in the last ``SEEN_S``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from prober.engine.sockets import (
     disable_tx_timestamps,
     open_outgoing_rst_socket,
     open_send_socket,
+    read_frames,
 )
 
 GRACE_S: Final = 0.02
@@ -47,8 +50,12 @@ class RstDuty:
         # Owed: key -> (deadline, version, our address, seq); in deadline order in _order.
         self._owed: dict[RstKey, tuple[float, int, bytes, int]] = {}
         self._order: deque[tuple[float, RstKey]] = deque()
-        self._seen: dict[RstKey, float] = {}  # kernel RSTs not (yet) matched to a SYN/ACK
+        # key -> expiry: kernel RSTs not (yet) matched to a SYN/ACK, and prober's own RSTs
+        # not (yet) seen leaving
+        self._seen: dict[RstKey, float] = {}
         self._seen_order: deque[tuple[float, RstKey]] = deque()
+        self._own: dict[RstKey, float] = {}
+        self._own_order: deque[tuple[float, RstKey]] = deque()
         self.kernel_rsts = 0
         self.own_rsts = 0
         self.own_failed = 0
@@ -73,22 +80,19 @@ class RstDuty:
 
     def read_kernel_rsts(self) -> None:
         now = time.monotonic()
-        recv = self._socket.recv
-        while True:
-            try:
-                data = recv(128)
-            except (BlockingIOError, InterruptedError):
-                break
+        for data, kernel_ns in read_frames(self._socket, 1 << 16):
             key = _rst_key(data)
             if key is None or key[2] not in self._ports:
                 continue
             if self.pcap is not None:
-                self.pcap.write(record(time.time_ns(), data))  # user time: no stamp here
+                self.pcap.write(record(kernel_ns or time.time_ns(), data))
+            if self._own.pop(key, None) is not None:
+                continue  # prober's own, seen leaving
             if key in self._owed:
                 del self._owed[key]
                 self.kernel_rsts += 1
             elif key not in self._seen:
-                self._seen[key] = now
+                self._seen[key] = now + SEEN_S
                 self._seen_order.append((now + SEEN_S, key))
 
     def settle(self, now: float, *, everything: bool = False) -> None:
@@ -100,10 +104,11 @@ class RstDuty:
             owed = self._owed.pop(key, None)
             if owed is not None:
                 self._send_rst(key, *owed[1:])
-        seen_order = self._seen_order
-        while seen_order and seen_order[0][0] <= now:
-            _expiry, key = seen_order.popleft()
-            self._seen.pop(key, None)
+        for order, keys in ((self._seen_order, self._seen), (self._own_order, self._own)):
+            while order and order[0][0] <= now:
+                _expiry, key = order.popleft()
+                if keys.get(key, now) <= now:  # not refreshed by a later one
+                    keys.pop(key, None)
 
     def _send_rst(self, key: RstKey, version: int, source: bytes, seq: int) -> None:
         target, port, our_port = key
@@ -119,8 +124,9 @@ class RstDuty:
             self.own_failed += 1
             return
         self.own_rsts += 1
-        if self.pcap is not None:
-            self.pcap.write(record(time.time_ns(), packet))
+        expiry = time.monotonic() + SEEN_S
+        self._own[key] = expiry
+        self._own_order.append((expiry, key))
 
     def close(self) -> None:
         self._socket.close()

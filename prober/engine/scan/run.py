@@ -15,7 +15,6 @@ import contextlib
 import heapq
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections import deque
@@ -37,7 +36,7 @@ from prober.engine.rx_ring import BLOCK_COUNT, RxRing
 from prober.engine.scan.events import EventKind, EventReader, Unanswered
 from prober.engine.scan.replies import Answer, ReplyChecker, address_text
 from prober.engine.scan.rsts import RstDuty
-from prober.engine.scan.sender import SenderConfig
+from prober.engine.scan.sender import SenderConfig, spawn
 from prober.engine.scan.shared import STDIN_BITMAP_BITS, Counter, ScanShared
 from prober.engine.sockets import (
     attach_filter,
@@ -54,6 +53,10 @@ TICK_S = 0.002
 STAMP_HOLD_S = 0.05  # an answer may wait this long for its send's kernel TX stamp
 NAME_HOLD_S = 0.5  # and this long for its target's name
 STOP_GRACE_S = 3.0  # after SIGTERM, the sender has this long to say "done"
+# Records not yet taken by the consumer: above the first the sender pauses, below the
+# second it goes on (memory stays bounded when the consumer is slower than the scan).
+READY_HIGH = 65_536
+READY_LOW = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,8 @@ class ScanRun:
         self._sender_done: dict[str, Any] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stop_sent_at: float | None = None
+        self._paused_s = 0.0  # the sender waited this long for the consumer of the records
+        self._paused_since = 0.0
         self._pcap_received: BinaryIO | None = None
         self._pcap_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -204,7 +209,13 @@ class ScanRun:
             )
             cleanup.callback(self._pcap_received.close)
             self._pcap_received.write(file_header())
-            self._rsts.pcap = self._pcap_received
+            # The RSTs apart: read on their own socket, their times interleave with the
+            # answers', and each file must be in time order for the merge.
+            self._rsts.pcap = open(  # noqa: SIM115 (closed by the cleanup stack)
+                Path(self._pcap_dir.name) / "rsts.pcap", "wb"
+            )
+            cleanup.callback(self._rsts.pcap.close)
+            self._rsts.pcap.write(file_header())
 
         events_read, events_write = os.pipe()
         config_read, config_write = os.pipe()
@@ -222,17 +233,22 @@ class ScanRun:
             bitmap_bits=bits,
             events_fd=events_write,
             pcap=None if self._pcap_dir is None else str(Path(self._pcap_dir.name) / "sent.pcap"),
+            parent_pid=os.getpid(),
         )
         try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "prober.engine.scan.sender", str(config_read)],
-                pass_fds=(config_read, shared.fd, events_write),
-                stdin=None if plan.file == "-" else subprocess.DEVNULL,
+            self._process = spawn(
+                config_read, (config_read, shared.fd, events_write),
+                None if plan.file == "-" else subprocess.DEVNULL,
             )
+        except BaseException:
+            os.close(config_write)
+            raise
         finally:
             os.close(config_read)
             os.close(events_write)
         cleanup.callback(self._reap)
+        if self._stopping:  # stop() before the iteration: the sender stops before sending
+            self._signal_sender()
         with os.fdopen(config_write, "w") as config_file:
             config_file.write(config.to_json())
 
@@ -372,8 +388,14 @@ class ScanRun:
                 self._names.pop(position, None)
             else:
                 self._on_note(event)
+        if self._events.closed:
+            # EOF stays readable: a reader left on it would spin until the iteration ends.
+            asyncio.get_running_loop().remove_reader(self._events.fd)
         if self._events.closed and self._sender_done is None:
-            code = None if self._process is None else self._process.poll()
+            code = None
+            if self._process is not None:  # its pipe closed as it died: it is about to end
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = self._process.wait(0.5)
             self._error = self._error or ProberError(
                 f"the scan's sender process ended unexpectedly (exit status {code})"
             )
@@ -427,7 +449,15 @@ class ScanRun:
         self._kernel_drops += kernel_drops(self._capture)
         self._release_held(now, everything=False)
         self._rsts.settle(now)
-        self._rate_samples.append((now, self._shared.counters[Counter.SENT]))
+        counters = self._shared.counters
+        waiting = len(self._ready)
+        if not counters[Counter.PAUSED] and waiting > READY_HIGH:
+            counters[Counter.PAUSED] = 1
+            self._paused_since = now
+        elif counters[Counter.PAUSED] and waiting < READY_LOW:
+            counters[Counter.PAUSED] = 0
+            self._paused_s += now - self._paused_since
+        self._rate_samples.append((now, counters[Counter.SENT]))
         while self._rate_samples and self._rate_samples[0][0] < now - 1.0:
             self._rate_samples.popleft()
         process = self._process
@@ -506,6 +536,7 @@ class ScanRun:
             interrupted=self._interrupted,
             invalid_by_kind=dict(checker.invalid),
             notices=checker.notices,
+            paused_s=self._paused_s,
             blocklist_hits=dict(counts.blocklist_hits) if counts is not None
             else done.get("blocklist_hits", {}),
         )
@@ -516,12 +547,15 @@ class ScanRun:
         if target is None or self._pcap_dir is None or self._pcap_received is None:
             return
         self._pcap_received.close()
+        if self._rsts.pcap is not None:
+            self._rsts.pcap.close()
         directory = Path(self._pcap_dir.name)
         with open(target, "wb") as out:
             out.write(file_header())
             for _time, chunk in heapq.merge(
                 _pcap_records(directory / "sent.pcap"),
                 _pcap_records(directory / "received.pcap"),
+                _pcap_records(directory / "rsts.pcap"),
             ):
                 out.write(chunk)
 

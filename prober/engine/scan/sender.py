@@ -14,23 +14,30 @@ order the receiver's positions refer to), and for each probe:
    concluded it (shared bitmap), it is sent again (``retries``) or reported unanswered.
 
 The delay line is the only state per outstanding probe, bounded by rate x wait x (retries+1).
-SIGTERM stops sending: probes still waiting are reported interrupted and the process ends.
+SIGTERM stops sending, also while the plan's next line is awaited (stdin, a slow resolver):
+probes still waiting are reported interrupted and the process ends. The process never
+outlives its parent (PR_SET_PDEATHSIG): nothing would read its answers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
+import queue
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 from array import array
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 from prober.core.handshake_conversation import tsval_at
 from prober.core.packets import TcpTemplate
@@ -70,6 +77,7 @@ class SenderConfig:
     bitmap_bits: int
     events_fd: int
     pcap: str | None  # a file for the SYNs sent (user-space send times)
+    parent_pid: int = 0  # the receiver: the sender ends if it is gone (0: not checked)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -124,6 +132,7 @@ class Sender:
         self.events_fd = config.events_fd
         self._events = bytearray()
         self.stopping = False
+        self.reading_plan = False  # in next(probes): SIGTERM interrupts it (_Stopped)
         self._sockets: dict[int, socket.socket] = {}
         self._templates = {v: TcpTemplate(v, TcpFlags.SYN) for v in (4, 6)}
         self._families = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -180,8 +189,11 @@ class Sender:
         shared = self.shared
         slot = k & RING_MASK
         # The ring entry is written before the send: an answer can be read before sendto
-        # returns (on loopback or a veth, the whole round trip runs inside the call).
+        # returns (on loopback or a veth, the whole round trip runs inside the call). The
+        # slot's old k goes first, so a reader never takes this entry for the old send's.
+        shared.ring_k[slot] = EMPTY_SLOT
         shared.ring_position[slot] = probe_position
+        shared.ring_tag[slot] = cookie & MASK32
         shared.ring_meta[slot] = attempt | NAMED if name else attempt
         for _ in range(_TRANSIENT_TRIES):
             now_ns = time.time_ns()
@@ -238,6 +250,21 @@ class Sender:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
+        # Bad lines of a file or the arguments were reported by the receiver's first pass
+        # (check_plan); stdin is read only here.
+        self.tally = PlanTally()
+        probes: Iterator[PlannedProbe | _BadLine | None]
+        if self.plan.file == "-":
+            # A stream may pause between lines: read it in a thread, so that meanwhile
+            # retries, silences and the TX stamps go on (None: no probe ready yet).
+            probes = _StreamedPlan(self.plan, self.tally).probes()
+        else:
+            probes = iter_probes(self.plan, _resolver, None, tally=self.tally)
+        with contextlib.suppress(_Stopped):
+            self._loop(probes)
+        self._finish()
+
+    def _loop(self, probes: Iterator[PlannedProbe | _BadLine | None]) -> None:
         config = self.config
         rate = config.rate
         retries = config.retries
@@ -246,12 +273,7 @@ class Sender:
         shared = self.shared
         counters = shared.counters
         delay = self.delay
-        # Bad lines of a file or the arguments were reported by the receiver's first pass
-        # (check_plan); stdin is read only here.
-        self.tally = PlanTally()
-        on_bad = self._bad_line if self.plan.file == "-" else None
-        probes = iter_probes(self.plan, _resolver, on_bad, tally=self.tally)
-        pending: PlannedProbe | None = None
+        pending: PlannedProbe | _BadLine | None = None
         planned = 0
         plan_done = False
         tokens = 1.0
@@ -262,6 +284,8 @@ class Sender:
             now = time.monotonic()
             tokens = min(capacity, tokens + (now - last) * rate)
             last = now
+            if counters[Counter.PAUSED]:
+                tokens = 0.0  # the consumer of the records lags: wait, drop nothing
             budget = BATCH
             # 1. Probes whose wait is over: concluded, sent again, or reported unanswered.
             while delay and delay[0][0] <= now and budget:
@@ -288,19 +312,31 @@ class Sender:
             while not plan_done and tokens >= 1.0 and budget:
                 if pending is None:
                     try:
+                        self.reading_plan = True
                         pending = next(probes)
                     except StopIteration:
                         plan_done = True
                         counters[Counter.PLAN_DONE] = 1
                         break
                     except UsageError as exc:  # a bad stdin line without --skip-bad
+                        # The plan ends here; the SYNs before it still get their answers.
                         self.note("fatal", error=str(exc), usage=True)
-                        self.stopping = True
+                        plan_done = True
+                        counters[Counter.PLAN_DONE] = 1
                         break
+                    finally:
+                        self.reading_plan = False
+                    if pending is None:
+                        break  # the stream has no line ready: come back on the next turn
+                    if isinstance(pending, _BadLine):  # skipped (--skip-bad), reported here
+                        self._bad_line(pending.message)
+                        pending = None
+                        continue
                     planned += 1
                     counters[Counter.PLANNED] = planned
                 probe = pending
                 pending = None
+                assert not isinstance(probe, _BadLine)  # handled where it was read
                 if probe.position >= config.bitmap_bits:
                     self.note("fatal", error=f"more than {config.bitmap_bits} targets")
                     self.stopping = True
@@ -344,7 +380,6 @@ class Sender:
                 nap = max(nap, delay[0][0] - now)
             if nap > 0.0002 and budget:
                 time.sleep(min(nap, 0.01))
-        self._finish()
 
     def _bad_line(self, message: str) -> None:
         self.note("bad-line", message=message)
@@ -373,17 +408,104 @@ class Sender:
             sock.close()
 
 
+class _BadLine(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _StreamedPlan:
+    """The plan of a stdin scan, read by a thread into a bounded queue."""
+
+    _END: Final = object()
+
+    def __init__(self, plan: ScanPlan, tally: PlanTally) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=8192)
+        self._plan = plan
+        self._tally = tally
+        threading.Thread(target=self._read, name="prober-plan", daemon=True).start()
+
+    def _read(self) -> None:
+        put = self._queue.put
+        try:
+            for probe in iter_probes(
+                self._plan, _resolver, lambda message: put(_BadLine(message)),
+                tally=self._tally,
+            ):
+                put(probe)
+        except Exception as exc:  # handed to the sending thread, raised there
+            put(exc)
+        put(self._END)
+
+    def probes(self) -> Iterator[PlannedProbe | _BadLine | None]:
+        get = self._queue.get_nowait
+        while True:
+            try:
+                item = get()
+            except queue.Empty:
+                yield None
+                continue
+            if item is self._END:
+                return
+            if isinstance(item, _BadLine):
+                yield item  # a value, not raised: raising would end this generator
+            elif isinstance(item, BaseException):
+                raise item  # the plan's own end (a bad line without --skip-bad)
+            else:
+                yield item  # type: ignore[misc]
+
+
+class _Stopped(BaseException):
+    """SIGTERM during a blocking read of the plan (a BaseException: no handler of the plan's
+    may take it for an error of its own)."""
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when the parent ends (its thread, strictly: ScanRun starts
+    the sender from the thread that runs the scan), and end now if it already has."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid and os.getppid() != parent_pid:  # it ended before the prctl
+        os._exit(1)
+
+
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def spawn(config_fd: int, pass_fds: tuple[int, ...], stdin: int | None
+          ) -> subprocess.Popen[bytes]:
+    """Start the sender process (``python -m`` this module). SIGINT and SIGTERM stay blocked
+    in it (a signal mask is inherited across exec) until main() has its handlers: a stop
+    while it starts is then a stop, not a kill by the default action (nor a traceback from
+    KeyboardInterrupt on Ctrl-C at the terminal)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prober.engine.scan.sender", str(config_fd)],
+            pass_fds=pass_fds, stdin=stdin,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def main(argv: list[str]) -> int:
     config_fd = int(argv[1])
     with os.fdopen(config_fd, "r") as config_file:
         config = SenderConfig.from_json(config_file.read())
+    _die_with_parent(config.parent_pid)
     sender = Sender(config)
 
     def stop(_signum: int, _frame: object) -> None:
         sender.stopping = True
+        if sender.reading_plan:
+            raise _Stopped
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by spawn()
     try:
         sender.run()
     except ProberError as exc:

@@ -7,10 +7,12 @@ arrays:
 - ``counters``: a few int64 the sender publishes (SYNs sent, sends failed, kernel TX stamps
   paired, targets planned so far) for the progress line and the summary.
 - the send ring: for each of the last ``RING_SIZE`` sends (slot = send index k mod
-  RING_SIZE), k itself, the target's position, the send time (ns, CLOCK_REALTIME) and a
+  RING_SIZE), k itself, the target's position, the send time (ns, CLOCK_REALTIME), a tag
+  of the target (the low 32 bits of its cookie: k alone names a send, not whose) and a
   byte holding the attempt (low 6 bits), whether the target was named (bit 6) and whether
-  the time is the kernel's TX stamp (bit 7). The sender writes k last, so a reader that
-  finds the k it computed from a reply reads a whole entry (a slot is rewritten only
+  the time is the kernel's TX stamp (bit 7). The sender clears the slot's k first and
+  writes the new k last, so a reader that finds the k it computed from a reply before and
+  after reading the other fields has read a whole entry (a slot is rewritten only
   RING_SIZE sends later).
 - ``concluded``: one bit per position, set by the receiver alone when the target's record
   is out (``silent``, beside it: the record was silence, so a later answer is late). The
@@ -19,7 +21,7 @@ arrays:
 
 RING_SIZE sends last 7 s at 150,000 SYN/s and 17 min at the default 1,000/s: an answer
 later than that cannot be paired with its send and is counted as late, not reported. The
-segment is 2**20 * 25 bytes (25 MiB) plus one bit per target; the bitmap's pages are only
+segment is 2**20 * 29 bytes (29 MiB) plus one bit per target; the bitmap's pages are only
 backed by memory where bits were written.
 """
 
@@ -48,6 +50,7 @@ class Counter(IntEnum):
     PLAN_DONE = 4  # 1 once the sender has read the whole plan
     FIRST_SEND_NS = 5  # CLOCK_MONOTONIC of the first and the latest send (the sending rate)
     LAST_SEND_NS = 6
+    PAUSED = 7  # 1 while the receiver's records wait for a slow consumer: send nothing
 
 
 _COUNTERS: Final = 16
@@ -75,18 +78,20 @@ class ScanShared:
         self.ring_k = take(8 * RING_SIZE).cast("Q")
         self.ring_position = take(8 * RING_SIZE).cast("Q")
         self.ring_time = take(8 * RING_SIZE).cast("q")
+        self.ring_tag = take(4 * RING_SIZE).cast("I")
         self.ring_meta = take(RING_SIZE).cast("B")
         self.concluded = take((bitmap_bits + 7) // 8).cast("B")
         self.silent = take((bitmap_bits + 7) // 8).cast("B")
 
     @staticmethod
     def size(bitmap_bits: int) -> int:
-        return 8 * _COUNTERS + 25 * RING_SIZE + 2 * ((bitmap_bits + 7) // 8)
+        return 8 * _COUNTERS + 29 * RING_SIZE + 2 * ((bitmap_bits + 7) // 8)
 
     @classmethod
     def create(cls, bitmap_bits: int) -> ScanShared:
-        """A new segment; its descriptor (``fd``) is inheritable, for the sender."""
-        fd = os.memfd_create("prober-scan", 0)  # no MFD_CLOEXEC: passed to the sender
+        """A new segment; its descriptor (``fd``) is not inheritable: it is passed to the
+        sender alone (``pass_fds``)."""
+        fd = os.memfd_create("prober-scan", os.MFD_CLOEXEC)
         os.ftruncate(fd, cls.size(bitmap_bits))
         shared = cls(fd, bitmap_bits)
         shared.ring_k[0:RING_SIZE] = memoryview(b"\xff" * (8 * RING_SIZE)).cast("Q")
@@ -110,8 +115,8 @@ class ScanShared:
 
     def close(self) -> None:
         for cast in (
-            self.counters, self.ring_k, self.ring_position, self.ring_time, self.ring_meta,
-            self.concluded, self.silent,
+            self.counters, self.ring_k, self.ring_position, self.ring_time, self.ring_tag,
+            self.ring_meta, self.concluded, self.silent,
         ):
             cast.release()
         for view in reversed(self._views):
