@@ -101,18 +101,24 @@ def _set_receive_buffer(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def open_capture_socket() -> socket.socket:
-    """A non-blocking packet socket on all interfaces, cooked (frames start at the IP header)."""
+def _open_packet_socket() -> socket.socket:
+    """A non-blocking packet socket on all interfaces, cooked (frames start at the IP
+    header), whose filter passes nothing yet: no stray frame queued between socket() and
+    the first real filter is ever read."""
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
     except OSError as exc:
         _raise_permission(exc)
         raise
     sock.setblocking(False)
-    # Attach a filter that passes nothing before anything else, so no stray frame queued
-    # between socket() and the first real filter is ever read.
     attach_filter(sock, capture_filter(()))
     _drain_unfiltered(sock)
+    return sock
+
+
+def open_capture_socket() -> socket.socket:
+    """A non-blocking packet socket on all interfaces, cooked (frames start at the IP header)."""
+    sock = _open_packet_socket()
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     # Not a tap on outgoing packets at all (Linux 4.20+): every send skips this socket instead
     # of running its filter, so prober does not delay its own SYNs before their TX timestamp.
@@ -403,14 +409,7 @@ def outgoing_rst_filter() -> list[tuple[int, int, int, int]]:
 
 def open_outgoing_rst_socket() -> socket.socket:
     """A non-blocking packet socket that sees the RSTs this host sends (outgoing_rst_filter)."""
-    try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-    except OSError as exc:
-        _raise_permission(exc)
-        raise
-    sock.setblocking(False)
-    attach_filter(sock, capture_filter(()))  # nothing passes until the real filter is on
-    _drain_unfiltered(sock)
+    sock = _open_packet_socket()
     attach_filter(sock, outgoing_rst_filter())
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the pcap's times, as the capture's
     _set_receive_buffer(sock, CAPTURE_BUFFER_BYTES // 4)
