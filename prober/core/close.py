@@ -59,6 +59,7 @@ the segment log's stamps (kernel stamps when every segment has one).
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from functools import lru_cache
 
 from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly, acceptable
@@ -103,6 +104,7 @@ __all__ = [
     "FinRetransmissionsEnd",
     "Handshake",
     "Negotiated",
+    "SequenceSpaces",
     "Stray",
     "TimeWaitDue",
 ]
@@ -154,6 +156,26 @@ def _template(
         window_scale=OUR_WINDOW_SHIFT,
         timestamps=timestamps,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSpaces:
+    """Where a connection's sequence spaces stand, in absolute numbers: what a probe needs
+    to go on using the 4-tuple after the connection is over (TIME-WAIT probes, profile).
+
+    ``snd_max`` is one past the highest sequence number we sent (our FIN included), which
+    is the peer's RCV.NXT once it has everything; ``rcv_nxt`` the next one we expect of the
+    peer (its FIN counted once consumed), its SND.NXT once we have everything.
+    """
+
+    isn: int
+    snd_max: int
+    peer_isn: int | None  # None: no SYN/ACK was accepted
+    rcv_nxt: int
+    timestamps: bool  # negotiated: our segments carry TSval/TSecr
+    ts_recent: int  # the peer's last TSval we keep (TSecr of our next segment)
+    window_field: int  # the window field our segments carry
+    segments_emitted: int  # segments the connection handed to the engine (indices 0..n-1)
 
 
 def _delta(a: int, b: int) -> int:
@@ -518,6 +540,20 @@ class CloseProbe:
     @property
     def _rcv_wnd(self) -> int:
         return self._rx.window
+
+    def spaces(self) -> SequenceSpaces:
+        """The sequence spaces as they stand now (see ``SequenceSpaces``)."""
+        opened = self._negotiated is not None
+        return SequenceSpaces(
+            isn=self.isn,
+            snd_max=self._seq(self._tx.max_sent),
+            peer_isn=self._peer_isn if opened else None,
+            rcv_nxt=self._rseq(self._rcv_nxt),
+            timestamps=self._timestamps,
+            ts_recent=self._ts_recent,
+            window_field=self._window_field,
+            segments_emitted=self._next_index,
+        )
 
     def result(self) -> CloseResult:
         """The outcome, once ``done``.
