@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     # Imported where used (halfopen, close): `prober syn` need not pay for those probes.
     from prober.core.close import CloseResult
     from prober.core.halfopen import HalfOpenResult
+    from prober.core.timewait import TimeWaitProbe
+    from prober.core.timewait_result import TimeWaitResult
     from prober.engine.scan.run import ScanRun
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -605,6 +607,124 @@ class Prober:
             reservations.release_all()
         return probe.result()
 
+    async def timewait(
+        self,
+        host: str,
+        port: int,
+        *,
+        send: bytes = b"",
+        close_timeout: float = 10.0,
+        step: float = 1.0,
+        max_time: float = 250.0,
+        measure_duration: bool = True,
+        refin_at: float | None = None,
+        reopen: bool = True,
+        assassinate: bool = False,
+        handshake_timeout: float = 3.0,
+        version: int | None = None,
+        source_port: int | None = None,
+        ttl: int = 64,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[TimeWaitProbe, float], None] | None = None,
+    ) -> TimeWaitResult:
+        """Make the peer close first, then observe the TIME-WAIT it holds (docs/timewait.md).
+
+        Each question runs on a connection of its own (a fresh source port), all at once:
+        the duration (a SYN below the old sequence space every ``step`` seconds until the
+        answer is no longer the TIME-WAIT's ACK), the reopening SYNs (``reopen``: one above
+        the old sequence space, one with a newer TSval) and the assassination
+        (``assassinate``: a RST at RCV.NXT + 1, then one at exactly RCV.NXT).
+
+        Args:
+            host, port: the target (a name is resolved once).
+            send: bytes to send once connected: a request the server answers and closes on.
+            close_timeout: seconds after the handshake for the peer to close first.
+            step: seconds between the duration's probes; max_time: when they stop.
+            measure_duration: False: one probe says whether TIME-WAIT is held, no duration.
+            refin_at: seconds into the peer's TIME-WAIT to send our FIN again, as if its
+                final ACK had been lost (the peer re-ACKs and restarts 2 MSL), or None.
+            reopen, assassinate: run those connections too.
+            handshake_timeout, version, source_port (the duration's connection), ttl,
+                stop: as for ``close``. ``stop`` ends the run; the peer's TIME-WAIT is left
+                to run out.
+            progress: called about twice a second with the duration's probe and the
+                loop's time (for a live line; see ``TimeWaitProbe.elapsed``/``probes``).
+
+        Returns:
+            Whether the peer holds TIME-WAIT, for how long, and how it answered each probe,
+            with every connection's ladder.
+
+        Raises:
+            UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
+            FirewallUnavailable (nftables missing).
+        """
+        from prober.core.timewait import TimeWaitProbe
+        from prober.core.timewait_result import Role, summarize
+
+        _check_range("port", port, 1, 65535)
+        _check_range("close timeout", close_timeout, 0.001)
+        _check_range("step", step, 0.01)
+        _check_range("max", max_time, step)
+        _check_range("handshake timeout", handshake_timeout, 0.001)
+        _check_range("ttl", ttl, 1, 255)
+        if refin_at is not None and not 0 < refin_at < max_time:
+            raise UsageError(f"refin must lie between 0 and max ({max_time:g} s)")
+        address, source = await self._prepare(host, version)
+        dst, src = address.packed, source.packed
+        roles = [Role.DURATION]
+        if reopen:
+            roles += [Role.ABOVE_ISN, Role.NEWER_TSVAL]
+        if assassinate:
+            roles.append(Role.ASSASSINATE)
+        reservations = PortReservations()
+        ticker: asyncio.Task[None] | None = None
+        try:
+            probes: list[tuple[DrivenProbe, int]] = []
+            for number, role in enumerate(roles, start=1):
+                wanted = source_port if role is Role.DURATION and source_port else 0
+                sport = reservations.reserve(address.version, wanted)
+                probe = TimeWaitProbe(
+                    role=role,
+                    version=address.version,
+                    src=src,
+                    dst=dst,
+                    sport=sport,
+                    dport=port,
+                    isn=self._isn_key.isn(src, dst, sport, port, number),
+                    send_data=send,
+                    close_timeout=close_timeout,
+                    handshake_timeout=handshake_timeout,
+                    ttl=ttl,
+                    step=step,
+                    max_time=max_time,
+                    measure_duration=measure_duration,
+                    refin_at=refin_at,
+                )
+                probes.append((probe, sport))
+            duration_probe = probes[0][0]
+            assert isinstance(duration_probe, TimeWaitProbe)
+            if progress is not None:
+                ticker = asyncio.ensure_future(_tick(duration_probe, progress))
+            await self._converse(address, port, probes, False, stop)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            reservations.release_all()
+        connections = []
+        for driven, _sport in probes:
+            assert isinstance(driven, TimeWaitProbe)
+            connections.append(driven.result())
+        return summarize(
+            target=str(address),
+            port=port,
+            source=str(source),
+            connections=connections,
+            step=step,
+            max_time=max_time,
+            measure_duration=measure_duration,
+            refin_at=refin_at,
+        )
+
     async def _converse(
         self,
         address: Address,
@@ -679,6 +799,16 @@ def _syn_probe(flight: Flight) -> SynProbe:
     probe = flight.probe
     assert isinstance(probe, SynProbe)
     return probe
+
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+async def _tick(probe: TimeWaitProbe, progress: Callable[[TimeWaitProbe, float], None]) -> None:
+    loop = asyncio.get_running_loop()
+    while not probe.done:
+        progress(probe, loop.time())
+        await asyncio.sleep(PROGRESS_INTERVAL_S)
 
 
 async def _pause(stopped: asyncio.Task[Any], seconds: float) -> None:

@@ -60,6 +60,7 @@ class Exit(IntEnum):
     LAB_REFUSED = 8
     FIREWALL = 9
     INCOMPLETE = 10  # scan: finished, but answers may be missing (kernel drops, unsent SYNs)
+    NOT_CLOSED_FIRST = 11  # timewait: the peer did not close first; nothing to observe
     INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a process Ctrl-C ended
     STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, as a shell reports ping killed by SIGPIPE
 
@@ -456,6 +457,34 @@ def halfopen(
     )
 
 
+SendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--send", metavar="TEXT", help=r"Data to send once connected; escapes like \r\n work."
+    ),
+]
+SendFileOption = Annotated[
+    Path | None,
+    typer.Option("--send-file", metavar="FILE", help="Send this file's bytes once connected."),
+]
+
+
+def _payload(send: str | None, send_file: Path | None) -> bytes:
+    """The bytes of --send or --send-file (one at most)."""
+    if send is not None and send_file is not None:
+        raise _fail("--send and --send-file exclude each other", Exit.USAGE)
+    try:
+        if send is not None:
+            return parse_escaped(send)
+        if send_file is not None:
+            return send_file.read_bytes()
+    except UsageError as exc:
+        raise _fail(str(exc), Exit.USAGE) from None
+    except OSError as exc:
+        raise _fail(f"cannot read {send_file}: {exc.strerror}", Exit.USAGE) from None
+    return b""
+
+
 def exit_of_handshake(handshake: Handshake) -> Exit:
     """The exit status of a conversation command, from how its handshake went."""
     from prober.core.close import Handshake
@@ -481,16 +510,8 @@ def close(
             help="Send our FIN first (default), or wait for the peer's FIN.",
         ),
     ] = True,
-    send: Annotated[
-        str | None,
-        typer.Option(
-            "--send", metavar="TEXT", help=r"Data to send once connected; escapes like \r\n work."
-        ),
-    ] = None,
-    send_file: Annotated[
-        Path | None,
-        typer.Option("--send-file", metavar="FILE", help="Send this file's bytes once connected."),
-    ] = None,
+    send: SendOption = None,
+    send_file: SendFileOption = None,
     drop_final_ack: Annotated[
         bool,
         typer.Option(
@@ -526,18 +547,7 @@ def close(
     from prober.output import conversation
 
     parsed, version = _target(target, ipv4, ipv6)
-    if send is not None and send_file is not None:
-        raise _fail("--send and --send-file exclude each other", Exit.USAGE)
-    payload = b""
-    try:
-        if send is not None:
-            payload = parse_escaped(send)
-        elif send_file is not None:
-            payload = send_file.read_bytes()
-    except UsageError as exc:
-        raise _fail(str(exc), Exit.USAGE) from None
-    except OSError as exc:
-        raise _fail(f"cannot read {send_file}: {exc.strerror}", Exit.USAGE) from None
+    payload = _payload(send, send_file)
 
     async def main(stop: asyncio.Event) -> CloseResult:
         async with Prober() as prober:
@@ -591,11 +601,14 @@ def _stderr_is_tty() -> bool:
     return _isatty(sys.stderr)
 
 
-# `prober scan` lives in its own module; importing it registers the command here, in order.
-from prober import cli_scan  # noqa: E402
+# `prober scan` and `prober timewait` live in modules of their own; importing them registers
+# the commands here, in order.
+from prober import cli_scan, cli_timewait  # noqa: E402
 from prober.cli_scan import ScanFormat, parse_shard, scan_format  # noqa: E402
 
-__all__ = ["Exit", "ScanFormat", "app", "cli_scan", "main", "parse_shard", "scan_format"]
+__all__ = [
+    "Exit", "ScanFormat", "app", "cli_scan", "cli_timewait", "main", "parse_shard", "scan_format",
+]
 
 
 lab_app = typer.Typer(

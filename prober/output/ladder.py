@@ -14,7 +14,7 @@ our answer's departure. A segment that could not be sent is drawn without a time
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prober.core.trace import Direction, SegmentRecord
 
@@ -46,8 +46,14 @@ def ladder(
     peer: str,
     *,
     ascii_only: bool = False,
+    omit: Mapping[int, str] | None = None,
 ) -> list[str]:
-    """The diagram's lines; ``us`` and ``peer`` label the two columns (e.g. address:port)."""
+    """The diagram's lines; ``us`` and ``peer`` label the two columns (e.g. address:port).
+
+    ``omit`` maps indices of ``records`` to leave out to a line that stands in for them: a
+    run of omitted rows prints the first one's text once (rows keep their numbers).
+    """
+    omit = omit or {}
     if not records:
         return [f"(no segments between {us} and {peer})"]
     # Stable: segments with equal stamps keep the order prober handled them in.
@@ -60,8 +66,15 @@ def ladder(
         f"{'#':>3} {'ms':>10}  {'us: ' + us:<{STATE_WIDTH + ARROW_WIDTH + 4}}peer: {peer}"
     )
     lines = [header]
+    omitting = False
     for row, index in enumerate(order, start=1):
         record = records[index]
+        if index in omit:
+            if not omitting:
+                lines.append(f"{'...':>3} {'':>10}  {omit[index]}")
+            omitting = True
+            continue
+        omitting = False
         rightwards = record.direction is Direction.SENT
         notes = [record.note] if record.note else []
         if record.answers is not None and record.reaction_ns is not None:
