@@ -259,7 +259,6 @@ class TimeWaitProbe:
         # Phase two, once the connection is over.
         self._t0: float | None = None
         self._old: SequenceSpaces | None = None
-        self._close: CloseResult | None = None
         self._peer_close: PeerClose | None = None
         self._base_index = 0  # engine index of our first phase-two segment
         self._next_index = 0
@@ -438,7 +437,8 @@ class TimeWaitProbe:
         """
         if not self._done:
             raise RuntimeError("probe has no result yet")
-        close = self._close if self._close is not None else self.connection.result()
+        # Built now, not at the close: the kernel's TX stamps of its last segments come after.
+        close = self.connection.result()
         return TimeWaitConnection(
             role=self.role,
             source_port=self._sport,
@@ -460,7 +460,6 @@ class TimeWaitProbe:
         if self._t0 is not None or not connection.done:
             return
         close = connection.result()
-        self._close = close
         self._peer_close = peer_close_of(close)
         spaces = connection.spaces()
         self._old = spaces

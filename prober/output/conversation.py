@@ -179,11 +179,17 @@ def _time_wait(result: CloseResult) -> list[str]:
     elif result.time_wait_held_us is not None:
         cut = " (cut short)" if result.time_wait_cut_short else ""
         ours.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
-    check = f"whether it kept one shows on the peer: {close_probe.PEER_TIME_WAIT_CHECK}"
+    check = (
+        f"`prober timewait {_endpoint(result.target, result.port)}` checks whether it keeps "
+        f"one; on the peer: {close_probe.PEER_TIME_WAIT_CHECK}"
+    )
     if due is close_probe.TimeWaitDue.US:
         return ours
     if due is close_probe.TimeWaitDue.PEER:
-        return [f"the peer closed first, so TIME-WAIT is its to hold ({check})"]
+        return [
+            "the peer closed first, so TIME-WAIT is its to hold; this run cannot tell "
+            f"whether it keeps one ({check})"
+        ]
     return [*ours, f"the peer's TIME-WAIT is due as well, not observed here ({check})"]
 
 

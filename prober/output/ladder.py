@@ -22,10 +22,16 @@ ARROW_WIDTH = 40
 STATE_WIDTH = 12
 
 
+def _signed(relative: int) -> int:
+    """A relative number as a signed 32-bit one: a probe below the ISN (timewait's reuse
+    SYNs) shows as negative, not as 4 billion-odd (no conversation moves 2 GiB)."""
+    return relative - (1 << 32) if relative >= 1 << 31 else relative
+
+
 def _label(record: SegmentRecord) -> str:
-    parts = [record.flags, f"seq={record.relative_seq}"]
+    parts = [record.flags, f"seq={_signed(record.relative_seq)}"]
     if "." in record.flags:
-        parts.append(f"ack={record.relative_ack}")
+        parts.append(f"ack={_signed(record.relative_ack)}")
     if record.length:
         parts.append(f"len={record.length}")
     return " ".join(parts)

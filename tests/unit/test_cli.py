@@ -115,7 +115,8 @@ def command_at(path: tuple[str, ...]) -> Any:
 
 def test_every_command_is_checked() -> None:
     assert {" ".join(p) for p in command_paths()} == {
-        "", "syn", "halfopen", "close", "scan", "lab", "lab up", "lab down", "lab status"}
+        "", "syn", "halfopen", "close", "scan", "timewait", "lab", "lab up", "lab down",
+        "lab status"}
 
 
 @pytest.mark.parametrize("path", list(command_paths()), ids=lambda p: " ".join(p) or "prober")
@@ -192,9 +193,10 @@ def test_lab_status_lists_only_commands_that_exist() -> None:
 
 
 def test_a_command_that_does_not_exist_is_caught() -> None:
-    """The checks above would see `prober timewait` (the lab used to print it) and a bad
-    option value."""
-    for line in ("prober timewait 198.18.0.114:80", "sudo prober syn 198.18.0.18:80 -c x",
+    """The checks above would see a command prober does not have (the lab once printed
+    `prober timewait` before it existed) and a bad option value."""
+    for line in ("prober profile 198.18.0.114:80", "sudo prober timewait 198.18.0.18:80 --step x",
+                 "sudo prober syn 198.18.0.18:80 -c x",
                  "sudo prober close 198.18.0.18:80 --bogus", "sudo prober syn 999.1.1.1:80",
                  "sudo ip netns exec pl00-open no-such-tool-here"):
         with pytest.raises(Exception):  # noqa: B017 (any failure will do)
