@@ -130,12 +130,15 @@ class PeerPlan:
 _SYN = "sudo prober syn {endpoint}"
 _CLOSE = "sudo prober close {endpoint}"
 _GET = r" --send 'GET / HTTP/1.0\r\n\r\n'"
+_TIMEWAIT = "sudo prober timewait {endpoint}" + _GET
 
 PEERS: tuple[PeerPlan, ...] = (
     PeerPlan("open", "open", 1, (
         PortPlan(HTTP_PORT, "HTTP/1.0 server: answers, closes first (FIN)", _SYN),
         PortPlan(HTTP_PORT, "the same server, its close sequence",
                  _CLOSE + " --peer-closes" + _GET),
+        PortPlan(HTTP_PORT, "holds TIME-WAIT 60 s; reopens on a newer SYN; RST ends it",
+                 _TIMEWAIT + " --assassinate"),
         PortPlan(CLOSED_PORT, "closed: the kernel answers RST", _SYN),
     )),
     PeerPlan("filtered", "filt", 2, (
@@ -173,6 +176,8 @@ table inet prober_lab {{
     PeerPlan("no-timewait", "notw", 7, (
         PortPlan(HTTP_PORT, "closes first, but keeps no TIME-WAIT (tcp_max_tw_buckets=0)",
                  _CLOSE + " --peer-closes" + _GET),
+        PortPlan(HTTP_PORT, "the same, as timewait sees it: no TIME-WAIT to time",
+                 _TIMEWAIT + " --no-duration"),
         PortPlan(HTTP_PORT, "each TIME-WAIT it did not keep, counted by its kernel",
                  "sudo ip netns exec {namespace} nstat -az TcpExtTCPTimeWaitOverflow"),
     ), sysctls={"net.ipv4.tcp_max_tw_buckets": 0}),
