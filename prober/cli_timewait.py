@@ -66,9 +66,12 @@ class _ProgressLine:
         if elapsed is None:
             text = "closing: waiting for the peer's FIN"
         else:
-            probes = probe.probes()
-            last = probes[-1].answer.value if probes else "-"
-            text = f"TIME-WAIT +{elapsed:5.1f} s: {len(probes)} probe(s), last answer {last}"
+            answer = probe.last_answer()
+            last = "-" if answer is None else answer.value
+            text = (
+                f"TIME-WAIT +{elapsed:5.1f} s: {len(probe.probes())} probe(s), "
+                f"last answer {last}"
+            )
         sys.stderr.write(f"\r\x1b[2K{text}")
         sys.stderr.flush()
         self.shown = True

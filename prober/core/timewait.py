@@ -400,6 +400,10 @@ class TimeWaitProbe:
         """Seconds since the peer's TIME-WAIT began (None before it)."""
         return None if self._t0 is None else now - self._t0
 
+    def last_answer(self) -> ReuseAnswer | None:
+        """The latest answer decided so far (a probe whose window is open has none yet)."""
+        return next((s.answer for s in reversed(self._sent) if s.answer is not None), None)
+
     def probes(self) -> list[ReuseProbe]:
         """What was sent after the close, and each answer, so far."""
         t0 = self._t0 or 0.0

@@ -343,8 +343,6 @@ def summarize(
     duration = error = None
     if end is DurationEnd.MEASURED and low is not None and high is not None:
         duration, error = round((low + high) / 2, 3), round((high - low) / 2, 3)
-    elif end is DurationEnd.STILL_HELD and low is not None:
-        notes.append(f"still in TIME-WAIT {low:g} s after the peer's last ACK (--max reached)")
     refin = duration_connection.first(ReuseKind.FIN_AGAIN)
     refin_acked: bool | None = None
     if refin is not None and holds is True:

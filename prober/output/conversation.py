@@ -118,8 +118,9 @@ def close_report(result: CloseResult) -> list[str]:
     return lines
 
 
-def close_verdict(result: CloseResult) -> str:
-    """One paragraph: what kind of close, in which order, with which timings."""
+def close_verdict(result: CloseResult, *, time_wait: bool = True) -> str:
+    """One paragraph: what kind of close, in which order, with which timings; with
+    ``time_wait``, what it showed (or could not) about TIME-WAIT."""
     if result.handshake is not Handshake.OPEN:
         return f"No connection: the handshake ended {result.handshake.value}."
     kind = result.close_kind
@@ -160,7 +161,8 @@ def close_verdict(result: CloseResult) -> str:
             + (f" (intervals {intervals})" if intervals else "")
             + (f", then {end.value}" if end is not None else "")
         )
-    parts += _time_wait(result)
+    if time_wait:
+        parts += _time_wait(result)
     received = result.bytes_received
     if received:
         parts.append(f"{received} bytes received in all")

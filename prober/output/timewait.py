@@ -194,7 +194,7 @@ def timewait_report(result: TimeWaitResult) -> list[str]:
         lines.append(f"{connection.role.value} connection, from {us}:")
         if first or not connection.segments:
             lines += _connection_ladder(connection, with_close=True)
-            lines += ["", close_verdict(close)]
+            lines += ["", close_verdict(close, time_wait=False)]
         else:
             lines.append(f"(its close: {close.close_kind.value}, as above; then)")
             lines += _connection_ladder(connection, with_close=False)
