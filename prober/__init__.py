@@ -21,8 +21,10 @@ from prober.errors import (
 if TYPE_CHECKING:
     from prober.api import Prober
     from prober.core.syn import PortState, Reason, RttSummary, SynProbeResult, SynRun
+    from prober.core.timewait_result import DurationEnd, TimeWaitResult
 
 __all__ = [
+    "DurationEnd",
     "PortState",
     "Prober",
     "ProberError",
@@ -33,6 +35,7 @@ __all__ = [
     "SourcePortInUse",
     "SynProbeResult",
     "SynRun",
+    "TimeWaitResult",
     "UsageError",
 ]
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it from here
@@ -46,6 +49,8 @@ _LAZY = {
     "RttSummary": "prober.core.syn",
     "SynProbeResult": "prober.core.syn",
     "SynRun": "prober.core.syn",
+    "DurationEnd": "prober.core.timewait_result",
+    "TimeWaitResult": "prober.core.timewait_result",
 }
 
 

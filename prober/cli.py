@@ -6,6 +6,10 @@ sockets not allowed; 4 closed; 5 ICMP error (unreachable or expired); 6 no probe
 `prober scan` (docs/scan.md): 0 the scan completed; 10 it completed but answers may be missing
 (the kernel dropped captured frames, or SYNs could not be sent); 130 stopped by a first Ctrl-C
 (its records and summary are still written: they are partial); 2 and 3 as above.
+`prober timewait` (docs/timewait.md): 0 its verdicts are given (TIME-WAIT held or not, each
+with its evidence); 11 the peer did not close first (or the close did not complete): there is
+no TIME-WAIT of the peer's to observe; 1, 4, 5, 6 as above for its handshake; 130 stopped by a
+first Ctrl-C (the report of what was seen is still printed); 2 and 3 as above.
 With several probes the best answer seen decides. halfopen and close use the same codes for
 their handshake: 0 means the peer answered SYN/ACK and the observation ran.
 130: a second Ctrl-C (or SIGTERM) quit at once, without a report. 141: stdout was closed (a

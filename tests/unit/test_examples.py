@@ -21,6 +21,8 @@ BAD_ARGUMENTS = {
     "library_syn.py": [[], ["127.0.0.1"], ["127.0.0.1", "0"], ["127.0.0.1", "http"],
                        ["127.0.0.1", "80", "--count", "0"], ["127.0.0.1", "80", "--bogus"]],
     "demo.py": [["extra"], ["--bogus"]],
+    "library_timewait.py": [[], ["198.18.0.18"], ["198.18.0.18", "0"], ["198.18.0.18", "80x"],
+                            ["198.18.0.18", "80", "--bogus"]],
     "library_scan.py": [[], [BLOCK, "--rate", "0"], [BLOCK, "--rate", "x"],
                         [BLOCK, "--shard", "0/4"], [BLOCK, "--shard", "5/4"],
                         [BLOCK, "--wait", "-1"], [BLOCK, "--seed", "1.5"], [BLOCK, "--bogus"]],
