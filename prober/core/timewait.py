@@ -574,7 +574,12 @@ class TimeWaitProbe:
             credited = self._syn_answered_by(tcp.ack)
             answer = ReuseAnswer.SYN_ACK
         elif flags & _F.RST:
+            # A RST that acks names its SYN; one without an ACK answers our FIN or RST.
             credited = self._syn_answered_by(tcp.ack) if flags & _F.ACK else None
+            if credited is None:
+                window = self._open_window(now)
+                if window is not None and not window.step.kind.is_syn:
+                    credited = window
             answer = ReuseAnswer.RST
         elif (
             flags & _F.ACK

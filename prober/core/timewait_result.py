@@ -359,6 +359,12 @@ def summarize(
             "(tcp_invalid_ratelimit), so some probes may draw silence"
         )
     close = duration_connection.close
+    rtt = close.handshake_rtt
+    if measure_duration and rtt is not None and rtt.ns / 1e9 > step / 2:
+        notes.append(
+            f"the RTT ({rtt.ms:.0f} ms) exceeds half the --step: an answer may be credited to "
+            "the next probe, so the duration may be one step off"
+        )
     return TimeWaitResult(
         target=target,
         port=port,
