@@ -135,7 +135,13 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
             f"{result.max_s:g} s ran out)."
         )
     elif end is DurationEnd.UNKNOWN and holds is not False:
-        lines.append("Duration: unknown (the probes' answers do not show its end).")
+        if result.interrupted and result.duration_low_s is not None:
+            lines.append(
+                f"Duration: at least {result.duration_low_s:.1f} s (interrupted before it "
+                "ended; the peer's TIME-WAIT is left to run out)."
+            )
+        else:
+            lines.append("Duration: unknown (the probes' answers do not show its end).")
     if result.refin_at_s is not None and holds is not False:
         if result.refin_acked:
             after = result.duration_after_refin_s
