@@ -4,7 +4,7 @@ Who holds TIME-WAIT (RFC 9293 §3.6): the side that sends the first FIN. It stay
 so that a lost final ACK can be repeated and old duplicates die out, and it answers what
 arrives on the 4-tuple meanwhile. How long depends on the stack, never on this machine:
 Linux holds 60 s (TCP_TIMEWAIT_LEN, not tunable), FreeBSD 2 x net.inet.tcp.msl (60 s by
-default), Windows TcpTimedWaitDelay (120 s, up to 240), lwIP 2 x TCP_MSL (60 s), small
+default), Windows TcpTimedWaitDelay (120 s, up to 240), lwIP 2 x TCP_MSL (120 s), small
 user-space stacks a few seconds or none. So the probe measures; it assumes no length.
 
 One ``TimeWaitProbe`` is one connection with one ``Role``:

@@ -331,14 +331,25 @@ def summarize(
     duration_connection = connections[0]
     by_role = {c.role: c for c in connections}
     holds, evidence = duration_connection.holds_time_wait()
-    if holds is None:
-        for other in connections[1:]:
-            other_holds, other_evidence = other.holds_time_wait()
-            if other_holds is not None:
-                holds = other_holds
-                evidence = f"on the {other.role.value} connection: {other_evidence}"
-                break
+    for other in connections[1:]:
+        # The others ask earlier (+0.5 s): a TIME-WAIT one of them saw outweighs a duration
+        # connection that found none at its first probe (it had ended by then).
+        other_holds, other_evidence = other.holds_time_wait()
+        if (holds is None and other_holds is not None) or (holds is False and other_holds):
+            holds = other_holds
+            evidence = f"on the {other.role.value} connection: {other_evidence}"
+        if holds is True:
+            break
     end, low, high = _duration(duration_connection, holds, measure_duration)
+    if end is DurationEnd.UNKNOWN and low is None and holds is True:
+        # Gone by the duration's first probe, yet seen earlier on another connection.
+        first = duration_connection.first(ReuseKind.SYN_BELOW)
+        seen = [
+            p.at_s for c in connections[1:] for p in c.probes
+            if p.kind is ReuseKind.SYN_BELOW and p.answer is ReuseAnswer.TIME_WAIT_ACK
+        ]
+        if first is not None and first.answer in _GONE and seen and min(seen) < first.at_s:
+            end, low, high = DurationEnd.MEASURED, min(seen), first.at_s
     notes: list[str] = []
     duration = error = None
     if end is DurationEnd.MEASURED and low is not None and high is not None:

@@ -182,8 +182,9 @@ def _time_wait(result: CloseResult) -> list[str]:
         cut = " (cut short)" if result.time_wait_cut_short else ""
         ours.append(f"we held TIME-WAIT for {_s(result.time_wait_held_us)}{cut}")
     check = (
-        f"`prober timewait {_endpoint(result.target, result.port)}` checks whether it keeps "
-        f"one; on the peer: {close_probe.PEER_TIME_WAIT_CHECK}"
+        f"`prober timewait {_endpoint(result.target, result.port)}`"
+        + (" with the same --send" if result.bytes_sent else "")
+        + f" checks whether it keeps one; on the peer: {close_probe.PEER_TIME_WAIT_CHECK}"
     )
     if due is close_probe.TimeWaitDue.US:
         return ours

@@ -7,6 +7,7 @@ Reads result objects only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from prober.core.timewait_result import (
     DurationEnd,
@@ -22,8 +23,8 @@ from prober.output.conversation import _ascii_only, _endpoint, close_verdict
 from prober.output.ladder import ladder
 
 # Runs of identical rounds (probe and answer) longer than this are collapsed to their first
-# and last, with one line for those between.
-KEEP_REPEATS = 2
+# and last, with one line for those between (at least two of them).
+KEEP_REPEATS = 3
 
 _KIND_TEXT = {
     ReuseKind.SYN_BELOW: "SYN below the old ISN",
@@ -100,8 +101,13 @@ def _connection_ladder(connection: TimeWaitConnection, *, with_close: bool) -> l
     us = _endpoint(close.source, close.source_port)
     peer = _endpoint(close.target, close.port)
     records: list[SegmentRecord] = list(close.segments) if with_close else []
-    omit = _omitted(connection, len(records))
-    records += connection.segments
+    offset = len(records)
+    omit = _omitted(connection, offset)
+    # The probes' ``answers`` count within their own records: shift them past the close's.
+    records += [
+        record if record.answers is None else replace(record, answers=record.answers + offset)
+        for record in connection.segments
+    ]
     return ladder(records, us, peer, ascii_only=_ascii_only(), omit=omit)
 
 
