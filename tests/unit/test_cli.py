@@ -234,7 +234,7 @@ def check_synopsis(line: str) -> None:
 
 
 @pytest.mark.parametrize("document", ["README.md", "docs/lab.md", "docs/syn.md", "docs/scan.md",
-                                      "docs/halfopen.md", "docs/close.md"])
+                                      "docs/halfopen.md", "docs/close.md", "docs/timewait.md"])
 def test_every_command_in_the_docs_exists(document: str) -> None:
     lines = doc_command_lines(REPOSITORY / document)
     assert lines or document != "README.md"
