@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
 
 from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly, acceptable
 from prober.core.close_send import SendSpace
@@ -78,7 +77,7 @@ from prober.core.close_timeline import (
     classify_peer_fin,
     time_wait_due,
 )
-from prober.core.packets import DEFAULT_MSS, TcpTemplate
+from prober.core.packets import DEFAULT_MSS, TcpTemplate, template
 from prober.core.parse import parse_packet
 from prober.core.states import TcpEvent, TcpState, mirrored, transition
 from prober.core.strays import (
@@ -140,22 +139,6 @@ _E = TcpEvent
 
 # Our states in which segments of ours (data, FIN, or their retransmissions) may be due.
 _CAN_SEND = frozenset({_S.ESTABLISHED, _S.CLOSE_WAIT, _S.FIN_WAIT_1, _S.CLOSING, _S.LAST_ACK})
-
-
-@lru_cache(maxsize=256)
-def _template(
-    version: int, flags: TcpFlags, ttl: int, window: int, timestamps: bool
-) -> TcpTemplate:
-    # Templates are immutable once built, and a probe needs the same handful each time:
-    # share them, so a probe costs no Scapy build after the first of its kind.
-    return TcpTemplate(
-        version,
-        flags,
-        ttl=ttl,
-        window=window,
-        window_scale=OUR_WINDOW_SHIFT,
-        timestamps=timestamps,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,7 +460,18 @@ class CloseProbe:
         for flags in (_F.SYN, _F.ACK, _F.PSH | _F.ACK, _F.FIN | _F.ACK, _F.RST):
             for timestamps in (True, False):
                 for window in windows:
-                    _template(self.version, flags, self.ttl, window, timestamps)
+                    self._template(flags, window, timestamps)
+
+    def _template(self, flags: TcpFlags, window: int, timestamps: bool) -> TcpTemplate:
+        # Shared per process (packets.template): no template build after the first.
+        return template(
+            self.version,
+            flags,
+            ttl=self.ttl,
+            window=window,
+            window_scale=OUR_WINDOW_SHIFT,
+            timestamps=timestamps,
+        )
 
     def interrupt(self, now: float) -> None:
         """End the probe now (Ctrl-C).
@@ -641,10 +635,10 @@ class CloseProbe:
         # Until the SYN/ACK, the window field is unscaled (RFC 7323 §2.2) and the SYN always
         # offers timestamps; afterwards both follow what the peer agreed to.
         timestamps = bool(flags & _F.SYN) or self._timestamps
-        template = _template(self.version, flags, self.ttl, self._window_field, timestamps)
+        segment = self._template(flags, self._window_field, timestamps)
         tsval = int(now * 1000) & SEQ_MASK  # RFC 7323: a millisecond clock, ours is `now`
         ack_number = self._rseq(self._rcv_nxt) if ack else 0
-        raw = template.build(
+        raw = segment.build(
             self.src,
             self.dst,
             self.sport,
