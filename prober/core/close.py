@@ -48,16 +48,17 @@ from prober.core.close_timeline import (
 )
 from prober.core.states import TcpState
 from prober.core.strays import STRAY_DESCRIPTIONS, Stray
-from prober.core.tcp_connection import BULK_RECORDS as BULK_RECORDS
 from prober.core.tcp_connection import DEFAULT_PEER_MSS as DEFAULT_PEER_MSS
 from prober.core.tcp_connection import INVALID_ANSWERS_PER_SECOND as INVALID_ANSWERS_PER_SECOND
 from prober.core.tcp_connection import MAX_WINDOW_FIELD as MAX_WINDOW_FIELD
 from prober.core.tcp_connection import MAX_WINDOW_SHIFT as MAX_WINDOW_SHIFT
 from prober.core.tcp_connection import OUR_WINDOW_SHIFT as OUR_WINDOW_SHIFT
 from prober.core.tcp_connection import SEQ_MASK as SEQ_MASK
-from prober.core.tcp_connection import STRAY_RECORDS as STRAY_RECORDS
 from prober.core.tcp_connection import TIMESTAMP_OPTION_BYTES as TIMESTAMP_OPTION_BYTES
 from prober.core.tcp_connection import Abort, SequenceSpaces, TcpConnection
+from prober.core.tcp_log import BULK_RECORDS as BULK_RECORDS
+from prober.core.tcp_log import STRAY_RECORDS as STRAY_RECORDS
+from prober.core.timing import Rtt, rtt_between
 from prober.core.trace import Direction
 
 __all__ = [
@@ -270,6 +271,24 @@ class CloseProbe(TcpConnection):
             self._fin_end = fin_end
 
     # -- the result -----------------------------------------------------------------------
+    def _handshake_rtt(self) -> Rtt | None:
+        """From the SYN the SYN/ACK answers to the SYN/ACK, None if either stamp is missing."""
+        if self._answered_syn is None or self._syn_ack_stamp is None:
+            return None
+        syn_stamp = self._syn_stamps.get(self._answered_syn)
+        return None if syn_stamp is None else rtt_between(syn_stamp, self._syn_ack_stamp)
+
+    def _result_notes(self) -> list[str]:
+        """The notes in order, then the ICMP errors ignored and the sends that failed."""
+        notes = list(self._notes)
+        notes += [
+            f"{key} ({count}x) ignored: the connection was already open (RFC 5927)"
+            for key, count in self._icmp_ignored.items()
+        ]
+        if self._failed_sends > STRAY_RECORDS:
+            notes.append(f"{self._failed_sends} segments in all could not be sent")
+        return notes
+
     def _kind(self) -> CloseKind:
         if self._handshake is not Handshake.OPEN:
             return CloseKind.NOT_ESTABLISHED
@@ -331,6 +350,6 @@ class CloseProbe(TcpConnection):
             notices=self._notices.count,
             icmp_notices=self._notices.kept(),
             answers_rate_limited=self._answers_limited,
-            unrecorded_segments=self._unrecorded,
+            unrecorded_segments=self._ladder.unrecorded,
             failed_sends=self._failed_sends,
         )

@@ -4,14 +4,11 @@ A sans-IO state machine like ``SynProbe``: the engine calls ``start``, ``receive
 ``handle_timer`` with the current time and carries out what the connection asks
 (``segments_to_send``, ``next_deadline``); it never reads a clock or touches a socket. The
 local kernel knows nothing of this connection; the engine suppresses its RSTs. Probes that
-speak a whole conversation (close, timewait, profile) drive it through ``CloseProbe``, a
-subclass; what a subclass may override is listed in ``TcpConnection``'s docstring.
-
-What it keeps is split by idea, as aioquic splits its connection's spaces: ``close_send``
-(our send space: SND.UNA/NXT/WND, our FIN, the RTO's backoff) and ``close_receive`` (the
-receive space: RCV.NXT, the window, the reassembly and its cap).
-
-What a connection does:
+hold a whole conversation (close, timewait, profile) drive it as ``CloseProbe``, a subclass
+that follows the close through the hooks listed in ``TcpConnection``. As aioquic splits its
+connection's spaces, ``close_send`` keeps our send space (SND.UNA/NXT/WND, our FIN, the RTO's
+backoff), ``close_receive`` the receive space (RCV.NXT, the window, the reassembly) and
+``tcp_log`` what the segment log records (its budgets, and which segment answers which).
 
 1. Handshake: a SYN with Linux's options, retransmitted on RTO (doubling) until
    ``handshake_timeout``. A SYN/ACK acking ISN+1 opens the connection; a RST acking ISN+1
@@ -24,23 +21,19 @@ What a connection does:
 3. Our data (``send_data``) goes out in MSS-sized segments within the peer's window, PSH on
    the last, retransmitted go-back-N from SND.UNA on RTO (doubling, ``max_retries`` at most).
 4. The peer's data is reassembled in order; every data or FIN segment is answered at once
-   with an ACK of RCV.NXT (no delayed ACK, so ladders are deterministic). Duplicates are
-   re-ACKed, out-of-order segments buffered (within the window, which caps the buffer: see
-   ``close_receive``) and answered with a duplicate ACK, segments outside the window ACKed
-   and dropped (RFC 9293 §3.10.7.4). A RST counts only when its sequence number is exactly
-   RCV.NXT; one elsewhere in the window draws a challenge ACK (RFC 5961 §3.2), any other is
-   ignored. Such strays are counted (``Stray``), and ICMP messages that may not decide a
-   verdict are kept as notices (``prober.core.strays``: the vocabulary every probe kind
-   shares); neither is ever a verdict. The ACKs strays draw are rate-limited (RFC 5961 §7),
-   and the log records a bounded number of them (and of bulk data segments).
-5. Closing: our FIN follows once all our data is acknowledged, in CLOSE-WAIT (the peer
-   closed first) or, if the subclass closes first (``_closes_first``), in ESTABLISHED. The
-   peer's FIN is ACKed once everything before it is in; a retransmission of it is re-ACKed
-   (in TIME-WAIT restarting the 2 MSL, RFC 9293 §3.10.7.4). Entering TIME-WAIT we hold it
-   for ``2 * msl`` (or end at once, ``no_wait``); an acceptable RST cuts it short (RFC 1337
-   says why that is a hazard). ``drop_final_ack`` never acknowledges (nor consumes) the
-   peer's FIN, as if each of our ACKs were lost; its RST may then carry the sequence number
-   after that FIN.
+   with an ACK of RCV.NXT (no delayed ACK: ladders are deterministic). Duplicates are
+   re-ACKed, out-of-order segments buffered within the window (duplicate ACK), segments
+   outside it ACKed and dropped (RFC 9293 §3.10.7.4). A RST counts only exactly at RCV.NXT;
+   elsewhere in the window it draws a challenge ACK (RFC 5961 §3.2), else it is ignored.
+   Strays are counted (``prober.core.strays``; ICMP messages that decide nothing are
+   notices), never a verdict; their ACKs are rate-limited (RFC 5961 §7), and the log records
+   a bounded number of them (and of bulk data segments).
+5. Closing: our FIN follows once all our data is acknowledged, in CLOSE-WAIT or, if the
+   subclass closes first (``_closes_first``), in ESTABLISHED. The peer's FIN is ACKed once
+   everything before it is in, a copy of it re-ACKed (in TIME-WAIT restarting the 2 MSL,
+   RFC 9293 §3.10.7.4). We hold TIME-WAIT for ``2 * msl`` (or end, ``no_wait``); an
+   acceptable RST cuts it short (RFC 1337: the hazard). ``drop_final_ack`` never ACKs (nor
+   consumes) the peer's FIN, as if each ACK were lost; its RST may then come after that FIN.
 
 State tracking: our side moves with ``states.transition``. The peer's side is inferred: what
 we send, it receives (``states.mirrored``), and what it sends, it sent. Two inferences need
@@ -61,11 +54,10 @@ from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly,
 from prober.core.close_send import SendSpace
 from prober.core.close_timeline import Handshake, Negotiated
 from prober.core.packets import DEFAULT_MSS, TcpTemplate, template
-from prober.core.parse import parse_packet
 from prober.core.states import TcpEvent, TcpState, mirrored, transition
 from prober.core.strays import IcmpNotices, IcmpReply, Stray, StrayCounts, off_tuple_kind
-from prober.core.timing import Rtt, Stamp, rtt_between
-from prober.core.trace import SegmentLog
+from prober.core.tcp_log import STRAY_RECORDS, BudgetedLog
+from prober.core.timing import Stamp
 from prober.core.wire import IcmpKind, Packet, TcpFlags, TcpSegment
 
 __all__ = ["Abort", "SequenceSpaces", "TcpConnection"]
@@ -77,11 +69,6 @@ MAX_WINDOW_FIELD = 0xFFFF
 # RFC 9293 §3.7.1 (IPv4) and RFC 8200 §5 (IPv6): what to assume when the SYN/ACK has no MSS.
 DEFAULT_PEER_MSS = {4: 536, 6: 1220}
 TIMESTAMP_OPTION_BYTES = 12  # NOP NOP TS: data segments shrink by it (RFC 6691)
-# Limits on what a peer can make the segment log hold. The ladder shows the conversation's
-# control segments always; bulk data (and our pure ACKs of it) up to BULK_RECORDS segments,
-# strays and late segments up to STRAY_RECORDS each. Beyond those they are counted only.
-BULK_RECORDS = 256
-STRAY_RECORDS = 32
 # RFC 5961 §7: challenge ACKs (and ACKs of unacceptable segments) are rate-limited, so a storm
 # of spoofed segments draws no storm of answers. Linux allows one per 500 ms per socket
 # (tcp_invalid_ratelimit); prober allows a few more so its ladders still show them.
@@ -196,32 +183,21 @@ class TcpConnection:
             raise ValueError("msl must be >= 0; max_wait, handshake_timeout and rto > 0")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        if not 0 < receive_window <= MAX_WINDOW_FIELD << OUR_WINDOW_SHIFT:
-            raise ValueError(
-                f"receive_window must be 1..{MAX_WINDOW_FIELD << OUR_WINDOW_SHIFT}"
-            )
+        most = MAX_WINDOW_FIELD << OUR_WINDOW_SHIFT
+        if not 0 < receive_window <= most:
+            raise ValueError(f"receive_window must be 1..{most}")
         if not 0 < ttl <= 255:
             raise ValueError("ttl must be 1..255")
         if keep_received < 0:
             raise ValueError("keep_received must be >= 0")
-        self.version = version
-        self.src = src
-        self.dst = dst
-        self.sport = sport
-        self.dport = dport
-        self.isn = isn
-        self.send_data = bytes(send_data)
-        self.drop_final_ack = drop_final_ack
-        self.msl = msl
-        self.no_wait = no_wait
-        self.max_wait = max_wait
-        self.handshake_timeout = handshake_timeout
-        self.rto = rto
-        self.max_retries = max_retries
-        self.receive_window = receive_window
-        self.ttl = ttl
+        self.version, self.src, self.dst, self.sport, self.dport = version, src, dst, sport, dport
+        self.isn, self.send_data, self.drop_final_ack = isn, bytes(send_data), drop_final_ack
+        self.msl, self.no_wait, self.max_wait = msl, no_wait, max_wait
+        self.handshake_timeout, self.rto, self.max_retries = handshake_timeout, rto, max_retries
+        self.receive_window, self.ttl = receive_window, ttl
 
-        self.log = SegmentLog(isn)
+        self._ladder = BudgetedLog(isn)  # the log's budgets, and what answers what
+        self.log = self._ladder.log
         self.our_state = _S.CLOSED
         self.peer_state = _S.LISTEN  # assumed until an answer says otherwise
         self._started = False
@@ -229,15 +205,6 @@ class TcpConnection:
         self._revision = 0
         self._outbox: list[bytes] = []
         self._next_index = 0  # the engine's index of the next segment we hand out
-        # Segments handed out, logged once the engine reports them sent (or failed): the
-        # packet, both states and the note as they were when built, and the arrival number
-        # of the segment they answer. None: not to be recorded (bulk beyond the limit).
-        self._queued: dict[int, tuple[Packet, TcpState, TcpState, str, int | None] | None] = {}
-        self._answering: int | None = None  # arrival number of the segment being handled
-        self._answering_recorded = False
-        self._bulk_recorded = 0
-        self._strays_recorded = 0
-        self._unrecorded = 0
         self._failed_sends = 0
         self._invalid = StrayCounts()
         self._notices = IcmpNotices()
@@ -307,11 +274,7 @@ class TcpConnection:
 
     def sent(self, index: int, stamp: Stamp) -> None:
         """The engine sent segment ``index`` (counted from 0 over the probe's life): log it."""
-        queued = self._queued.pop(index, None)
-        if queued is not None:
-            packet, our, peer, note, answers = queued
-            self.log.sent(index, packet, our, peer, note, answers=answers)
-            self.log.stamp_sent(index, stamp)
+        self._ladder.sent(index, stamp)
         if index in self._syn_tsvals:
             self._syn_stamps[index] = stamp
         self._revision += 1
@@ -325,17 +288,11 @@ class TcpConnection:
         self._revision += 1
 
     def send_failed(self, index: int, error: str) -> None:
-        """Segment ``index`` could not be sent.
-
-        A SYN that cannot be sent ends the connection (nothing else would work either); a
-        later segment counts as lost, and the retransmission timers deal with it.
-        """
+        """Segment ``index`` could not be sent. A SYN that cannot be sent ends the connection
+        (nothing else would work either); a later one is lost, for the timers to deal with."""
         self._error = error
         self._failed_sends += 1
-        queued = self._queued.pop(index, None)
-        if queued is not None:
-            packet, our, peer, note, answers = queued
-            self.log.send_failed(index, packet, our, peer, note, error, answers=answers)
+        self._ladder.send_failed(index, error)
         if self._failed_sends <= STRAY_RECORDS:
             self._notes.append(f"segment {index} not sent: {error}")
         self._revision += 1
@@ -366,7 +323,7 @@ class TcpConnection:
                     return self._receive_in_syn_sent(packet, tcp, now, stamp)
                 self._receive_synchronized(packet, tcp, now, stamp)
             finally:
-                self._answering = None
+                self._ladder.handled()
             self._revision += 1
             return True
         return self._receive_icmp(packet)
@@ -458,8 +415,8 @@ class TcpConnection:
         """The segment being handled is the first to acknowledge our FIN."""
 
     def _on_peer_fin(self, now: float, *, acks_our_fin: bool) -> None:
-        """The segment being handled carries the peer's FIN, first seen (``acks_our_fin``:
-        and acknowledges ours)."""
+        """The segment being handled carries the peer's FIN, first seen; ``acks_our_fin``:
+        it acknowledges our FIN too."""
 
     def _on_peer_fin_copy(self, now: float) -> None:
         """The segment being handled carries a further copy of the peer's FIN."""
@@ -468,40 +425,16 @@ class TcpConnection:
         """Segment ``index`` acknowledges the peer's FIN (again after each copy of it)."""
 
     def _on_abort(self, cause: Abort) -> None:
-        """The connection ends before its close completed (max_wait and retries: before
-        our RST)."""
+        """The connection ends before its close completed (before our RST, if we send one)."""
 
     def _on_probe_deadline(self, now: float) -> None:
         """The subclass's own timer, ``_probe_deadline``, expired (checked after max_wait,
         before the RTO; cleared before this call, at the end and on entering TIME-WAIT)."""
 
-    # -- what a subclass's result reads ---------------------------------------------------
-    def _handshake_rtt(self) -> Rtt | None:
-        """From the SYN the SYN/ACK answers to the SYN/ACK, None if either stamp is missing."""
-        if self._answered_syn is None or self._syn_ack_stamp is None:
-            return None
-        syn_stamp = self._syn_stamps.get(self._answered_syn)
-        return None if syn_stamp is None else rtt_between(syn_stamp, self._syn_ack_stamp)
-
-    def _result_notes(self) -> list[str]:
-        """The notes in order, then the ICMP errors ignored and the sends that failed."""
-        notes = list(self._notes)
-        notes += [
-            f"{key} ({count}x) ignored: the connection was already open (RFC 5927)"
-            for key, count in self._icmp_ignored.items()
-        ]
-        if self._failed_sends > STRAY_RECORDS:
-            notes.append(f"{self._failed_sends} segments in all could not be sent")
-        return notes
-
     # -- internals: sequence numbers ------------------------------------------------------
     @property
     def _rcv_nxt(self) -> int:
         return self._rx.rcv_nxt
-
-    @property
-    def _rcv_wnd(self) -> int:
-        return self._rx.window
 
     def _seq(self, offset: int) -> int:
         return (self.isn + 1 + offset) & SEQ_MASK
@@ -531,11 +464,8 @@ class TcpConnection:
 
     def _finish(self) -> None:
         self._done = True
-        self._handshake_deadline = None
-        self._rto_deadline = None
-        self._max_wait_deadline = None
-        self._time_wait_deadline = None
-        self._probe_deadline = None
+        self._handshake_deadline = self._rto_deadline = self._max_wait_deadline = None
+        self._time_wait_deadline = self._probe_deadline = None
         self._revision += 1
 
     def _end_early(self, now: float, why: str) -> None:
@@ -575,12 +505,9 @@ class TcpConnection:
         bulk: bool = False,
     ) -> int:
         """Build and queue one segment, to be logged once sent; returns its engine index.
-
-        States move before the segment is queued, so its record shows them after it. It
-        answers the segment being handled, if any. ``bulk``: a data segment or a pure ACK,
-        recorded only while the log's bulk budget lasts (and never when it answers a
-        segment that was not recorded).
-        """
+        States move first, so its record shows them after it; it answers the segment being
+        handled, if any. ``bulk`` (data, a pure ACK): recorded only within the bulk budget,
+        and never when it answers a segment that was not recorded."""
         if our_event is not None:
             self._set_ours(transition(self.our_state, our_event))
         if ack and self._peer_awaits_fin_ack and self._rcv_nxt > (self._peer_fin_at or 0):
@@ -610,18 +537,7 @@ class TcpConnection:
         index = self._next_index
         self._next_index += 1
         self._outbox.append(raw)
-        answering = self._answering if self._answering_recorded else None
-        if bulk and (
-            self._bulk_recorded >= BULK_RECORDS
-            or (self._answering is not None and not self._answering_recorded)
-        ):
-            self._queued[index] = None
-            self._unrecorded += 1
-        else:
-            self._bulk_recorded += bulk
-            self._queued[index] = (
-                parse_packet(raw), self.our_state, self.peer_state, note, answering
-            )
+        self._ladder.queue(index, raw, self.our_state, self.peer_state, note, bulk=bulk)
         return index
 
     def _send_syn(self, now: float) -> None:
@@ -654,10 +570,8 @@ class TcpConnection:
         self._emit(_F.RST, self._tx.max_sent, now, ack=False, our_event=_E.SEND_RST, note=note)
 
     def _pump(self, now: float, *, force: bool = False) -> None:
-        """Send what is due: new (or go-back-N) data within the window, then our FIN.
-
-        ``force`` sends at least one byte when the window is shut (a window probe).
-        """
+        """Send what is due: new (or go-back-N) data within the window, then our FIN;
+        ``force`` sends at least one byte when the window is shut (a window probe)."""
         if self._done or self.our_state not in _CAN_SEND:
             return
         tx = self._tx
@@ -690,10 +604,8 @@ class TcpConnection:
 
     def _arm_rto(self, now: float) -> None:
         """Run the retransmission timer while anything is outstanding (RFC 6298 5.1/5.2).
-
-        Data held back by a shut window keeps it running too: it doubles as the persist
-        timer, whose expiry sends a one-byte window probe.
-        """
+        Data held back by a shut window keeps it running: it doubles as the persist timer,
+        whose expiry sends a one-byte window probe."""
         if not self._tx.outstanding:
             self._rto_deadline = None
         elif self._rto_deadline is None:
@@ -710,30 +622,12 @@ class TcpConnection:
 
     # -- internals: receiving -------------------------------------------------------------
     def _log_received(
-        self, packet: Packet, stamp: Stamp, note: str, *, bulk: bool = False,
-        stray: bool = False,
+        self, packet: Packet, stamp: Stamp, note: str, *, bulk: bool = False, stray: bool = False
     ) -> int:
-        """Log a received segment (within the log's budgets); returns its arrival number.
-
-        What we send while handling it answers it (see ``_emit``).
-        """
-        recorded = True
-        if bulk:
-            recorded = self._bulk_recorded < BULK_RECORDS
-            self._bulk_recorded += recorded
-        elif stray:
-            recorded = self._strays_recorded < STRAY_RECORDS
-            self._strays_recorded += recorded
-        if recorded:
-            number = self.log.received(packet, stamp, self.our_state, self.peer_state, note)
-        else:
-            number = self.log.arrival()
-            self._unrecorded += 1
-        self._answering, self._answering_recorded = number, recorded
-        return number
-
-    def _stray(self, kind: Stray) -> None:
-        self._invalid.count(kind)
+        """Log a received segment (see ``tcp_log``); what we send while handling it answers it."""
+        return self._ladder.received(
+            packet, stamp, self.our_state, self.peer_state, note, bulk=bulk, stray=stray
+        )
 
     def _receive_icmp(self, packet: Packet) -> bool:
         icmp = packet.icmp
@@ -748,7 +642,7 @@ class TcpConnection:
         if self.our_state is _S.SYN_SENT and not self._done:
             if quoted.seq != self.isn:
                 # Quotes a segment we never sent from this 4-tuple: spoofed, or stale.
-                self._stray(Stray.ICMP_NOT_OURS)
+                self._invalid.count(Stray.ICMP_NOT_OURS)
                 return True
             if icmp.decides_verdict:
                 self._icmp = IcmpReply.of(packet)
@@ -763,7 +657,7 @@ class TcpConnection:
             return True
         # An error of reachability on the open connection (RFC 5927: a soft error): it
         # decides nothing, and is counted as a stray with its type and code in the notes.
-        self._stray(Stray.ICMP_AFTER_ANSWER)
+        self._invalid.count(Stray.ICMP_AFTER_ANSWER)
         key = f"ICMPv{packet.version} type {icmp.type} code {icmp.code}"
         self._icmp_ignored[key] = self._icmp_ignored.get(key, 0) + 1
         return True
@@ -776,7 +670,7 @@ class TcpConnection:
         if flags & _F.RST:
             if not acks_syn:
                 # RFC 9293 §3.10.7.3: a RST without an acceptable ACK is dropped.
-                self._stray(Stray.WRONG_ACK)
+                self._invalid.count(Stray.WRONG_ACK)
                 self._log_received(packet, stamp, "RST not acking our SYN: ignored", stray=True)
                 return True
             self._set_ours(transition(self.our_state, _E.RECEIVE_RST))
@@ -788,12 +682,12 @@ class TcpConnection:
         if not (flags & _F.SYN and flags & _F.ACK):
             # A bare SYN (simultaneous open), ACK, FIN or data: it answers no SYN of ours
             # (RFC 9293 §3.10.7.3 drops it), named as syn and halfopen name it.
-            self._stray(Stray.OTHER_SEGMENT)
+            self._invalid.count(Stray.OTHER_SEGMENT)
             self._log_received(packet, stamp, "answers no SYN: ignored", stray=True)
             return True
         if not acks_syn:
             # An old or spoofed SYN/ACK: not for us.
-            self._stray(Stray.WRONG_ACK)
+            self._invalid.count(Stray.WRONG_ACK)
             self._log_received(packet, stamp, "does not ack our SYN: ignored", stray=True)
             return True
         self._open(packet, tcp, now, stamp)
@@ -835,8 +729,7 @@ class TcpConnection:
         )
         # The SYN/ACK's window is never scaled (RFC 7323 §2.2).
         self._tx.opened(tcp.window, mss)
-        self._rto_deadline = None
-        self._handshake_deadline = None
+        self._rto_deadline = self._handshake_deadline = None
         self._max_wait_deadline = now + self.max_wait
         self._set_ours(transition(self.our_state, _E.RECEIVE_SYN_ACK))
         self._log_received(packet, stamp, "data on the SYN/ACK ignored" if tcp.payload else "")
@@ -857,12 +750,12 @@ class TcpConnection:
                 self._answer_invalid(now, "")
             else:
                 # RFC 5961 §4: a SYN on a synchronized connection draws a challenge ACK.
-                self._stray(Stray.SYN_ON_OPEN)
+                self._invalid.count(Stray.SYN_ON_OPEN)
                 self._log_received(packet, stamp, "SYN in a synchronized state", stray=True)
                 self._answer_invalid(now, "challenge ACK (RFC 5961)")
             return
         if not flags & _F.ACK:
-            self._stray(Stray.NO_ACK_FLAG)
+            self._invalid.count(Stray.NO_ACK_FLAG)
             self._log_received(packet, stamp, "no ACK flag: dropped", stray=True)
             return
 
@@ -887,7 +780,7 @@ class TcpConnection:
                 bulk = True
             else:
                 notes.append("outside the receive window: dropped")
-                self._stray(Stray.OUT_OF_WINDOW)
+                self._invalid.count(Stray.OUT_OF_WINDOW)
                 rx.beyond_window(len(payload), whole_segment=True)
                 stray = True
             self._log_received(packet, stamp, "; ".join(notes), bulk=bulk, stray=stray)
@@ -912,10 +805,9 @@ class TcpConnection:
         acked = self._send_offset(tcp.ack)
         tx = self._tx
         if acked > tx.max_sent:
-            self._stray(Stray.WRONG_ACK)
-            self._log_received(
-                packet, stamp, "acknowledges data not yet sent: dropped", stray=True
-            )
+            self._invalid.count(Stray.WRONG_ACK)
+            note = "acknowledges data not yet sent: dropped"
+            self._log_received(packet, stamp, note, stray=True)
             self._answer_invalid(now, "")
             return
         fin_acked_now = False
@@ -979,12 +871,8 @@ class TcpConnection:
 
         # Consume the peer's FIN once everything before it is in (never with drop_final_ack).
         fin_consumed_now = False
-        if (
-            not self.drop_final_ack
-            and not self._peer_fin_consumed
-            and self._peer_fin_at is not None
-            and rx.rcv_nxt == self._peer_fin_at
-        ):
+        fin_reached = self._peer_fin_at is not None and rx.rcv_nxt == self._peer_fin_at
+        if fin_reached and not self.drop_final_ack and not self._peer_fin_consumed:
             rx.consume_fin()
             self._peer_fin_consumed = fin_consumed_now = True
             self._peer_awaits_fin_ack = True
@@ -1006,10 +894,9 @@ class TcpConnection:
     def _peer_fin_first(self, now: float, *, acks_our_fin: bool) -> list[str]:
         """The peer's FIN, first seen: the state it put the peer in."""
         if self._tx.fin_sent and not acks_our_fin:
-            # Simultaneous close: it sent its FIN before ours arrived, ESTABLISHED →
-            # FIN-WAIT-1, then ours (already on its way) takes it to CLOSING. The peer
-            # column of our FIN's record showed CLOSE-WAIT; that was the guess before this
-            # evidence.
+            # Simultaneous close: it sent its FIN before ours arrived, ESTABLISHED → FIN-WAIT-1,
+            # then ours (on its way) takes it to CLOSING. Our FIN's record showed CLOSE-WAIT
+            # for the peer: the guess before this evidence.
             peer = transition(transition(_S.ESTABLISHED, _E.SEND_FIN), _E.RECEIVE_FIN)
         else:
             peer = transition(self.peer_state, _E.SEND_FIN)
@@ -1050,14 +937,14 @@ class TcpConnection:
             self._set_peer(transition(self.peer_state, mirrored(_E.RECEIVE_RST)))
             self._log_received(packet, stamp, note)
             self._finish()
-        elif self._rcv_nxt <= at < self._rcv_nxt + self._rcv_wnd:
+        elif self._rcv_nxt <= at < self._rx.window_end:
             # RFC 5961 §3.2: not accepted; a challenge ACK asks a genuine peer to send a RST
             # with exactly RCV.NXT. A storm of these draws at most a few answers a second.
-            self._stray(Stray.RST_NOT_EXACT)
+            self._invalid.count(Stray.RST_NOT_EXACT)
             self._log_received(packet, stamp, "RST in window but not exact", stray=True)
             self._answer_invalid(now, "challenge ACK (RFC 5961)")
         else:
-            self._stray(Stray.RST_OUT_OF_WINDOW)
+            self._invalid.count(Stray.RST_OUT_OF_WINDOW)
             self._log_received(packet, stamp, "RST outside the window: ignored", stray=True)
 
     def _after_input(self, now: float) -> None:
