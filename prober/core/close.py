@@ -290,6 +290,7 @@ class CloseProbe(TcpConnection):
         return notes
 
     def _kind(self) -> CloseKind:
+        """The kind of close: none began before the handshake completed."""
         if self._handshake is not Handshake.OPEN:
             return CloseKind.NOT_ESTABLISHED
         return self._close_kind or CloseKind.INCOMPLETE

@@ -190,11 +190,22 @@ class TcpConnection:
             raise ValueError("ttl must be 1..255")
         if keep_received < 0:
             raise ValueError("keep_received must be >= 0")
-        self.version, self.src, self.dst, self.sport, self.dport = version, src, dst, sport, dport
-        self.isn, self.send_data, self.drop_final_ack = isn, bytes(send_data), drop_final_ack
-        self.msl, self.no_wait, self.max_wait = msl, no_wait, max_wait
-        self.handshake_timeout, self.rto, self.max_retries = handshake_timeout, rto, max_retries
-        self.receive_window, self.ttl = receive_window, ttl
+        self.version = version
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        self.isn = isn
+        self.send_data = bytes(send_data)
+        self.drop_final_ack = drop_final_ack
+        self.msl = msl
+        self.no_wait = no_wait
+        self.max_wait = max_wait
+        self.handshake_timeout = handshake_timeout
+        self.rto = rto
+        self.max_retries = max_retries
+        self.receive_window = receive_window
+        self.ttl = ttl
 
         self._ladder = BudgetedLog(isn)  # the log's budgets, and what answers what
         self.log = self._ladder.log
