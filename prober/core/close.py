@@ -1,69 +1,37 @@
-"""The close probe: one TCP connection in user space, from SYN to CLOSED, every segment logged.
+"""The close probe: one TCP connection from SYN to CLOSED, and what kind of close it was.
 
-A sans-IO state machine like ``SynProbe``: the engine calls ``start``, ``receive`` and
-``handle_timer`` with the current time and carries out what the probe asks
-(``segments_to_send``, ``next_deadline``); the probe never reads a clock or touches a socket.
-The local kernel knows nothing of this connection; the engine suppresses its RSTs.
+The connection itself (handshake, options, both sequence spaces, retransmission, reassembly,
+RST, SYN and ICMP handling, our TIME-WAIT, the segment log) is ``TcpConnection``
+(``prober.core.tcp_connection``); ``CloseProbe`` drives it and watches the close through the
+hooks it offers. What the close probe adds, with ``close_timeline`` (the classification,
+timings and result):
 
-This module is the state machine; what it keeps is split by idea, as aioquic splits its
-connection's spaces: ``close_send`` (our send space: SND.UNA/NXT/WND, our FIN, the RTO's
-backoff), ``close_receive`` (the receive space: RCV.NXT, the window, the reassembly and its
-cap) and ``close_timeline`` (the close's classification, timings and result). The public names
-of all three are importable from here.
+- Who sends the first FIN (``mode``), which decides who holds TIME-WAIT (see
+  ``prober.core.states``):
+  - ``WE_CLOSE``: our FIN follows as soon as all our data is acknowledged. The peer may ACK
+    it and send its FIN later (four-way), ACK it with its FIN (three-way), send its FIN
+    before it has seen ours (simultaneous: both sides pass CLOSING and hold TIME-WAIT),
+    send data first (half-close) or reset. We ACK its FIN and hold TIME-WAIT for 2 MSL,
+    re-ACKing a retransmitted FIN (RFC 9293 §3.10.7.4, TIME-WAIT: and restarting 2 MSL).
+  - ``PEER_CLOSES``: we wait for the peer's FIN, ACK it (CLOSE-WAIT), send ours (LAST-ACK)
+    and are CLOSED at its ACK; the peer holds TIME-WAIT.
+- The classification: the peer's first FIN decides the kind of close (``classify_peer_fin``);
+  a RST, max_wait, our retransmissions running out or an interrupt decide it when that FIN
+  never came. The segments the timings are taken between are marked as they pass.
+- ``drop_final_ack``: the peer's FIN is never acknowledged: we behave as if it was lost.
+  Each retransmission of that FIN is recorded until the peer gives up (a RST, or silence
+  for 2.5 times its last retransmission interval plus 1 s, never beyond ``max_wait``);
+  then our RST frees its state, unless it reset first.
 
-What one run does:
-
-1. Handshake: a SYN with Linux's options, retransmitted on RTO (doubling) until
-   ``handshake_timeout``. A SYN/ACK acking ISN+1 opens the connection; a RST acking ISN+1
-   means the port is closed; an ICMP error of reachability (``IcmpError.decides_verdict``)
-   quoting our 4-tuple and ISN ends it as filtered (or expired, for time exceeded); other
-   ICMP messages quoting it are notices; silence is no answer.
-2. The options of the SYN/ACK decide the rest (RFC 7323): timestamps on every segment we
-   send iff the SYN/ACK carried them (TSecr is TS.Recent); window scaling iff it carried WS
-   (we always offer 7); the peer's MSS, less the option bytes, bounds our data segments.
-3. Our data (``send_data``) goes out in MSS-sized segments within the peer's window, PSH on
-   the last, retransmitted go-back-N from SND.UNA on RTO (doubling, ``max_retries`` at most).
-4. The peer's data is reassembled in order; every data or FIN segment is answered at once
-   with an ACK of RCV.NXT (no delayed ACK, so ladders are deterministic). Duplicates are
-   re-ACKed, out-of-order segments buffered (within the window, which caps the buffer: see
-   ``close_receive``) and answered with a duplicate ACK, segments outside the window ACKed
-   and dropped (RFC 9293 §3.10.7.4). A RST counts only when its sequence number is exactly
-   RCV.NXT; one elsewhere in the window draws a challenge ACK (RFC 5961 §3.2), any other is
-   ignored. Such strays are counted in the result (``Stray``), and ICMP messages that may not
-   decide a verdict are kept as notices (``prober.core.strays``: the vocabulary every probe
-   kind shares); neither is ever a verdict. The ACKs strays draw are rate-limited (RFC 5961
-   §7), and the log records a bounded number of them (and of bulk data segments).
-5. Closing. Who sends the first FIN decides who holds TIME-WAIT (see ``prober.core.states``):
-   - ``WE_CLOSE``: our FIN follows as soon as all our data is acknowledged. The peer may ACK
-     it and send its FIN later (four-way), ACK it with its FIN (three-way), send its FIN
-     before it has seen ours (simultaneous: both sides pass CLOSING and hold TIME-WAIT),
-     send data first (half-close) or reset. We ACK its FIN and hold TIME-WAIT for 2 MSL,
-     re-ACKing a retransmitted FIN (RFC 9293 §3.10.7.4, TIME-WAIT: and restarting 2 MSL).
-   - ``PEER_CLOSES``: we wait for the peer's FIN, ACK it (CLOSE-WAIT), send ours (LAST-ACK)
-     and are CLOSED at its ACK; the peer holds TIME-WAIT.
-   - ``drop_final_ack``: the peer's FIN is never acknowledged: we behave as if it was lost.
-     Each retransmission of that FIN is recorded until the peer gives up (a RST, or silence
-     for 2.5 times its last retransmission interval plus 1 s, never beyond ``max_wait``);
-     then our RST frees its state, unless it reset first.
-
-State tracking: our side moves with ``states.transition``. The peer's side is inferred: what
-we send, it receives (``states.mirrored``), and what it sends, it sent. Two inferences need
-evidence from the segments themselves: a FIN that does not ack our FIN was sent before our
-FIN arrived (simultaneous close: ESTABLISHED → FIN-WAIT-1 → CLOSING), and a retransmitted FIN
-means our ACK of it was lost (the peer is back in the state its FIN left it in).
-
-Times: deadlines use the monotonic ``now`` arguments; reported intervals between segments use
-the segment log's stamps (kernel stamps when every segment has one).
+The result's vocabulary (``close_timeline``), ``SequenceSpaces`` and the connection's limits
+stay importable from here, as they were before the connection had a module of its own.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from functools import lru_cache
 
-from prober.core.close_receive import DEFAULT_KEEP_BYTES, Placement, Reassembly, acceptable
-from prober.core.close_send import SendSpace
+from prober.core.close_receive import DEFAULT_KEEP_BYTES
 from prober.core.close_timeline import (
     PEER_TIME_WAIT_CHECK,
     CloseKind,
@@ -78,20 +46,20 @@ from prober.core.close_timeline import (
     classify_peer_fin,
     time_wait_due,
 )
-from prober.core.packets import DEFAULT_MSS, TcpTemplate
-from prober.core.parse import parse_packet
-from prober.core.states import TcpEvent, TcpState, mirrored, transition
-from prober.core.strays import (
-    STRAY_DESCRIPTIONS,
-    IcmpNotices,
-    IcmpReply,
-    Stray,
-    StrayCounts,
-    off_tuple_kind,
-)
-from prober.core.timing import Rtt, Stamp, rtt_between
-from prober.core.trace import Direction, SegmentLog
-from prober.core.wire import IcmpKind, Packet, TcpFlags, TcpSegment
+from prober.core.states import TcpState
+from prober.core.strays import STRAY_DESCRIPTIONS, Stray
+from prober.core.tcp_connection import DEFAULT_PEER_MSS as DEFAULT_PEER_MSS
+from prober.core.tcp_connection import INVALID_ANSWERS_PER_SECOND as INVALID_ANSWERS_PER_SECOND
+from prober.core.tcp_connection import MAX_WINDOW_FIELD as MAX_WINDOW_FIELD
+from prober.core.tcp_connection import MAX_WINDOW_SHIFT as MAX_WINDOW_SHIFT
+from prober.core.tcp_connection import OUR_WINDOW_SHIFT as OUR_WINDOW_SHIFT
+from prober.core.tcp_connection import SEQ_MASK as SEQ_MASK
+from prober.core.tcp_connection import TIMESTAMP_OPTION_BYTES as TIMESTAMP_OPTION_BYTES
+from prober.core.tcp_connection import Abort, SequenceSpaces, TcpConnection
+from prober.core.tcp_log import BULK_RECORDS as BULK_RECORDS
+from prober.core.tcp_log import STRAY_RECORDS as STRAY_RECORDS
+from prober.core.timing import Rtt, rtt_between
+from prober.core.trace import Direction
 
 __all__ = [
     "PEER_TIME_WAIT_CHECK",
@@ -109,85 +77,30 @@ __all__ = [
     "TimeWaitDue",
 ]
 
-SEQ_MASK = 0xFFFFFFFF
-OUR_WINDOW_SHIFT = 7  # the window scale our SYN offers (Linux's default for a 64 KiB+ buffer)
-MAX_WINDOW_SHIFT = 14  # RFC 7323 §2.3: larger shifts are treated as 14
-MAX_WINDOW_FIELD = 0xFFFF
-# RFC 9293 §3.7.1 (IPv4) and RFC 8200 §5 (IPv6): what to assume when the SYN/ACK has no MSS.
-DEFAULT_PEER_MSS = {4: 536, 6: 1220}
-TIMESTAMP_OPTION_BYTES = 12  # NOP NOP TS: data segments shrink by it (RFC 6691)
 # Give-up by silence under drop_final_ack: no FIN for SILENCE_FACTOR times the last
 # retransmission interval plus SILENCE_SLACK seconds. Retransmission timers double, so the
 # next FIN would come after twice the last interval; 2.5 times leaves room for jitter.
 SILENCE_FACTOR = 2.5
 SILENCE_SLACK = 1.0
-# Limits on what a peer can make the segment log hold. The ladder shows the conversation's
-# control segments always; bulk data (and our pure ACKs of it) up to BULK_RECORDS segments,
-# strays and late segments up to STRAY_RECORDS each. Beyond those they are counted only.
-BULK_RECORDS = 256
-STRAY_RECORDS = 32
-# RFC 5961 §7: challenge ACKs (and ACKs of unacceptable segments) are rate-limited, so a storm
-# of spoofed segments draws no storm of answers. Linux allows one per 500 ms per socket
-# (tcp_invalid_ratelimit); prober allows a few more so its ladders still show them.
-INVALID_ANSWERS_PER_SECOND = 10
 # Copies of the peer's FIN timed in the result; a peer that repeats it without end is not
 # followed further (real stacks give up after tcp_orphan_retries, 8 at most by default).
 MAX_FIN_COPIES = 64
 
-_F = TcpFlags
 _S = TcpState
-_E = TcpEvent
 
-# Our states in which segments of ours (data, FIN, or their retransmissions) may be due.
-_CAN_SEND = frozenset({_S.ESTABLISHED, _S.CLOSE_WAIT, _S.FIN_WAIT_1, _S.CLOSING, _S.LAST_ACK})
-
-
-@lru_cache(maxsize=256)
-def _template(
-    version: int, flags: TcpFlags, ttl: int, window: int, timestamps: bool
-) -> TcpTemplate:
-    # Templates are immutable once built, and a probe needs the same handful each time:
-    # share them, so a probe costs no Scapy build after the first of its kind.
-    return TcpTemplate(
-        version,
-        flags,
-        ttl=ttl,
-        window=window,
-        window_scale=OUR_WINDOW_SHIFT,
-        timestamps=timestamps,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class SequenceSpaces:
-    """Where a connection's sequence spaces stand, in absolute numbers: what a probe needs
-    to go on using the 4-tuple after the connection is over (TIME-WAIT probes, profile).
-
-    ``snd_max`` is one past the highest sequence number we sent (our FIN included), which
-    is the peer's RCV.NXT once it has everything; ``rcv_nxt`` the next one we expect of the
-    peer (its FIN counted once consumed), its SND.NXT once we have everything.
-    """
-
-    isn: int
-    snd_max: int
-    peer_isn: int | None  # None: no SYN/ACK was accepted
-    rcv_nxt: int
-    timestamps: bool  # negotiated: our segments carry TSval/TSecr
-    ts_recent: int  # the peer's last TSval we keep (TSecr of our next segment)
-    window_field: int  # the window field our segments carry
-    segments_emitted: int  # segments the connection handed to the engine (indices 0..n-1)
-
-
-def _delta(a: int, b: int) -> int:
-    """``a - b`` in 32-bit sequence space, as a signed number (RFC 1982 style)."""
-    return ((a - b + 0x80000000) & SEQ_MASK) - 0x80000000
+# How the close ends when the connection is aborted before the peer's FIN decided it.
+_ABORTED: dict[Abort, tuple[CloseKind, FinRetransmissionsEnd | None]] = {
+    Abort.PEER_RESET: (CloseKind.RESET, FinRetransmissionsEnd.RESET),
+    Abort.MAX_WAIT: (CloseKind.INCOMPLETE, FinRetransmissionsEnd.MAX_WAIT),
+    Abort.RETRIES_EXHAUSTED: (CloseKind.INCOMPLETE, None),
+}
 
 
 def _address(packed: bytes) -> str:
     return str(ipaddress.ip_address(packed))
 
 
-class CloseProbe:
+class CloseProbe(TcpConnection):
     """One TCP connection opened, used and closed in user space, every segment logged.
 
     Args:
@@ -237,248 +150,27 @@ class CloseProbe:
         keep_received: int = DEFAULT_KEEP_BYTES,
         ttl: int = 64,
     ) -> None:
-        if version not in (4, 6):
-            raise ValueError(f"IP version must be 4 or 6, not {version}")
-        size = 4 if version == 4 else 16
-        if len(src) != size or len(dst) != size:
-            raise ValueError(f"addresses must be IPv{version} bytes")
-        for name, port in (("sport", sport), ("dport", dport)):
-            if not 0 < port <= 0xFFFF:
-                raise ValueError(f"{name} must be 1..65535, not {port}")
-        if not 0 <= isn <= SEQ_MASK:
-            raise ValueError("isn must be a 32-bit number")
-        if msl < 0 or max_wait <= 0 or handshake_timeout <= 0 or rto <= 0:
-            raise ValueError("msl must be >= 0; max_wait, handshake_timeout and rto > 0")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        if not 0 < receive_window <= MAX_WINDOW_FIELD << OUR_WINDOW_SHIFT:
-            raise ValueError(
-                f"receive_window must be 1..{MAX_WINDOW_FIELD << OUR_WINDOW_SHIFT}"
-            )
-        if not 0 < ttl <= 255:
-            raise ValueError("ttl must be 1..255")
-        if keep_received < 0:
-            raise ValueError("keep_received must be >= 0")
-        self.version = version
-        self.src = src
-        self.dst = dst
-        self.sport = sport
-        self.dport = dport
-        self.isn = isn
+        super().__init__(
+            version=version, src=src, dst=dst, sport=sport, dport=dport, isn=isn,
+            send_data=send_data, drop_final_ack=drop_final_ack, msl=msl, no_wait=no_wait,
+            max_wait=max_wait, handshake_timeout=handshake_timeout, rto=rto,
+            max_retries=max_retries, receive_window=receive_window,
+            keep_received=keep_received, ttl=ttl,
+        )
         self.mode = CloseMode(mode)
-        self.send_data = bytes(send_data)
-        self.drop_final_ack = drop_final_ack
-        self.msl = msl
-        self.no_wait = no_wait
-        self.max_wait = max_wait
-        self.handshake_timeout = handshake_timeout
-        self.rto = rto
-        self.max_retries = max_retries
-        self.receive_window = receive_window
-        self.ttl = ttl
-
-        self.log = SegmentLog(isn)
-        self.our_state = _S.CLOSED
-        self.peer_state = _S.LISTEN  # assumed until an answer says otherwise
-        self._started = False
-        self._done = False
-        self._outbox: list[bytes] = []
-        self._next_index = 0  # the engine's index of the next segment we hand out
-        # Segments handed out, logged once the engine reports them sent (or failed): the
-        # packet, both states and the note as they were when built, and the arrival number
-        # of the segment they answer. None: not to be recorded (bulk beyond the limit).
-        self._queued: dict[int, tuple[Packet, TcpState, TcpState, str, int | None] | None] = {}
-        self._answering: int | None = None  # arrival number of the segment being handled
-        self._answering_recorded = False
-        self._bulk_recorded = 0
-        self._strays_recorded = 0
-        self._unrecorded = 0
-        self._failed_sends = 0
-        self._invalid = StrayCounts()
-        self._notices = IcmpNotices()
-        self._icmp_ignored: dict[str, int] = {}  # icmp-after-answer by type and code
-        self._answers_limited = 0
-        self._answer_bucket_start = float("-inf")
-        self._answers_in_bucket = 0
-        self._notes: list[str] = []
-        self._error: str | None = None
         self._interrupted = False
         self._result: CloseResult | None = None
+        self._result_revision = -1  # the connection's _revision the cached result is of
 
-        # Handshake.
-        self._syn_tsvals: dict[int, int] = {}  # segment index -> TSval of each SYN sent
-        self._syn_stamps: dict[int, Stamp] = {}
-        self._answered_syn: int | None = None  # index of the SYN the SYN/ACK answers
-        self._syn_ack_stamp: Stamp | None = None
-        self._handshake: Handshake | None = None
-        self._icmp: IcmpReply | None = None
-        self._negotiated: Negotiated | None = None
-
-        # What the SYN/ACK decided (until then: the SYN's view).
-        self._timestamps = False
-        self._peer_shift = 0
-        self._window_field = min(receive_window, MAX_WINDOW_FIELD)
-
-        # Send sequence space as offsets from ISN+1 (see close_send).
-        self._tx = SendSpace(self.send_data, rto, DEFAULT_PEER_MSS[version])
-        self._half_close_from: int | None = None  # stream offset of the first half-close byte
-
-        # Receive sequence space as offsets from the peer's ISN+1: RCV.NXT, the window we
-        # advertise (in bytes) and the reassembly, capped by that window.
-        self._peer_isn = 0
-        self._rx = Reassembly(self._window_field, keep_received)
-        self._last_ack_sent = 0  # RCV.NXT in our last segment (RFC 7323 Last.ACK.sent)
-        self._ts_recent = 0
-        self._peer_fin_at: int | None = None  # offset of the peer's FIN, once seen
-        self._peer_fin_consumed = False  # RCV.NXT has passed it (never, with drop_final_ack)
-        self._peer_awaits_fin_ack = False  # our next ACK covering its FIN reaches it
-        self._peer_state_after_fin = _S.CLOSED
-
-        # Timers (monotonic seconds), None when not armed.
-        self._handshake_deadline: float | None = None
-        self._rto_deadline: float | None = None
-        self._max_wait_deadline: float | None = None
-        self._time_wait_deadline: float | None = None
-        self._silence_deadline: float | None = None
-        self._last_peer_fin_now: float | None = None
-        self._prebuild_templates()
-        self._last_peer_fin_interval: float | None = None
-
-        # Close bookkeeping: the segments the timings are taken between.
-        self._close_kind: CloseKind | None = None
-        self._fin_end: FinRetransmissionsEnd | None = None
+        # The close's classification, and the segments its timings are taken between.
+        self._close_kind: CloseKind | None = None  # the first decision stands
         self._timeline = Timeline()
-        self._we_entered_time_wait = False
-        self._peer_entered_time_wait = False
-        self._time_wait_entered: float | None = None
-        self._time_wait_held: float | None = None
-        self._time_wait_cut_short = False
+        # drop_final_ack: how the peer's retransmissions of its FIN ended, and when the
+        # last copy came (the silence rule's interval is taken from it).
+        self._fin_end: FinRetransmissionsEnd | None = None
+        self._last_peer_fin_now: float | None = None
 
-    # -- inputs ---------------------------------------------------------------------------
-    def start(self, now: float) -> None:
-        """Send the SYN; the handshake deadline and the SYN's RTO start now."""
-        if self._started:
-            raise RuntimeError("probe already started")
-        self._started = True
-        self._handshake_deadline = now + self.handshake_timeout
-        self._send_syn(now)
-
-    def sent(self, index: int, stamp: Stamp) -> None:
-        """The engine sent segment ``index`` (counted from 0 over the probe's life): log it."""
-        queued = self._queued.pop(index, None)
-        if queued is not None:
-            packet, our, peer, note, answers = queued
-            self.log.sent(index, packet, our, peer, note, answers=answers)
-            self.log.stamp_sent(index, stamp)
-        if index in self._syn_tsvals:
-            self._syn_stamps[index] = stamp
-        self._result = None
-
-    def send_kernel_stamp(self, index: int, kernel_ns: int) -> None:
-        """The kernel TX timestamp of segment ``index`` (it may come after the answer)."""
-        self.log.kernel_stamp_sent(index, kernel_ns)
-        stamp = self._syn_stamps.get(index)
-        if stamp is not None:
-            self._syn_stamps[index] = stamp.with_kernel(kernel_ns)
-        self._result = None
-
-    def send_failed(self, index: int, error: str) -> None:
-        """Segment ``index`` could not be sent.
-
-        A SYN that cannot be sent ends the probe (nothing else would work either); a later
-        segment counts as lost, and the retransmission timers deal with it.
-        """
-        self._error = error
-        self._failed_sends += 1
-        queued = self._queued.pop(index, None)
-        if queued is not None:
-            packet, our, peer, note, answers = queued
-            self.log.send_failed(index, packet, our, peer, note, error, answers=answers)
-        if self._failed_sends <= STRAY_RECORDS:
-            self._notes.append(f"segment {index} not sent: {error}")
-        self._result = None
-        if self.our_state is _S.SYN_SENT and index in self._syn_tsvals and not self._done:
-            self._handshake = Handshake.SEND_FAILED
-            self._close_kind = CloseKind.NOT_ESTABLISHED
-            self._finish()
-
-    def receive(self, packet: Packet, now: float, stamp: Stamp) -> bool:
-        """Offer a packet routed to this probe's 4-tuple; True if it belongs to this probe."""
-        if not self._started:
-            return False
-        deadline = self.next_deadline()
-        if deadline is not None and now >= deadline:
-            # The deadline came first (the engine's timer had not run yet): act on it before
-            # the packet, as the timer would have, so no deadline is left behind ``now``.
-            self.handle_timer(now)
-        tcp = packet.tcp
-        if tcp is not None:
-            if packet.src != self.dst or tcp.sport != self.dport or tcp.dport != self.sport:
-                return False
-            if self._done:
-                # Late (e.g. a FIN retransmitted after no_wait): log it, change nothing.
-                self._log_received(packet, stamp, "after the probe ended", stray=True)
-                self._result = None
-                return True
-            try:
-                if self.our_state is _S.SYN_SENT:
-                    return self._receive_in_syn_sent(packet, tcp, now, stamp)
-                self._receive_synchronized(packet, tcp, now, stamp)
-            finally:
-                self._answering = None
-            self._result = None
-            return True
-        return self._receive_icmp(packet)
-
-    def count_invalid(self, packet: Packet) -> None:
-        """Count a packet the engine found no taker for: ``receive`` refuses only packets off
-        this probe's 4-tuple (from another address or port, ICMP quoting another 4-tuple)."""
-        kind = off_tuple_kind(packet, self.src, self.dst, self.sport, self.dport)
-        if kind is not None:
-            self._invalid.count(kind)
-            self._result = None
-
-    def handle_timer(self, now: float) -> None:
-        """Act on every deadline due at ``now``."""
-        while not self._done:
-            if self.our_state is _S.SYN_SENT:
-                if self._handshake_deadline is not None and now >= self._handshake_deadline:
-                    self._handshake = Handshake.NO_ANSWER
-                    self._close_kind = CloseKind.NOT_ESTABLISHED
-                    self._finish()
-                elif self._rto_deadline is not None and now >= self._rto_deadline:
-                    self._tx.rto *= 2
-                    self._send_syn(now)
-                else:
-                    return
-            elif self._time_wait_deadline is not None and now >= self._time_wait_deadline:
-                self._set_ours(transition(self.our_state, _E.TIMEOUT_2MSL))
-                self._time_wait_held = now - (self._time_wait_entered or now)
-                self._finish()
-            elif self._max_wait_deadline is not None and now >= self._max_wait_deadline:
-                self._notes.append(f"max_wait ({self.max_wait:g} s) ran out in {self.our_state}")
-                self._end_early(
-                    now, CloseKind.INCOMPLETE, FinRetransmissionsEnd.MAX_WAIT, "max_wait"
-                )
-            elif self._silence_deadline is not None and now >= self._silence_deadline:
-                self._fin_end = FinRetransmissionsEnd.SILENCE
-                self._notes.append("the peer stopped retransmitting its FIN")
-                self._end_early(now, CloseKind.INCOMPLETE, None, "peer gave up (silence)")
-            elif self._rto_deadline is not None and now >= self._rto_deadline:
-                self._on_rto(now)
-            else:
-                return
-        self._result = None
-
-    def _prebuild_templates(self) -> None:
-        """Build (once per process) every template the conversation may need, now: a Scapy
-        build costs about a millisecond, which must not delay the handshake's ACK."""
-        windows = {self._window_field, max(1, self.receive_window >> OUR_WINDOW_SHIFT)}
-        for flags in (_F.SYN, _F.ACK, _F.PSH | _F.ACK, _F.FIN | _F.ACK, _F.RST):
-            for timestamps in (True, False):
-                for window in windows:
-                    _template(self.version, flags, self.ttl, window, timestamps)
-
+    # -- inputs beyond the connection's ---------------------------------------------------
     def interrupt(self, now: float) -> None:
         """End the probe now (Ctrl-C).
 
@@ -489,71 +181,17 @@ class CloseProbe:
         if self._done:
             return
         self._interrupted = True
-        self._result = None
+        self._revision += 1
         if not self._started or self.our_state is _S.SYN_SENT:
             self._handshake = Handshake.INTERRUPTED
-            self._close_kind = CloseKind.NOT_ESTABLISHED
             self._finish()
         elif self.our_state is _S.TIME_WAIT:
             self._time_wait_held = now - (self._time_wait_entered or now)
             self._time_wait_cut_short = True
             self._finish()
         else:
-            self._end_early(
-                now, CloseKind.INTERRUPTED, FinRetransmissionsEnd.INTERRUPTED, "interrupted"
-            )
-
-    # -- outputs --------------------------------------------------------------------------
-    def segments_to_send(self) -> list[bytes]:
-        out, self._outbox = self._outbox, []
-        return out
-
-    def next_deadline(self) -> float | None:
-        if self._done:
-            return None
-        deadlines = [
-            d
-            for d in (
-                self._handshake_deadline,
-                self._rto_deadline,
-                self._max_wait_deadline,
-                self._time_wait_deadline,
-                self._silence_deadline,
-            )
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    @property
-    def received(self) -> bytes:
-        """The peer's data delivered in order so far (its first ``keep_received`` bytes)."""
-        return self._rx.kept
-
-    @property
-    def _rcv_nxt(self) -> int:
-        return self._rx.rcv_nxt
-
-    @property
-    def _rcv_wnd(self) -> int:
-        return self._rx.window
-
-    def spaces(self) -> SequenceSpaces:
-        """The sequence spaces as they stand now (see ``SequenceSpaces``)."""
-        opened = self._negotiated is not None
-        return SequenceSpaces(
-            isn=self.isn,
-            snd_max=self._seq(self._tx.max_sent),
-            peer_isn=self._peer_isn if opened else None,
-            rcv_nxt=self._rseq(self._rcv_nxt),
-            timestamps=self._timestamps,
-            ts_recent=self._ts_recent,
-            window_field=self._window_field,
-            segments_emitted=self._next_index,
-        )
+            self._ends_as(CloseKind.INTERRUPTED, FinRetransmissionsEnd.INTERRUPTED)
+            self._end_early(now, "interrupted")
 
     def result(self) -> CloseResult:
         """The outcome, once ``done``.
@@ -563,537 +201,27 @@ class CloseProbe:
         """
         if not self._done:
             raise RuntimeError("probe has no result yet")
-        if self._result is None:
+        if self._result is None or self._result_revision != self._revision:
             self._result = self._build_result()
+            self._result_revision = self._revision
         return self._result
 
-    # -- internals: sequence numbers ------------------------------------------------------
-    def _seq(self, offset: int) -> int:
-        return (self.isn + 1 + offset) & SEQ_MASK
+    # -- the close, as the connection's hooks report it -----------------------------------
+    def _closes_first(self) -> bool:
+        return self.mode is CloseMode.WE_CLOSE
 
-    def _rseq(self, offset: int) -> int:
-        return (self._peer_isn + 1 + offset) & SEQ_MASK
+    def _on_our_fin(self, index: int) -> None:
+        self._timeline.our_fin = (Direction.SENT, index)
 
-    def _send_offset(self, ack: int) -> int:
-        """An ack number as an offset in our sequence space (relative to SND.UNA)."""
-        una = self._tx.una
-        return una + _delta(ack, self._seq(una))
+    def _on_ack_of_our_fin(self) -> None:
+        self._timeline.peer_ack_of_fin = (Direction.RECEIVED, self.log.next_arrival)
 
-    def _receive_offset(self, seq: int) -> int:
-        """A sequence number of the peer's as an offset (relative to RCV.NXT)."""
-        return self._rcv_nxt + _delta(seq, self._rseq(self._rcv_nxt))
+    def _on_our_ack_of_peer_fin(self, index: int) -> None:
+        if self._timeline.our_ack_of_peer_fin is None:
+            self._timeline.our_ack_of_peer_fin = (Direction.SENT, index)
 
-    # -- internals: states ----------------------------------------------------------------
-    def _set_ours(self, state: TcpState) -> None:
-        self.our_state = state
-        if state is _S.TIME_WAIT:
-            self._we_entered_time_wait = True
-
-    def _set_peer(self, state: TcpState) -> None:
-        self.peer_state = state
-        if state is _S.TIME_WAIT:
-            self._peer_entered_time_wait = True
-
-    def _finish(self) -> None:
-        self._done = True
-        self._handshake_deadline = None
-        self._rto_deadline = None
-        self._max_wait_deadline = None
-        self._time_wait_deadline = None
-        self._silence_deadline = None
-        self._result = None
-
-    # -- internals: sending ---------------------------------------------------------------
-    def _emit(
-        self,
-        flags: TcpFlags,
-        offset: int,
-        now: float,
-        *,
-        payload: bytes = b"",
-        ack: bool = True,
-        our_event: TcpEvent | None = None,
-        peer_event: TcpEvent | None = None,
-        note: str = "",
-        bulk: bool = False,
-    ) -> int:
-        """Build and queue one segment, to be logged once sent; returns its engine index.
-
-        States move before the segment is queued, so its record shows them after it. It
-        answers the segment being handled, if any. ``bulk``: a data segment or a pure ACK,
-        recorded only while the log's bulk budget lasts (and never when it answers a
-        segment that was not recorded).
-        """
-        if our_event is not None:
-            self._set_ours(transition(self.our_state, our_event))
-        if ack and self._peer_awaits_fin_ack and self._rcv_nxt > (self._peer_fin_at or 0):
-            # This segment acknowledges the peer's FIN: the peer leaves the state its FIN
-            # put it in (FIN-WAIT-1, CLOSING or LAST-ACK).
-            self._peer_awaits_fin_ack = False
-            self._set_peer(transition(self.peer_state, _E.RECEIVE_ACK_OF_FIN))
-            bulk = False
-            if self._timeline.our_ack_of_peer_fin is None:
-                self._timeline.our_ack_of_peer_fin = (Direction.SENT, self._next_index)
-        if peer_event is None and our_event is not None:
-            peer_event = mirrored(our_event)
-        if peer_event is not None:
-            self._set_peer(transition(self.peer_state, peer_event))
-        # Until the SYN/ACK, the window field is unscaled (RFC 7323 §2.2) and the SYN always
-        # offers timestamps; afterwards both follow what the peer agreed to.
-        timestamps = bool(flags & _F.SYN) or self._timestamps
-        template = _template(self.version, flags, self.ttl, self._window_field, timestamps)
-        tsval = int(now * 1000) & SEQ_MASK  # RFC 7323: a millisecond clock, ours is `now`
-        ack_number = self._rseq(self._rcv_nxt) if ack else 0
-        raw = template.build(
-            self.src,
-            self.dst,
-            self.sport,
-            self.dport,
-            self._seq(offset),
-            ack_number,
-            tsval,
-            0 if flags & _F.SYN else self._ts_recent,  # RSTs echo TS.Recent too
-            payload,
-        )
-        if ack:
-            self._last_ack_sent = self._rcv_nxt
-        index = self._next_index
-        self._next_index += 1
-        self._outbox.append(raw)
-        answering = self._answering if self._answering_recorded else None
-        if bulk and (
-            self._bulk_recorded >= BULK_RECORDS
-            or (self._answering is not None and not self._answering_recorded)
-        ):
-            self._queued[index] = None
-            self._unrecorded += 1
-        else:
-            self._bulk_recorded += bulk
-            self._queued[index] = (
-                parse_packet(raw), self.our_state, self.peer_state, note, answering
-            )
-        return index
-
-    def _send_syn(self, now: float) -> None:
-        first = not self._syn_tsvals
-        index = self._emit(
-            _F.SYN,
-            -1,
-            now,
-            ack=False,
-            our_event=_E.SEND_SYN if first else None,
-            note="" if first else "retransmission",
-        )
-        self._syn_tsvals[index] = int(now * 1000) & SEQ_MASK
-        self._tx.syn_out()
-        self._rto_deadline = now + self._tx.rto
-
-    def _send_ack(self, now: float, note: str = "", *, bulk: bool = False) -> None:
-        self._emit(_F.ACK, self._tx.nxt, now, note=note, bulk=bulk)
-
-    def _answer_invalid(self, now: float, note: str) -> None:
-        """ACK an unacceptable segment (RFC 9293 §3.10.7.4) or challenge one (RFC 5961),
-        at most INVALID_ANSWERS_PER_SECOND times a second (RFC 5961 §7)."""
-        if now - self._answer_bucket_start >= 1.0:
-            self._answer_bucket_start, self._answers_in_bucket = now, 0
-        if self._answers_in_bucket >= INVALID_ANSWERS_PER_SECOND:
-            self._answers_limited += 1
-            return
-        self._answers_in_bucket += 1
-        self._send_ack(now, note)
-
-    def _send_rst(self, now: float, note: str) -> None:
-        # RST carries SND.NXT and no ACK (RFC 9293 §3.10.7.1 for a connection we abort).
-        # snd_max, not a go-back-N-rewound snd_nxt: the peer expects the highest we sent.
-        self._emit(_F.RST, self._tx.max_sent, now, ack=False, our_event=_E.SEND_RST, note=note)
-
-    def _pump(self, now: float, *, force: bool = False) -> None:
-        """Send what is due: new (or go-back-N) data within the window, then our FIN.
-
-        ``force`` sends at least one byte when the window is shut (a window probe).
-        """
-        if self._done or self.our_state not in _CAN_SEND:
-            return
-        tx = self._tx
-        for segment in tx.data_due(force=force):
-            self._emit(
-                _F.ACK | _F.PSH if segment.last else _F.ACK,
-                segment.offset,
-                now,
-                payload=segment.payload,
-                note="retransmission" if segment.retransmission else "",
-                bulk=True,
-            )
-        if (
-            not tx.fin_wanted
-            and tx.all_data_acked
-            and (
-                (self.mode is CloseMode.WE_CLOSE and self.our_state is _S.ESTABLISHED)
-                or self.our_state is _S.CLOSE_WAIT
-            )
-        ):
-            tx.fin_wanted = True
-        if tx.fin_due:
-            if tx.fin_sent:
-                self._emit(
-                    _F.FIN | _F.ACK,
-                    tx.fin_offset,
-                    now,
-                    peer_event=_E.RECEIVE_FIN,
-                    note="retransmission",
-                )
-            else:
-                self._timeline.our_fin = (Direction.SENT, self._next_index)
-                self._emit(_F.FIN | _F.ACK, tx.fin_offset, now, our_event=_E.SEND_FIN)
-            tx.fin_out()
-        self._arm_rto(now)
-
-    def _arm_rto(self, now: float) -> None:
-        """Run the retransmission timer while anything is outstanding (RFC 6298 5.1/5.2).
-
-        Data held back by a shut window keeps it running too: it doubles as the persist
-        timer, whose expiry sends a one-byte window probe.
-        """
-        if not self._tx.outstanding:
-            self._rto_deadline = None
-        elif self._rto_deadline is None:
-            self._rto_deadline = now + self._tx.rto
-
-    def _on_rto(self, now: float) -> None:
-        self._rto_deadline = None
-        if not self._tx.back_off(self.max_retries):
-            self._notes.append(f"retransmissions exhausted after {self.max_retries} retries")
-            self._end_early(now, CloseKind.INCOMPLETE, None, "retransmissions exhausted")
-            return
-        self._pump(now, force=True)
-
-    def _end_early(
-        self,
-        now: float,
-        kind: CloseKind,
-        fin_end: FinRetransmissionsEnd | None,
-        why: str,
-    ) -> None:
-        """Stop before the close completed: free the peer with a RST unless it is closed."""
-        if self._close_kind is None:
-            self._close_kind = kind
-        if self.drop_final_ack and self._peer_fin_at is not None and self._fin_end is None:
-            self._fin_end = fin_end
-        if self.our_state not in (_S.CLOSED, _S.TIME_WAIT) and self.peer_state is not _S.CLOSED:
-            self._send_rst(now, f"{why}: RST to free the peer's state")
-        self._finish()
-
-    # -- internals: receiving -------------------------------------------------------------
-    def _log_received(
-        self, packet: Packet, stamp: Stamp, note: str, *, bulk: bool = False,
-        stray: bool = False,
-    ) -> int:
-        """Log a received segment (within the log's budgets); returns its arrival number.
-
-        What we send while handling it answers it (see ``_emit``).
-        """
-        recorded = True
-        if bulk:
-            recorded = self._bulk_recorded < BULK_RECORDS
-            self._bulk_recorded += recorded
-        elif stray:
-            recorded = self._strays_recorded < STRAY_RECORDS
-            self._strays_recorded += recorded
-        if recorded:
-            number = self.log.received(packet, stamp, self.our_state, self.peer_state, note)
-        else:
-            number = self.log.arrival()
-            self._unrecorded += 1
-        self._answering, self._answering_recorded = number, recorded
-        return number
-
-    def _stray(self, kind: Stray) -> None:
-        self._invalid.count(kind)
-
-    def _receive_icmp(self, packet: Packet) -> bool:
-        icmp = packet.icmp
-        if icmp is None:
-            return False
-        quoted = icmp.quoted
-        if (
-            quoted.src != self.src
-            or quoted.dst != self.dst
-            or quoted.sport != self.sport
-            or quoted.dport != self.dport
-        ):
-            return False
-        self._result = None
-        if self.our_state is _S.SYN_SENT and not self._done:
-            if quoted.seq != self.isn:
-                # Quotes a segment we never sent from this 4-tuple: spoofed, or stale.
-                self._stray(Stray.ICMP_NOT_OURS)
-                return True
-            if icmp.decides_verdict:
-                self._icmp = IcmpReply.of(packet)
-                self._handshake = (
-                    Handshake.EXPIRED
-                    if icmp.kind is IcmpKind.TIME_EXCEEDED
-                    else Handshake.FILTERED
-                )
-                self._close_kind = CloseKind.NOT_ESTABLISHED
-                self._finish()
-                return True
-        if not icmp.decides_verdict:
-            # Not an error of reachability (redirect, source quench, parameter problem,
-            # packet too big): news about the path, kept as a notice, never a verdict.
-            self._notices.add(packet)
-            return True
-        # An error of reachability on the open connection (RFC 5927: a soft error): it
-        # decides nothing, and is counted as a stray with its type and code in the notes.
-        self._stray(Stray.ICMP_AFTER_ANSWER)
-        key = f"ICMPv{packet.version} type {icmp.type} code {icmp.code}"
-        self._icmp_ignored[key] = self._icmp_ignored.get(key, 0) + 1
-        return True
-
-    def _receive_in_syn_sent(
-        self, packet: Packet, tcp: TcpSegment, now: float, stamp: Stamp
-    ) -> bool:
-        flags = tcp.flags
-        acks_syn = bool(flags & _F.ACK) and tcp.ack == (self.isn + 1) & SEQ_MASK
-        if flags & _F.RST:
-            if not acks_syn:
-                # RFC 9293 §3.10.7.3: a RST without an acceptable ACK is dropped.
-                self._stray(Stray.WRONG_ACK)
-                self._log_received(packet, stamp, "RST not acking our SYN: ignored", stray=True)
-                return True
-            self._set_ours(transition(self.our_state, _E.RECEIVE_RST))
-            self._set_peer(transition(self.peer_state, mirrored(_E.RECEIVE_RST)))
-            self._log_received(packet, stamp, "")
-            self._handshake = Handshake.CLOSED
-            self._close_kind = CloseKind.NOT_ESTABLISHED
-            self._finish()
-            return True
-        if not (flags & _F.SYN and flags & _F.ACK):
-            # A bare SYN (simultaneous open), ACK, FIN or data: it answers no SYN of ours
-            # (RFC 9293 §3.10.7.3 drops it), named as syn and halfopen name it.
-            self._stray(Stray.OTHER_SEGMENT)
-            self._log_received(packet, stamp, "answers no SYN: ignored", stray=True)
-            return True
-        if not acks_syn:
-            # An old or spoofed SYN/ACK: not for us.
-            self._stray(Stray.WRONG_ACK)
-            self._log_received(packet, stamp, "does not ack our SYN: ignored", stray=True)
-            return True
-        self._open(packet, tcp, now, stamp)
-        self._result = None
-        return True
-
-    def _open(self, packet: Packet, tcp: TcpSegment, now: float, stamp: Stamp) -> None:
-        options = tcp.options
-        self._handshake = Handshake.OPEN
-        self._syn_ack_stamp = stamp
-        self._peer_isn = tcp.seq
-        self.log.peer_isn = tcp.seq
-        self._timestamps = options.timestamp is not None
-        if options.timestamp is not None:
-            self._ts_recent = options.timestamp[0]
-        # The SYN that this SYN/ACK answers: its TSecr names it, else assume the last one.
-        matching = [
-            i
-            for i, tsval in self._syn_tsvals.items()
-            if options.timestamp is not None and options.timestamp[1] == tsval
-        ]
-        self._answered_syn = max(matching) if matching else max(self._syn_tsvals)
-        if len(self._syn_tsvals) > 1 and not matching:
-            self._notes.append("SYN retransmitted and the SYN/ACK has no TSecr: RTT ambiguous")
-        if options.window_scale is not None:
-            shift = options.window_scale
-            if shift > MAX_WINDOW_SHIFT:
-                self._notes.append(f"peer window scale {shift} treated as {MAX_WINDOW_SHIFT}")
-                shift = MAX_WINDOW_SHIFT
-            self._peer_shift = shift
-            # At least 1: a window under 128 bytes would otherwise scale down to nothing.
-            self._window_field = max(1, self.receive_window >> OUR_WINDOW_SHIFT)
-            self._rx.reset_window(self._window_field << OUR_WINDOW_SHIFT)
-        peer_mss = options.mss if options.mss else DEFAULT_PEER_MSS[self.version]
-        mss = max(
-            1,
-            min(peer_mss, DEFAULT_MSS[self.version])
-            - (TIMESTAMP_OPTION_BYTES if self._timestamps else 0),
-        )
-        self._negotiated = Negotiated(
-            mss=peer_mss,
-            window_scale=None if options.window_scale is None else self._peer_shift,
-            sack_permitted=options.sack_permitted,
-            timestamps=self._timestamps,
-        )
-        # The SYN/ACK's window is never scaled (RFC 7323 §2.2).
-        self._tx.opened(tcp.window, mss)
-        self._rto_deadline = None
-        self._handshake_deadline = None
-        self._max_wait_deadline = now + self.max_wait
-        self._set_ours(transition(self.our_state, _E.RECEIVE_SYN_ACK))
-        self._log_received(packet, stamp, "data on the SYN/ACK ignored" if tcp.payload else "")
-        self._emit(_F.ACK, 0, now, peer_event=_E.RECEIVE_ACK_OF_SYN)
-        self._pump(now)
-
-    def _receive_synchronized(
-        self, packet: Packet, tcp: TcpSegment, now: float, stamp: Stamp
-    ) -> None:
-        flags = tcp.flags
-        if flags & _F.RST:
-            self._receive_rst(packet, tcp, now, stamp)
-            return
-        if flags & _F.SYN:
-            if tcp.seq == self._peer_isn and flags & _F.ACK:
-                # Our ACK of the SYN/ACK was lost: ACK it again.
-                self._log_received(packet, stamp, "SYN/ACK retransmission")
-                self._answer_invalid(now, "")
-            else:
-                # RFC 5961 §4: a SYN on a synchronized connection draws a challenge ACK.
-                self._stray(Stray.SYN_ON_OPEN)
-                self._log_received(packet, stamp, "SYN in a synchronized state", stray=True)
-                self._answer_invalid(now, "challenge ACK (RFC 5961)")
-            return
-        if not flags & _F.ACK:
-            self._stray(Stray.NO_ACK_FLAG)
-            self._log_received(packet, stamp, "no ACK flag: dropped", stray=True)
-            return
-
-        notes: list[str] = []
-        fin = bool(flags & _F.FIN)
-        payload = tcp.payload
-        seg_len = len(payload) + fin
-        start = self._receive_offset(tcp.seq)
-        end = start + seg_len
-        fin_at = end - 1 if fin else None
-        fin_copy = fin and self._peer_fin_at is not None and fin_at == self._peer_fin_at
-        rx = self._rx
-        window_end = rx.window_end
-
-        # RFC 9293 §3.10.7.4, first check: is the segment in the receive window?
-        if not acceptable(start, seg_len, rx.rcv_nxt, rx.window):
-            bulk = stray = False
-            if fin_copy:
-                notes.append(self._peer_fin_again(now))
-            elif end <= rx.rcv_nxt:
-                notes.append("retransmission")
-                bulk = True
-            else:
-                notes.append("outside the receive window: dropped")
-                self._stray(Stray.OUT_OF_WINDOW)
-                rx.beyond_window(len(payload), whole_segment=True)
-                stray = True
-            self._log_received(packet, stamp, "; ".join(notes), bulk=bulk, stray=stray)
-            if fin_copy:
-                if not self.drop_final_ack:
-                    self._send_ack(now)
-            else:
-                self._answer_invalid(now, "")
-            return
-
-        # RFC 7323 §4.3: TS.Recent follows segments at or before the last ACK we sent.
-        timestamp = tcp.options.timestamp
-        if (
-            self._timestamps
-            and timestamp is not None
-            and start <= self._last_ack_sent
-            and _delta(timestamp[0], self._ts_recent) >= 0
-        ):
-            self._ts_recent = timestamp[0]
-
-        # Fifth check: the ACK field.
-        acked = self._send_offset(tcp.ack)
-        tx = self._tx
-        if acked > tx.max_sent:
-            self._stray(Stray.WRONG_ACK)
-            self._log_received(
-                packet, stamp, "acknowledges data not yet sent: dropped", stray=True
-            )
-            self._answer_invalid(now, "")
-            return
-        fin_acked_now = False
-        if acked > tx.una:
-            fin_acked_now = tx.acknowledged(acked)
-            # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
-            self._rto_deadline = now + tx.rto if tx.una < tx.max_sent else None
-            if fin_acked_now:
-                self._timeline.peer_ack_of_fin = (Direction.RECEIVED, self.log.next_arrival)
-        if acked >= tx.una:
-            tx.wnd = tcp.window << self._peer_shift
-
-        # Data and FIN, trimmed to the window.
-        need_ack = False
-        fin_first_seen = fin and self._peer_fin_at is None
-        placement: Placement | None = None
-        if seg_len:
-            need_ack = True
-            data, data_at = payload, start
-            if data_at < rx.rcv_nxt:
-                data = data[rx.rcv_nxt - data_at :]
-                data_at = rx.rcv_nxt
-                if payload:
-                    notes.append("retransmission")
-            if data_at + len(data) > window_end:
-                beyond = data_at + len(data) - window_end
-                data = data[: max(0, window_end - data_at)]
-                rx.beyond_window(beyond, whole_segment=False)
-                notes.append("trimmed to the receive window")
-                if fin_at is not None and fin_at >= window_end:
-                    fin, fin_first_seen, fin_copy = False, False, False
-            if self._peer_fin_at is not None and data and data_at + len(data) > self._peer_fin_at:
-                data = data[: max(0, self._peer_fin_at - data_at)]
-                notes.append("data beyond the peer's FIN ignored")
-            if data:
-                if tx.fin_sent:
-                    # A half-close is data the peer sent after our FIN reached it: its ACK
-                    # covers our FIN. Data that crossed our FIN on the way is not one.
-                    if acked > len(self.send_data):
-                        notes.append("data after our FIN")
-                        if start >= rx.rcv_nxt:  # new data, not a retransmission
-                            first = self._half_close_from
-                            self._half_close_from = (
-                                data_at if first is None else min(first, data_at)
-                            )
-                    else:
-                        notes.append("crossed our FIN")
-                placement = rx.add(data_at, data)
-                if placement is Placement.BUFFERED:
-                    notes.append("out of order")
-                elif placement is Placement.DROPPED:
-                    notes.append("out of order, no room: dropped")
-            if fin_first_seen:
-                assert fin_at is not None
-                self._peer_fin_at = fin_at
-                notes.extend(self._peer_fin_first(now, acks_our_fin=acked > len(self.send_data)))
-            elif fin_copy:
-                notes.append(self._peer_fin_again(now))
-            if self.drop_final_ack and fin and not payload and fin_at == rx.rcv_nxt:
-                need_ack = False  # the FIN alone, in order: we act as if it was lost
-
-        # Consume the peer's FIN once everything before it is in (never with drop_final_ack).
-        fin_consumed_now = False
-        if (
-            not self.drop_final_ack
-            and not self._peer_fin_consumed
-            and self._peer_fin_at is not None
-            and rx.rcv_nxt == self._peer_fin_at
-        ):
-            rx.consume_fin()
-            self._peer_fin_consumed = fin_consumed_now = True
-            self._peer_awaits_fin_ack = True
-
-        if fin_acked_now and fin_consumed_now:
-            self._set_ours(transition(self.our_state, _E.RECEIVE_FIN_ACKING_FIN))
-        elif fin_acked_now:
-            self._set_ours(transition(self.our_state, _E.RECEIVE_ACK_OF_FIN))
-        elif fin_consumed_now:
-            self._set_ours(transition(self.our_state, _E.RECEIVE_FIN))
-        # Plain data (no FIN, no news about our FIN) is bulk: recorded within the budget.
-        bulk = bool(payload) and not (fin or fin_acked_now or fin_consumed_now)
-        self._log_received(packet, stamp, "; ".join(notes), bulk=bulk)
-        if need_ack:
-            out_of_order = placement in (Placement.BUFFERED, Placement.DROPPED)
-            self._send_ack(now, "duplicate ACK" if out_of_order else "", bulk=True)
-        self._after_input(now)
-
-    def _peer_fin_first(self, now: float, *, acks_our_fin: bool) -> list[str]:
-        """The peer's FIN, first seen: how the close goes and what state it put the peer in."""
+    def _on_peer_fin(self, now: float, *, acks_our_fin: bool) -> None:
+        """The peer's FIN, first seen: how the close goes."""
         this = (Direction.RECEIVED, self.log.next_arrival)
         self._timeline.peer_fin = this
         self._timeline.peer_fin_copies.append(this)
@@ -1103,25 +231,13 @@ class CloseProbe:
         kind = classify_peer_fin(
             our_fin_sent=self._tx.fin_sent, acks_our_fin=acks_our_fin, acked_before=acked_before
         )
-        if kind is CloseKind.SIMULTANEOUS:
-            # It sent its FIN before ours arrived: ESTABLISHED → FIN-WAIT-1, then ours
-            # (already on its way) takes it to CLOSING. The peer column of our FIN's record
-            # showed CLOSE-WAIT; that was the guess before this evidence.
-            peer = transition(transition(_S.ESTABLISHED, _E.SEND_FIN), _E.RECEIVE_FIN)
-        else:
-            peer = transition(self.peer_state, _E.SEND_FIN)
         if self._close_kind is None:
             self._close_kind = kind
-        self._set_peer(peer)
-        self._peer_state_after_fin = peer
-        notes: list[str] = []
         if self.drop_final_ack:
-            notes.append("not acknowledged (--drop-final-ack)")
             self._arm_silence(now, self.rto)
-        return notes
 
-    def _peer_fin_again(self, now: float) -> str:
-        """A further copy of the peer's FIN: record it, and re-ACK it unless dropping."""
+    def _on_peer_fin_copy(self, now: float) -> None:
+        """A further copy of the peer's FIN: time it (and, dropping, re-arm the silence)."""
         if len(self._timeline.peer_fin_copies) < MAX_FIN_COPIES:
             self._timeline.peer_fin_copies.append((Direction.RECEIVED, self.log.next_arrival))
         previous = self._last_peer_fin_now
@@ -1129,79 +245,41 @@ class CloseProbe:
         interval = now - previous if previous is not None else self.rto
         if self.drop_final_ack:
             self._arm_silence(now, interval)
-            return "FIN retransmission, not acknowledged (--drop-final-ack)"
-        # It never got our ACK: it is still where its FIN left it.
-        self._set_peer(self._peer_state_after_fin)
-        self._peer_awaits_fin_ack = True
-        if self.our_state is _S.TIME_WAIT and self._time_wait_deadline is not None:
-            self._time_wait_deadline = now + 2 * self.msl  # RFC 9293: restart the 2 MSL
-            return "FIN retransmission, re-ACKed in TIME-WAIT"
-        return "FIN retransmission, re-ACKed"
+
+    def _on_abort(self, cause: Abort) -> None:
+        self._ends_as(*_ABORTED[cause])
+
+    def _on_probe_deadline(self, now: float) -> None:
+        # The only timer of the close probe's own: the silence rule of drop_final_ack.
+        self._fin_end = FinRetransmissionsEnd.SILENCE
+        self._notes.append("the peer stopped retransmitting its FIN")
+        self._ends_as(CloseKind.INCOMPLETE, None)
+        self._end_early(now, "peer gave up (silence)")
 
     def _arm_silence(self, now: float, interval: float) -> None:
         deadline = now + SILENCE_FACTOR * interval + SILENCE_SLACK
         if self._max_wait_deadline is not None:
             deadline = min(deadline, self._max_wait_deadline)
-        self._silence_deadline = deadline
+        self._probe_deadline = deadline
 
-    def _receive_rst(self, packet: Packet, tcp: TcpSegment, now: float, stamp: Stamp) -> None:
-        at = self._receive_offset(tcp.seq)
-        exact = at == self._rcv_nxt
-        if self.drop_final_ack and self._peer_fin_at is not None and not self._peer_fin_consumed:
-            # We hold its FIN unacknowledged; its RST carries the sequence after that FIN.
-            exact = exact or at == self._peer_fin_at + 1
-        if exact:
-            if self.our_state is _S.TIME_WAIT:
-                # RFC 9293 accepts it; RFC 1337 explains why that cuts TIME-WAIT short.
-                self._time_wait_held = now - (self._time_wait_entered or now)
-                self._time_wait_cut_short = True
-                note = "RST in TIME-WAIT ends it"
-            else:
-                note = ""
-            if self._close_kind is None:
-                self._close_kind = CloseKind.RESET
-            if self.drop_final_ack and self._peer_fin_at is not None and self._fin_end is None:
-                self._fin_end = FinRetransmissionsEnd.RESET
-            self._set_ours(transition(self.our_state, _E.RECEIVE_RST))
-            self._set_peer(transition(self.peer_state, mirrored(_E.RECEIVE_RST)))
-            self._log_received(packet, stamp, note)
-            self._finish()
-        elif self._rcv_nxt <= at < self._rcv_nxt + self._rcv_wnd:
-            # RFC 5961 §3.2: not accepted; a challenge ACK asks a genuine peer to send a RST
-            # with exactly RCV.NXT. A storm of these draws at most a few answers a second.
-            self._stray(Stray.RST_NOT_EXACT)
-            self._log_received(packet, stamp, "RST in window but not exact", stray=True)
-            self._answer_invalid(now, "challenge ACK (RFC 5961)")
-        else:
-            self._stray(Stray.RST_OUT_OF_WINDOW)
-            self._log_received(packet, stamp, "RST outside the window: ignored", stray=True)
+    def _ends_as(self, kind: CloseKind, fin_end: FinRetransmissionsEnd | None) -> None:
+        """What ended the close before the peer's FIN decided it (the first decision stands;
+        ``fin_end`` says how the FIN's retransmissions ended, under drop_final_ack)."""
+        if self._close_kind is None:
+            self._close_kind = kind
+        if self.drop_final_ack and self._peer_fin_at is not None and self._fin_end is None:
+            self._fin_end = fin_end
 
-    def _after_input(self, now: float) -> None:
-        """What a change of state asks for: TIME-WAIT's timer, the end, or more to send."""
-        if self.our_state is _S.TIME_WAIT and self._time_wait_entered is None:
-            self._time_wait_entered = now
-            self._rto_deadline = self._max_wait_deadline = self._silence_deadline = None
-            if self.no_wait:
-                self._notes.append("TIME-WAIT not held (no_wait)")
-                self._finish()
-            else:
-                self._time_wait_deadline = now + 2 * self.msl
-            return
-        if self.our_state is _S.CLOSED:
-            self._finish()
-            return
-        self._pump(now)
+    # -- the result -----------------------------------------------------------------------
+    def _handshake_rtt(self) -> Rtt | None:
+        """From the SYN the SYN/ACK answers to the SYN/ACK, None if either stamp is missing."""
+        if self._answered_syn is None or self._syn_ack_stamp is None:
+            return None
+        syn_stamp = self._syn_stamps.get(self._answered_syn)
+        return None if syn_stamp is None else rtt_between(syn_stamp, self._syn_ack_stamp)
 
-    # -- internals: the result ------------------------------------------------------------
-    def _build_result(self) -> CloseResult:
-        records = self.log.records()
-        clock = records[0].clock if records else None
-        rtt: Rtt | None = None
-        if self._answered_syn is not None and self._syn_ack_stamp is not None:
-            syn_stamp = self._syn_stamps.get(self._answered_syn)
-            if syn_stamp is not None:
-                rtt = rtt_between(syn_stamp, self._syn_ack_stamp)
-        timings = self._timeline.timings(self.log, self._close_kind)
+    def _result_notes(self) -> list[str]:
+        """The notes in order, then the ICMP errors ignored and the sends that failed."""
         notes = list(self._notes)
         notes += [
             f"{key} ({count}x) ignored: the connection was already open (RFC 5927)"
@@ -1209,6 +287,19 @@ class CloseProbe:
         ]
         if self._failed_sends > STRAY_RECORDS:
             notes.append(f"{self._failed_sends} segments in all could not be sent")
+        return notes
+
+    def _kind(self) -> CloseKind:
+        """The kind of close: none began before the handshake completed."""
+        if self._handshake is not Handshake.OPEN:
+            return CloseKind.NOT_ESTABLISHED
+        return self._close_kind or CloseKind.INCOMPLETE
+
+    def _build_result(self) -> CloseResult:
+        records = self.log.records()
+        clock = records[0].clock if records else None
+        kind = self._kind()
+        timings = self._timeline.timings(self.log, kind)
         stats = self._rx.stats()
         return CloseResult(
             target=_address(self.dst),
@@ -1218,11 +309,11 @@ class CloseProbe:
             mode=self.mode,
             drop_final_ack=self.drop_final_ack,
             handshake=self._handshake or Handshake.INTERRUPTED,
-            handshake_rtt=rtt,
+            handshake_rtt=self._handshake_rtt(),
             syn_retransmissions=max(0, len(self._syn_tsvals) - 1),
             icmp=self._icmp,
             negotiated=self._negotiated,
-            close_kind=self._close_kind or CloseKind.INCOMPLETE,
+            close_kind=kind,
             half_close=self._half_close_from is not None,
             bytes_after_our_fin=(
                 0
@@ -1253,13 +344,13 @@ class CloseProbe:
             received=self._rx.kept,
             interrupted=self._interrupted,
             error=self._error,
-            notes=tuple(notes),
+            notes=tuple(self._result_notes()),
             segments=records,
             receive=stats,
             invalid_by_kind=self._invalid.by_kind(),
             notices=self._notices.count,
             icmp_notices=self._notices.kept(),
             answers_rate_limited=self._answers_limited,
-            unrecorded_segments=self._unrecorded,
+            unrecorded_segments=self._ladder.unrecorded,
             failed_sends=self._failed_sends,
         )

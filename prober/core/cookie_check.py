@@ -28,14 +28,13 @@ weighed with the half-open watch's: ``prober.core.cookie_verdict``.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Final
 
 from prober.core.handshake_conversation import MASK as _MASK
 from prober.core.handshake_conversation import HandshakeConversation, bare_rst_template, tsval_at
-from prober.core.packets import TcpTemplate
+from prober.core.packets import TcpTemplate, template
 from prober.core.states import TcpEvent, TcpState, transition
 from prober.core.strays import IcmpReply, Stray, notice_json, stray_json
 from prober.core.syn import Reason, SynProbe
@@ -249,11 +248,10 @@ class CookieEvidence:
 
 
 
-@functools.lru_cache(maxsize=64)
 def _cookie_syn_template(
     version: int, ttl: int, mss: int | None, options: CookieOptions
 ) -> TcpTemplate:
-    return TcpTemplate(
+    return template(
         version,
         TcpFlags.SYN,
         ttl=ttl,

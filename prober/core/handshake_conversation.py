@@ -18,10 +18,9 @@ unreachable and time exceeded may end a probe) are notices, kept apart from the 
 
 from __future__ import annotations
 
-import functools
 from typing import Final
 
-from prober.core.packets import TcpTemplate
+from prober.core.packets import TcpTemplate, template
 from prober.core.parse import parse_packet
 from prober.core.states import TcpEvent, TcpState, mirrored, transition
 from prober.core.strays import IcmpNotices, Stray, StrayCounts, off_tuple_kind
@@ -39,10 +38,9 @@ def tsval_at(now: float) -> int:
     return int(now * 1000) & MASK
 
 
-@functools.lru_cache(maxsize=32)
 def bare_rst_template(version: int, ttl: int = 64) -> TcpTemplate:
     """A bare RST (no options, as Linux resets carry), built once per family and TTL."""
-    return TcpTemplate(version, TcpFlags.RST, ttl=ttl)
+    return template(version, TcpFlags.RST, ttl=ttl)
 
 
 class HandshakeConversation:

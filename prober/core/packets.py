@@ -17,6 +17,7 @@ field can be added as one integer. That replaces word loops with a few integer a
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Final
 
@@ -356,3 +357,45 @@ class TcpTemplate:
             ip = (self._c0, tcp_length, self._c1)
         tcp = (src, dst, sport, dport, seq, ack, self._c2, _fold(total))
         return self._pack(*ip, *tcp, *tail) + payload
+
+
+@functools.lru_cache(maxsize=1024)
+def template(
+    version: int,
+    flags: TcpFlags,
+    *,
+    ttl: int = 64,
+    window: int = 64240,
+    options: str = LINUX_SYN_OPTIONS,
+    mss: int | None = None,
+    window_scale: int | None = 7,
+    sack_permitted: bool = True,
+    timestamps: bool | None = None,
+    ip_id: int = 0,
+    dont_fragment: bool = True,
+) -> TcpTemplate:
+    """The ``TcpTemplate`` for these arguments, built once per process and shared.
+
+    Templates are immutable once built, and probes need the same handful again and again:
+    sharing them means a probe costs no template build after the first of its kind. The
+    arguments and their defaults are ``TcpTemplate``'s (all hashable).
+
+    Returns:
+        The shared template (do not mutate it).
+
+    Raises:
+        ValueError: as ``TcpTemplate`` does, for an argument out of range.
+    """
+    return TcpTemplate(
+        version,
+        flags,
+        ttl=ttl,
+        window=window,
+        options=options,
+        mss=mss,
+        window_scale=window_scale,
+        sack_permitted=sack_permitted,
+        timestamps=timestamps,
+        ip_id=ip_id,
+        dont_fragment=dont_fragment,
+    )

@@ -29,10 +29,11 @@ from prober.core.close import (
     CloseResult,
     FinRetransmissionsEnd,
     Handshake,
+    SequenceSpaces,
     Stray,
     TimeWaitDue,
 )
-from prober.core.packets import TcpTemplate
+from prober.core.packets import TcpTemplate, template
 from prober.core.parse import parse_packet
 from prober.core.states import TcpState
 from prober.core.timing import Clock, Stamp
@@ -949,6 +950,71 @@ def test_no_timestamps_when_the_syn_ack_has_none() -> None:
     assert sent[0].options == "MSTNW"  # our SYN still offers them
     assert all(rec.tsval is None and rec.options == "" for rec in sent[1:])
     assert result.negotiated is not None and not result.negotiated.timestamps
+
+
+# -- the sequence spaces (what timewait and profile go on from) -------------------------------
+def test_spaces_before_the_syn_ack_have_no_peer_isn() -> None:
+    r = run()
+    assert r.probe.spaces() == SequenceSpaces(
+        isn=ISN, snd_max=ISN, peer_isn=None, rcv_nxt=1, timestamps=False, ts_recent=0,
+        window_field=65535, segments_emitted=0,
+    )
+    r.start()
+    r.tick(1.0)  # the SYN again
+    spaces = r.probe.spaces()
+    assert (spaces.snd_max, spaces.peer_isn) == (ours(0), None)  # the SYN took ISN
+    assert spaces.segments_emitted == 2 == r.sent
+    assert not spaces.timestamps  # offered, not yet agreed to
+
+
+def test_spaces_after_the_handshake() -> None:
+    r = run(mode=CloseMode.PEER_CLOSES, send_data=b"hello")
+    ack, data = r.open(at=0.01)
+    assert data.payload == b"hello"
+    spaces = r.probe.spaces()
+    assert spaces.isn == ISN and spaces.peer_isn == PEER_ISN
+    assert spaces.snd_max == ours(5) and spaces.rcv_nxt == theirs(0)
+    assert spaces.timestamps and spaces.ts_recent == (10 + PEER_TS_OFFSET) & MASK
+    assert spaces.window_field == 65535 >> 7 == ack.window
+    assert spaces.segments_emitted == 3 == r.sent
+
+
+def test_spaces_after_a_peer_closes_close_count_both_fins() -> None:
+    request, response = b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n"
+    r = run(mode=CloseMode.PEER_CLOSES, send_data=request)
+    r.open(at=0.01)
+    r.feed("PA", 0, len(request), response, at=0.02)
+    ack, fin = r.feed("FA", len(response), len(request), at=0.03)
+    assert fl([ack, fin]) == [".", "F."]
+    assert r.feed("A", len(response) + 1, len(request) + 1, at=0.04) == []
+    assert r.probe.done
+    spaces = r.probe.spaces()
+    assert spaces.snd_max == (ISN + 1 + len(request) + 1) & MASK
+    # The peer's 19 bytes and its FIN carry its sequence numbers across 2**32.
+    assert spaces.rcv_nxt == (PEER_ISN + 1 + len(response) + 1) & MASK < PEER_ISN
+    # SYN, ACK, the request, the ACK of the response, the ACK of its FIN, our FIN.
+    assert spaces.segments_emitted == r.sent == len(r.history) == 6
+    assert spaces.ts_recent == (40 + PEER_TS_OFFSET) & MASK
+
+
+def test_spaces_with_drop_final_ack_leave_the_peers_fin_unconsumed() -> None:
+    r = run(mode=CloseMode.PEER_CLOSES, drop_final_ack=True)
+    r.open(at=0.01)
+    r.feed("FPA", 0, 0, b"bye", at=0.02)
+    assert r.probe.spaces().rcv_nxt == theirs(3)  # its FIN never acknowledged
+
+
+def test_the_connection_takes_its_templates_from_the_shared_cache() -> None:
+    probe = make()
+    probe.start(0.0)
+    [syn] = probe.segments_to_send()
+    shared = template(4, TcpFlags.SYN, ttl=64, window=65535, window_scale=7, timestamps=True)
+    raw = shared.build(
+        ipaddress.ip_address(SRC4).packed, ipaddress.ip_address(DST4).packed, SPORT, DPORT,
+        ISN, 0, 0, 0,
+    )
+    assert syn == raw
+    assert template(4, TcpFlags.RST) is template(4, TcpFlags.RST)
 
 
 # -- ending ------------------------------------------------------------------------------------
