@@ -55,8 +55,8 @@ Sans-IO like every probe: time is the ``now`` argument; segments out, records an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
+from prober.core import packets
 from prober.core.close import (
     CloseKind,
     CloseMode,
@@ -66,7 +66,6 @@ from prober.core.close import (
     SequenceSpaces,
 )
 from prober.core.handshake_conversation import tsval_at
-from prober.core.packets import TcpTemplate
 from prober.core.parse import parse_packet
 from prober.core.states import TcpState
 from prober.core.timewait_result import (
@@ -160,13 +159,6 @@ def script_for(
         steps.append(ScriptStep(refin_at, ReuseKind.FIN_AGAIN))
     steps.sort(key=lambda s: s.at)
     return steps
-
-
-@lru_cache(maxsize=64)
-def _template(
-    version: int, flags: TcpFlags, ttl: int, window: int, timestamps: bool
-) -> TcpTemplate:
-    return TcpTemplate(version, flags, ttl=ttl, window=window, timestamps=timestamps)
 
 
 @dataclass(slots=True)
@@ -552,7 +544,9 @@ class TimeWaitProbe:
         old = self._old
         assert old is not None
         window = 0 if flags & _F.RST else SYN_WINDOW if flags & _F.SYN else old.window_field
-        template = _template(self._version, flags, self._ttl, window, timestamps)
+        template = packets.template(
+            self._version, flags, ttl=self._ttl, window=window, timestamps=timestamps
+        )
         raw = template.build(
             self._src, self._dst, self._sport, self._dport, seq, ack, tsval & MASK, tsecr
         )
