@@ -7,6 +7,7 @@ Reads result objects only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from prober.core.timewait_result import (
     DurationEnd,
@@ -57,10 +58,10 @@ def _rounds(records: Sequence[SegmentRecord]) -> list[list[int]]:
     (the answers, our RST that frees a new connection) until our next probe."""
     rounds: list[list[int]] = []
     for index, record in enumerate(records):
-        starts = record.direction is Direction.SENT and record.answers is None
-        if starts or not rounds:
+        if record.direction is Direction.SENT and record.answers is None:
             rounds.append([])
-        rounds[-1].append(index)
+        if rounds:  # an arrival before the first probe is no probe's round: never collapsed
+            rounds[-1].append(index)
     return rounds
 
 
@@ -100,8 +101,13 @@ def _connection_ladder(connection: TimeWaitConnection, *, with_close: bool) -> l
     us = _endpoint(close.source, close.source_port)
     peer = _endpoint(close.target, close.port)
     records: list[SegmentRecord] = list(close.segments) if with_close else []
-    omit = _omitted(connection, len(records))
-    records += connection.segments
+    offset = len(records)
+    omit = _omitted(connection, offset)
+    # A phase-two record's ``answers`` counts within its own records: shift it past the close's.
+    records += [
+        record if record.answers is None else replace(record, answers=record.answers + offset)
+        for record in connection.segments
+    ]
     return ladder(records, us, peer, ascii_only=_ascii_only(), omit=omit)
 
 

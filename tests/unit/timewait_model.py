@@ -60,6 +60,7 @@ class PeerConfig:
     listening: bool = True
     one_way_s: float = 0.001
     listener_delay_s: float = 0.0  # extra delay of the listener's answers (after TIME-WAIT)
+    duplicate_fin_ack_s: float | None = None  # the network repeats its ACK of our FIN after
 
 
 def s32(value: int) -> int:
@@ -120,6 +121,7 @@ class ModelPeer:
     def receive(self, tcp: TcpSegment, now: float) -> list[tuple[float, bytes]]:
         """Answers to one of our segments, each with its extra delay."""
         self.now = now
+        entered = self.tw_entered
         if self.state == "TIME_WAIT" and self.tw_deadline is not None and now >= self.tw_deadline:
             self.tw_ended = self.tw_deadline
             self.state = "GONE"
@@ -128,7 +130,11 @@ class ModelPeer:
             return self._count(out)
         if self.tw_entered is not None or self.state == "GONE":
             return self._count(self._listener(tcp))
-        return [(0.0, raw) for raw in self._connection(tcp)]
+        out = [(0.0, raw) for raw in self._connection(tcp)]
+        repeat = self.config.duplicate_fin_ack_s
+        if entered is None and self.tw_entered is not None and repeat is not None and out:
+            out.append((repeat, out[-1][1]))
+        return out
 
     def _count(self, out: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
         kept = []
