@@ -111,6 +111,13 @@ def _connection_ladder(connection: TimeWaitConnection, *, with_close: bool) -> l
     return ladder(records, us, peer, ascii_only=_ascii_only(), omit=omit)
 
 
+def _s(seconds: float | None) -> str:
+    """Seconds to the millisecond the verdicts carry, at least one decimal: a --step 0.3
+    gives ± 0.15 s, which one decimal would understate as ± 0.1 s."""
+    text = f"{seconds or 0.0:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
 def _yes_no(value: bool | None, yes: str, no: str, unknown: str) -> str:
     return unknown if value is None else yes if value else no
 
@@ -131,13 +138,13 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
     end = result.duration_end
     if end is DurationEnd.MEASURED:
         lines.append(
-            f"Duration: {result.duration_s:.1f} s ± {result.duration_error_s:.1f} s from the "
-            f"peer's ACK of our FIN (still TIME-WAIT at +{result.duration_low_s:.1f} s, gone "
-            f"at +{result.duration_high_s:.1f} s; a probe every {result.step_s:g} s)."
+            f"Duration: {_s(result.duration_s)} s ± {_s(result.duration_error_s)} s from the "
+            f"peer's ACK of our FIN (still TIME-WAIT at +{_s(result.duration_low_s)} s, gone "
+            f"at +{_s(result.duration_high_s)} s; a probe every {result.step_s:g} s)."
         )
     elif end is DurationEnd.STILL_HELD:
         lines.append(
-            f"Duration: at least {result.duration_low_s:.1f} s (still TIME-WAIT when --max "
+            f"Duration: at least {_s(result.duration_low_s)} s (still TIME-WAIT when --max "
             f"{result.max_s:g} s ran out)."
         )
     elif end is DurationEnd.UNKNOWN and holds is not False:

@@ -144,3 +144,15 @@ def test_a_stray_before_the_first_probe_does_not_shift_the_collapsed_times() -> 
     [collapsed] = [line for line in lines if "more the same" in line]
     assert collapsed.endswith("7 more the same: SYN below the old ISN → an ACK of the old "
                               "connection (TIME-WAIT), +2.0 s … +8.0 s")
+
+
+def test_a_short_step_shows_its_uncertainty_in_full() -> None:
+    run = run_role(PeerConfig(time_wait_s=10.0), step=0.3, max_time=30.0)
+    result = verdicts(run, step=0.3, max_time=30.0)
+    assert result.duration_error_s == 0.15
+    text = "\n".join(timewait_verdicts(result))
+    assert "Duration: 10.05 s ± 0.15 s from the peer's ACK of our FIN (still TIME-WAIT at " \
+        "+9.9 s, gone at +10.2 s; a probe every 0.3 s)." in text
+    assert "tcp_invalid_ratelimit" in text  # and why some of its probes drew silence
+    answers = [p.answer for p in run.probe.probes()]
+    assert ReuseAnswer.NONE in answers
