@@ -122,7 +122,7 @@ def check_indices(run: TwRun) -> None:
 
 
 # -- the duration ----------------------------------------------------------------------------
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     length=st.floats(min_value=1.0, max_value=240.0),
     step=st.sampled_from([0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]),
@@ -143,6 +143,23 @@ def test_the_duration_brackets_the_true_length(length: float, step: float) -> No
     assert result.duration_error_s == pytest.approx((high - low) / 2, abs=1e-3)
     assert result.duration_s == pytest.approx((high + low) / 2, abs=1e-3)
     assert run.peer.restarts == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    max_time=st.floats(min_value=3.0, max_value=150.0),
+    beyond=st.floats(min_value=0.5, max_value=100.0),
+    step=st.sampled_from([0.5, 1.0, 2.5, 5.0]),
+)
+def test_a_time_wait_beyond_max_is_still_held(max_time: float, beyond: float, step: float) -> None:
+    max_time = max(max_time, step)
+    run = run_role(PeerConfig(time_wait_s=max_time + beyond), step=step, max_time=max_time)
+    result = verdicts(run, step=step, max_time=max_time)
+    assert result.holds_time_wait is True
+    assert result.duration_end is DurationEnd.STILL_HELD
+    assert result.duration_low_s is not None
+    assert max_time - step - 1e-6 <= result.duration_low_s <= max_time + 1e-6
+    assert result.duration_high_s is None and result.duration_s is None
 
 
 @pytest.mark.parametrize("version", [4, 6])
@@ -367,3 +384,54 @@ def test_every_segment_is_logged_once(
     check_after_close(run)
     connection: TimeWaitConnection = run.probe.result()
     json.dumps(connection.to_dict())
+
+
+# -- more peers --------------------------------------------------------------------------------
+def test_a_lost_ack_of_our_fin_restarts_the_time_wait_and_t0_follows() -> None:
+    # Our FIN goes again after the RTO; the peer, in TIME-WAIT, ACKs it and restarts 2 MSL.
+    run = run_role(PeerConfig(time_wait_s=30.0, lose_fin_ack=True), max_time=40.0)
+    result = verdicts(run, max_time=40.0)
+    assert run.peer.restarts == 1
+    assert result.holds_time_wait is True
+    assert (result.duration_low_s, result.duration_high_s) == (29.0, 30.0)
+    fins = [h for h in run.handed if h.tcp.flags & F.FIN]
+    assert len(fins) == 2 and fins[1].at - fins[0].at == pytest.approx(1.0, abs=0.01)
+    check_after_close(run)
+    check_indices(run)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_fin_on_the_response(version: int) -> None:
+    run = run_role(PeerConfig(version=version, fin_with_response=True), max_time=70.0)
+    result = verdicts(run, max_time=70.0)
+    assert result.peer_close is PeerClose.FIN
+    assert result.duration_end is DurationEnd.MEASURED
+    assert result.duration_s == 59.5
+    check_after_close(run)
+
+
+def test_nothing_listening_after_the_time_wait_ends_it_with_a_rst() -> None:
+    run = run_role(PeerConfig(time_wait_s=10.0, listening=False), max_time=20.0)
+    result = verdicts(run, max_time=20.0)
+    assert run.probe.probes()[-1].answer is ReuseAnswer.RST
+    assert result.duration_end is DurationEnd.MEASURED and result.duration_s == 9.5
+    none = verdicts(run_role(PeerConfig(keeps_no_time_wait=True, listening=False)))
+    assert none.holds_time_wait is False and "a RST" in none.holds_evidence
+
+
+def test_no_duration_asks_once() -> None:
+    run = run_role(PeerConfig(), measure_duration=False)
+    [probe] = run.probe.probes()
+    assert probe.at_s == 0.5 and probe.answer is ReuseAnswer.TIME_WAIT_ACK
+    result = verdicts(run, measure=False)
+    assert result.holds_time_wait is True
+    assert result.duration_end is DurationEnd.NOT_MEASURED and result.max_s is None
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the duration's first probe goes at +step: a TIME-WAIT shorter than --step reads as none "
+    "held, not as shorter than the first probe"
+))
+def test_a_time_wait_shorter_than_the_step_is_not_read_as_none() -> None:
+    run = run_role(PeerConfig(time_wait_s=2.0), step=5.0, max_time=30.0)
+    assert verdicts(run, step=5.0, max_time=30.0).holds_time_wait is not False

@@ -61,6 +61,8 @@ class PeerConfig:
     one_way_s: float = 0.001
     listener_delay_s: float = 0.0  # extra delay of the listener's answers (after TIME-WAIT)
     duplicate_fin_ack_s: float | None = None  # the network repeats its ACK of our FIN after
+    lose_fin_ack: bool = False  # the network loses its first ACK of our FIN
+    fin_with_response: bool = False  # its FIN rides on the response's last segment
 
 
 def s32(value: int) -> int:
@@ -171,6 +173,12 @@ class ModelPeer:
             self.state = "ESTABLISHED"
         if tcp.payload and tcp.seq == self.rcv_nxt and self.state == "ESTABLISHED":
             self.rcv_nxt = (self.rcv_nxt + len(tcp.payload)) & MASK
+            if config.fin_with_response and not config.never_closes_first:
+                out.append(self._build(F.FIN | F.PSH | F.ACK, self.snd_nxt, self.rcv_nxt,
+                                       RESPONSE))
+                self.snd_nxt = (self.snd_nxt + len(RESPONSE) + 1) & MASK
+                self.state = "FIN_WAIT_1"
+                return out
             out.append(self._build(F.PSH | F.ACK, self.snd_nxt, self.rcv_nxt, RESPONSE))
             self.snd_nxt = (self.snd_nxt + len(RESPONSE)) & MASK
             if not config.never_closes_first:
@@ -195,6 +203,8 @@ class ModelPeer:
             self.state = "TIME_WAIT"
             self.tw_rcv_nxt, self.tw_snd_nxt = self.rcv_nxt, self.snd_nxt
             self.tw_deadline = self.now + config.time_wait_s
+            if config.lose_fin_ack:
+                return []
         return out
 
     def _reschedule(self) -> None:
