@@ -262,6 +262,8 @@ class TimeWaitResult:
 
 
 _GONE = (ReuseAnswer.SYN_ACK, ReuseAnswer.RST)
+# Unanswered probes after the last TIME-WAIT ACK that --max may still call "still held".
+MAX_SILENCES_AT_MAX = 2
 
 
 def _duration(
@@ -273,14 +275,22 @@ def _duration(
     if holds is False:
         return DurationEnd.NO_TIME_WAIT, None, None
     low: float | None = None
+    after_low: list[ReuseAnswer] = []  # the answers since the last TIME-WAIT ACK
     for probe in connection.probes:
         if probe.kind is not ReuseKind.SYN_BELOW:
             continue
         if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
-            low = probe.at_s
+            low, after_low = probe.at_s, []
         elif probe.answer in _GONE and low is not None:
             return DurationEnd.MEASURED, low, probe.at_s
-    if low is not None and not connection.interrupted:
+        else:
+            after_low.append(probe.answer)
+    # Still held only if the TIME-WAIT ACKs lasted to the end: a few silences are lost
+    # answers, more (or ICMP errors) mean the answers changed without saying to what.
+    held_to_the_end = len(after_low) <= MAX_SILENCES_AT_MAX and all(
+        answer in (ReuseAnswer.NONE, ReuseAnswer.NOT_SENT) for answer in after_low
+    )
+    if low is not None and not connection.interrupted and held_to_the_end:
         return DurationEnd.STILL_HELD, low, None
     return DurationEnd.UNKNOWN, low, None
 
@@ -345,6 +355,11 @@ def summarize(
         duration, error = round((low + high) / 2, 3), round((high - low) / 2, 3)
     elif end is DurationEnd.STILL_HELD and low is not None:
         notes.append(f"still in TIME-WAIT {low:g} s after the peer's last ACK (--max reached)")
+    elif end is DurationEnd.UNKNOWN and low is not None and not duration_connection.interrupted:
+        notes.append(
+            f"TIME-WAIT ACKs until +{low:g} s, then no SYN/ACK or RST, only silence or ICMP "
+            "errors: the TIME-WAIT lasted at least that long, its end is not seen"
+        )
     refin = duration_connection.first(ReuseKind.FIN_AGAIN)
     refin_acked: bool | None = None
     if refin is not None and holds is True:

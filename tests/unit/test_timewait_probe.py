@@ -28,6 +28,7 @@ from prober.output.timewait import timewait_report
 from tests.unit.timewait_model import (
     ISN,
     START,
+    After,
     PeerConfig,
     Reopen,
     TwRun,
@@ -435,3 +436,24 @@ def test_no_duration_asks_once() -> None:
 def test_a_time_wait_shorter_than_the_step_is_not_read_as_none() -> None:
     run = run_role(PeerConfig(time_wait_s=2.0), step=5.0, max_time=30.0)
     assert verdicts(run, step=5.0, max_time=30.0).holds_time_wait is not False
+
+
+@pytest.mark.parametrize("after", [After.SILENT, After.ICMP])
+def test_answers_that_change_to_silence_or_icmp_are_not_still_held(after: After) -> None:
+    run = run_role(PeerConfig(time_wait_s=10.0, after_time_wait=after), max_time=30.0)
+    answers = [p.answer for p in run.probe.probes()]
+    assert len(answers) == 30 and answers[8] is ReuseAnswer.TIME_WAIT_ACK
+    assert set(answers[9:]) == {ReuseAnswer.NONE if after is After.SILENT else ReuseAnswer.ICMP}
+    result = verdicts(run, max_time=30.0)
+    assert result.holds_time_wait is True
+    assert result.duration_end is DurationEnd.UNKNOWN  # not "still TIME-WAIT at --max"
+    assert result.duration_low_s == 9.0 and result.duration_s is None
+    assert any("TIME-WAIT ACKs until +9 s" in note for note in result.notes)
+    assert not any("still" in line for line in timewait_report(result) if "Duration" in line)
+
+
+def test_a_lost_answer_at_max_is_still_held() -> None:
+    run = run_role(PeerConfig(time_wait_s=60.0, lose_answers=frozenset({20})), max_time=20.0)
+    assert run.probe.probes()[-1].answer is ReuseAnswer.NONE
+    result = verdicts(run, max_time=20.0)
+    assert result.duration_end is DurationEnd.STILL_HELD and result.duration_low_s == 19.0

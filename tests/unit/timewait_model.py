@@ -45,6 +45,14 @@ class Reopen(Enum):
     REFUSE = "refuse"  # answer it as any unacceptable segment: the TIME-WAIT ACK
 
 
+class After(Enum):
+    """What answers a SYN once the TIME-WAIT is gone."""
+
+    LISTEN = "listen"  # the listener (SYN/ACK; RST when ``listening`` is False)
+    SILENT = "silent"  # nothing (a full backlog, a firewall that drops)
+    ICMP = "icmp"  # a firewall's ICMP port unreachable (IPv4)
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     version: int = 4
@@ -63,6 +71,7 @@ class PeerConfig:
     duplicate_fin_ack_s: float | None = None  # the network repeats its ACK of our FIN after
     lose_fin_ack: bool = False  # the network loses its first ACK of our FIN
     fin_with_response: bool = False  # its FIN rides on the response's last segment
+    after_time_wait: After = After.LISTEN  # what answers SYNs once TIME-WAIT is over
 
 
 def s32(value: int) -> int:
@@ -262,9 +271,24 @@ class ModelPeer:
             F.SYN | F.ACK, isn, tcp.seq + 1, timestamps=timestamps, tsecr=tsecr
         )
 
+    def _icmp(self, tcp: TcpSegment) -> bytes:
+        from scapy.layers.inet import ICMP, IP
+        from scapy.packet import Raw
+
+        quoted = TcpTemplate(4, tcp.flags, timestamps=False, window=tcp.window).build(
+            self.theirs, self.ours, SPORT, DPORT, tcp.seq, tcp.ack
+        )
+        src, dst = ipaddress.ip_address(self.ours), ipaddress.ip_address(self.theirs)
+        return bytes(IP(src=str(src), dst=str(dst)) / ICMP(type=3, code=3) / Raw(quoted[:28]))
+
     def _listener(self, tcp: TcpSegment) -> list[tuple[float, bytes]]:
         """No TIME-WAIT (any more): the listening socket, and the connections it opened."""
         flags, delay = tcp.flags, self.config.listener_delay_s
+        after = self.config.after_time_wait
+        if after is After.SILENT:
+            return []
+        if after is After.ICMP and flags & F.SYN:
+            return [(delay, self._icmp(tcp))]
         if flags & F.RST:
             if tcp.seq in self.requests:
                 self.requests.discard(tcp.seq)
@@ -323,9 +347,9 @@ class TwRun:
     def _deliver(self) -> None:
         at, _, to_peer, raw = heapq.heappop(self._flight)
         self.now = max(self.now, at)
-        tcp = parse_packet(raw).tcp
-        assert tcp is not None
         if to_peer:
+            tcp = parse_packet(raw).tcp
+            assert tcp is not None
             for delay, answer in self.peer.receive(tcp, self.now):
                 self._push(self.now + self.peer.config.one_way_s + delay, False, answer)
         elif not self.probe.done:
