@@ -72,6 +72,7 @@ class PeerConfig:
     lose_fin_ack: bool = False  # the network loses its first ACK of our FIN
     fin_with_response: bool = False  # its FIN rides on the response's last segment
     after_time_wait: After = After.LISTEN  # what answers SYNs once TIME-WAIT is over
+    aborts: bool = False  # ends with a RST after its response (SO_LINGER 0)
 
 
 def s32(value: int) -> int:
@@ -182,6 +183,10 @@ class ModelPeer:
             self.state = "ESTABLISHED"
         if tcp.payload and tcp.seq == self.rcv_nxt and self.state == "ESTABLISHED":
             self.rcv_nxt = (self.rcv_nxt + len(tcp.payload)) & MASK
+            if config.aborts:
+                out.append(self._build(F.RST, self.snd_nxt, 0))
+                self.state = "CLOSED"
+                return out
             if config.fin_with_response and not config.never_closes_first:
                 out.append(self._build(F.FIN | F.PSH | F.ACK, self.snd_nxt, self.rcv_nxt,
                                        RESPONSE))
