@@ -82,6 +82,12 @@ class DurationEnd(StrEnum):
     NOT_MEASURED = "not-measured"  # --no-duration
 
 
+# Probes after which a below-ISN SYN's SYN/ACK may be their doing, not the peer's habit.
+_MAY_END_TIME_WAIT = (
+    ReuseKind.SYN_ABOVE, ReuseKind.SYN_NEWER_TSVAL, ReuseKind.RST_OFFSET, ReuseKind.RST_EXACT
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ReuseProbe:
     """One segment sent on the old 4-tuple and its answer; times from the peer's TIME-WAIT
@@ -130,9 +136,26 @@ class TimeWaitConnection:
     def first(self, kind: ReuseKind) -> ReuseProbe | None:
         return next((p for p in self.probes if p.kind is kind), None)
 
+    def _first_answered_below(self) -> ReuseProbe | None:
+        """The first below-ISN SYN that drew an answer (a lost one is no evidence): a
+        TIME-WAIT ACK whenever it came, a SYN/ACK or RST only before anything that may end
+        a TIME-WAIT (then it may be that probe's doing). Else the first one."""
+        disturbed = False
+        for probe in self.probes:
+            disturbed = disturbed or probe.kind in _MAY_END_TIME_WAIT
+            if probe.kind is not ReuseKind.SYN_BELOW:
+                continue
+            if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
+                return probe
+            if probe.answer in (ReuseAnswer.SYN_ACK, ReuseAnswer.RST):
+                if not disturbed:
+                    return probe
+                break
+        return self.first(ReuseKind.SYN_BELOW)
+
     def holds_time_wait(self) -> tuple[bool | None, str]:
         """Whether this connection shows the peer in TIME-WAIT, and on what evidence."""
-        below = self.first(ReuseKind.SYN_BELOW)
+        below = self._first_answered_below()
         if below is not None and below.answer is ReuseAnswer.TIME_WAIT_ACK:
             return True, (
                 f"a SYN below the old sequence space, {below.at_s:.1f} s after the peer's "

@@ -469,3 +469,32 @@ def test_an_abortive_close_holds_no_time_wait() -> None:
     assert result.holds_time_wait is False and "abortive" in result.holds_evidence
     assert result.duration_end is DurationEnd.NO_TIME_WAIT
     check_indices(run)
+
+
+def test_a_lost_first_answer_is_no_evidence_against_time_wait() -> None:
+    run = run_role(PeerConfig(time_wait_s=10.0, lose_answers=frozenset({1})), max_time=30.0)
+    assert run.probe.probes()[0].answer is ReuseAnswer.NONE
+    result = verdicts(run, max_time=30.0)
+    assert result.holds_time_wait is True
+    assert "2.0 s after the peer's last ACK" in result.holds_evidence
+    assert result.duration_end is DurationEnd.MEASURED and result.duration_s == 9.5
+
+
+def test_a_path_longer_than_the_step_still_shows_the_time_wait() -> None:
+    # Round trip 0.7 s, a probe every 0.5 s: each TIME-WAIT ACK lands in the next window.
+    run = run_role(PeerConfig(time_wait_s=10.0, one_way_s=0.35), step=0.5, max_time=30.0)
+    result = verdicts(run, step=0.5, max_time=30.0)
+    assert result.holds_time_wait is True
+    assert result.duration_low_s is not None and result.duration_high_s is not None
+    assert result.duration_low_s <= 10.0 - 0.7 <= result.duration_high_s
+
+
+@pytest.mark.parametrize("lost", [frozenset({1}), frozenset({1, 2})])
+def test_an_assassination_after_lost_answers_is_not_read_as_no_time_wait(
+    lost: frozenset[int],
+) -> None:
+    config = PeerConfig(lose_answers=lost)
+    run = run_role(config, role=Role.ASSASSINATE)
+    holds, _ = run.probe.result().holds_time_wait()
+    # Only the SYN before the RSTs may say there was none; the one after them may not.
+    assert holds is (True if lost == frozenset({1}) else None)
