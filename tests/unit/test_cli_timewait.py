@@ -22,7 +22,7 @@ from prober.cli import Exit, app
 from prober.cli_timewait import exit_of_timewait
 from prober.core.close import Handshake
 from prober.core.timewait_result import PeerClose, Role, TimeWaitResult, summarize
-from tests.unit.timewait_model import PeerConfig, TwRun, run_role
+from tests.unit.timewait_model import PeerConfig, TwRun, make_probe, run_role
 
 runner = CliRunner()
 
@@ -242,3 +242,19 @@ def test_roles_of_the_run_in_the_report(fake: Calls) -> None:
     done = runner.invoke(app, ["timewait", "198.18.0.18:80", "--no-duration"])
     assert done.exit_code == 0
     assert "above-isn connection, from 198.18.0.1:" in done.stdout
+
+
+def test_the_progress_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from prober.cli_timewait import _ProgressLine
+
+    line = _ProgressLine()
+    line.clear()  # nothing shown yet: nothing to clear
+    assert capsys.readouterr().err == ""
+    line(make_probe(), 0.0)
+    run = run_role(PeerConfig(time_wait_s=5.0), max_time=10.0)
+    line(run.probe, run.now)
+    line.clear()
+    err = capsys.readouterr().err
+    assert "closing: waiting for the peer's FIN" in err
+    assert "TIME-WAIT +  5.0 s: 5 probe(s), last answer syn-ack" in err
+    assert err.endswith("\r\x1b[2K")

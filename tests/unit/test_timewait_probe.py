@@ -498,3 +498,27 @@ def test_an_assassination_after_lost_answers_is_not_read_as_no_time_wait(
     holds, _ = run.probe.result().holds_time_wait()
     # Only the SYN before the RSTs may say there was none; the one after them may not.
     assert holds is (True if lost == frozenset({1}) else None)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    length=st.floats(min_value=5.0, max_value=120.0),
+    refin_fraction=st.floats(min_value=0.05, max_value=0.9),
+    step=st.sampled_from([0.5, 1.0, 2.0]),
+)
+def test_fin_again_anywhere_restarts_the_whole_length(
+    length: float, refin_fraction: float, step: float
+) -> None:
+    refin = round(max(refin_fraction * length, 0.1), 3)
+    max_time = refin + length + 3 * step + 1
+    run = run_role(PeerConfig(time_wait_s=length), step=step, max_time=max_time, refin_at=refin)
+    result = verdicts(run, step=step, max_time=max_time, refin_at=refin)
+    assert run.peer.restarts == 1 and result.refin_acked is True
+    low, high = result.duration_low_s, result.duration_high_s
+    assert low is not None and high is not None
+    # The SYN next to the FIN is skipped, so the bracket may be up to two steps wide.
+    assert low <= refin + length <= high + 2 * ONE_WAY + 1e-6
+    assert high - low <= 2 * step + 1e-6
+    assert result.duration_after_refin_s is not None
+    assert abs(result.duration_after_refin_s - length) <= step + 1e-3
+    check_after_close(run)

@@ -401,6 +401,22 @@ class TwRun:
         return self.handed[base:]
 
 
+def make_probe(version: int = 4, *, role: Role = Role.DURATION, isn: int = ISN,
+               send_data: bytes = REQUEST, **options: object) -> TimeWaitProbe:
+    src, dst = ADDRESSES[version]
+    return TimeWaitProbe(
+        role=role,
+        version=version,
+        src=ipaddress.ip_address(src).packed,
+        dst=ipaddress.ip_address(dst).packed,
+        sport=SPORT,
+        dport=DPORT,
+        isn=isn,
+        send_data=send_data,
+        **options,  # type: ignore[arg-type]
+    )
+
+
 def run_role(
     config: PeerConfig | None = None,
     *,
@@ -413,18 +429,7 @@ def run_role(
 ) -> TwRun:
     """A probe of ``role`` run to its end against a model peer of ``config``."""
     config = config or PeerConfig()
-    src, dst = ADDRESSES[config.version]
-    probe = TimeWaitProbe(
-        role=role,
-        version=config.version,
-        src=ipaddress.ip_address(src).packed,
-        dst=ipaddress.ip_address(dst).packed,
-        sport=SPORT,
-        dport=DPORT,
-        isn=isn,
-        send_data=send_data,
-        **options,  # type: ignore[arg-type]
-    )
+    probe = make_probe(config.version, role=role, isn=isn, send_data=send_data, **options)
     run = TwRun(probe, ModelPeer(config), fail)
     max_time = float(options.get("max_time", 250.0))  # type: ignore[arg-type]
     run.run(interrupt_at=interrupt_at, limit_s=max_time + 100.0)
