@@ -193,7 +193,8 @@ def test_exit_0_when_the_verdicts_are_given(measured: TimeWaitResult) -> None:
 
 def test_exit_11_when_the_peer_did_not_close_first(fake: Calls) -> None:
     result = verdicts(run_role(PeerConfig(never_closes_first=True), close_timeout=1.0))
-    assert exit_of_timewait(result) is Exit.NOT_CLOSED_FIRST == 11
+    assert exit_of_timewait(result) is Exit.NOT_CLOSED_FIRST
+    assert int(Exit.NOT_CLOSED_FIRST) == 11
     assert exit_of_timewait(replace(result, peer_close=PeerClose.INCOMPLETE)) == 11
     fake.result = result
     done = runner.invoke(app, ["timewait", "198.18.0.18:80"])
@@ -220,7 +221,8 @@ def test_a_send_failure_of_the_syn_is_exit_6() -> None:
 @pytest.mark.parametrize("at", [0.003, 5.5])
 def test_exit_130_when_interrupted_and_the_report_still_printed(fake: Calls, at: float) -> None:
     result = verdicts(run_role(PeerConfig(), interrupt_at=at, max_time=20.0), max_time=20.0)
-    assert exit_of_timewait(result) is Exit.INTERRUPTED == 130
+    assert exit_of_timewait(result) is Exit.INTERRUPTED
+    assert int(Exit.INTERRUPTED) == 130
     fake.result = result
     done = runner.invoke(app, ["timewait", "198.18.0.18:80"])
     assert done.exit_code == 130

@@ -369,19 +369,19 @@ def test_interrupt(at: float, peer_close: PeerClose) -> None:
 
 
 # -- indices ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("config,role,options", [
-    (PeerConfig(), Role.DURATION, {"max_time": 70.0, "refin_at": 20.0}),
-    (PeerConfig(version=6, timestamps=False), Role.DURATION, {"max_time": 70.0}),
-    (PeerConfig(keeps_no_time_wait=True), Role.DURATION, {}),
-    (PeerConfig(resets_our_fin=True), Role.DURATION, {}),
-    (PeerConfig(), Role.ASSASSINATE, {}),
-    (PeerConfig(version=6), Role.ABOVE_ISN, {}),
-    (PeerConfig(), Role.NEWER_TSVAL, {}),
+@pytest.mark.parametrize(("config", "role", "max_time", "refin_at"), [
+    (PeerConfig(), Role.DURATION, 70.0, 20.0),
+    (PeerConfig(version=6, timestamps=False), Role.DURATION, 70.0, None),
+    (PeerConfig(keeps_no_time_wait=True), Role.DURATION, 250.0, None),
+    (PeerConfig(resets_our_fin=True), Role.DURATION, 250.0, None),
+    (PeerConfig(), Role.ASSASSINATE, 250.0, None),
+    (PeerConfig(version=6), Role.ABOVE_ISN, 250.0, None),
+    (PeerConfig(), Role.NEWER_TSVAL, 250.0, None),
 ])
 def test_every_segment_is_logged_once(
-    config: PeerConfig, role: Role, options: dict[str, float]
+    config: PeerConfig, role: Role, max_time: float, refin_at: float | None
 ) -> None:
-    run = run_role(config, role=role, **options)
+    run = run_role(config, role=role, max_time=max_time, refin_at=refin_at)
     check_indices(run)
     check_after_close(run)
     connection: TimeWaitConnection = run.probe.result()
