@@ -26,7 +26,6 @@ from prober.core.trace import Direction
 from prober.core.wire import TcpFlags
 from prober.output.timewait import timewait_report
 from tests.unit.timewait_model import (
-    ISN,
     START,
     After,
     PeerConfig,
@@ -80,7 +79,7 @@ def check_after_close(run: TwRun) -> None:
         kind = probe.kind
         if kind in (ReuseKind.SYN_BELOW, ReuseKind.SYN_NEWER_TSVAL):
             assert tcp.flags == F.SYN and tcp.ack == 0
-            assert tcp.seq == (ISN - BELOW_OFFSET - below * BELOW_STRIDE) & 0xFFFFFFFF
+            assert tcp.seq == (old.isn - BELOW_OFFSET - below * BELOW_STRIDE) & 0xFFFFFFFF
             below += 1
             if kind is ReuseKind.SYN_BELOW:
                 assert timestamp is None
@@ -127,12 +126,13 @@ def check_indices(run: TwRun) -> None:
 @given(
     length=st.floats(min_value=1.0, max_value=240.0),
     step=st.one_of(st.sampled_from([0.5, 1.0, 5.0]), st.floats(min_value=0.5, max_value=5.0)),
+    isn=st.integers(min_value=0, max_value=0xFFFFFFFF),
 )
-def test_the_duration_brackets_the_true_length(length: float, step: float) -> None:
-    # A first probe after the TIME-WAIT ended would read as "none held" (see the report).
+def test_the_duration_brackets_the_true_length(length: float, step: float, isn: int) -> None:
+    # A first probe after the TIME-WAIT ended would read as "none held" (see the xfail below).
     length = max(length, step + 0.01)
     max_time = length + 2 * step + 1
-    run = run_role(PeerConfig(time_wait_s=length), step=step, max_time=max_time)
+    run = run_role(PeerConfig(time_wait_s=length), step=step, max_time=max_time, isn=isn)
     result = verdicts(run, step=step, max_time=max_time)
     assert result.holds_time_wait is True
     assert result.duration_end is DurationEnd.MEASURED
@@ -144,6 +144,8 @@ def test_the_duration_brackets_the_true_length(length: float, step: float) -> No
     assert result.duration_error_s == pytest.approx((high - low) / 2, abs=1e-3)
     assert result.duration_s == pytest.approx((high + low) / 2, abs=1e-3)
     assert run.peer.restarts == 0
+    assert run.probe.connection.spaces().isn == isn
+    check_after_close(run)
 
 
 @settings(max_examples=25, deadline=None)
