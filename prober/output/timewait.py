@@ -160,6 +160,11 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
                 f"Our FIN again at +{result.refin_at_s:g} s (as if the peer's last ACK was "
                 f"lost): ACKed again{restart}."
             )
+        elif duration is not None and duration.first(ReuseKind.FIN_AGAIN) is None:
+            lines.append(
+                f"Our FIN again at +{result.refin_at_s:g} s: not sent (the probing had "
+                "ended before it)."
+            )
         else:
             lines.append(
                 f"Our FIN again at +{result.refin_at_s:g} s: "

@@ -156,3 +156,11 @@ def test_a_short_step_shows_its_uncertainty_in_full() -> None:
     assert "tcp_invalid_ratelimit" in text  # and why some of its probes drew silence
     answers = [p.answer for p in run.probe.probes()]
     assert ReuseAnswer.NONE in answers
+
+
+def test_a_fin_again_after_the_end_says_it_was_not_sent() -> None:
+    run = run_role(PeerConfig(time_wait_s=10.0), max_time=40.0, refin_at=20.0)
+    result = verdicts(run, max_time=40.0, refin_at=20.0)
+    assert result.duration_s == 9.5 and result.refin_acked is None
+    assert "Our FIN again at +20 s: not sent (the probing had ended before it)." in \
+        timewait_verdicts(result)
