@@ -126,7 +126,8 @@ def script_for(
     """The segments a role sends after t0, in time order.
 
     ``DURATION`` with ``measure_duration``: a ``SYN_BELOW`` every ``step`` up to
-    ``max_time`` (at most ``MAX_BELOW_PROBES``), ``FIN_AGAIN`` at ``refin_at``; without:
+    ``max_time`` (at most ``MAX_BELOW_PROBES``; with a step of 1 s or more, one more at
+    min(0.5 s, step / 4)), ``FIN_AGAIN`` at ``refin_at``; without:
     one ``SYN_BELOW``, and around ``refin_at`` the FIN and a SYN after it.
     """
     s0 = SCRIPT_START_S
@@ -145,6 +146,10 @@ def script_for(
         ]
     steps: list[ScriptStep] = []
     if measure_duration:
+        if step >= 1.0:
+            # One early probe, so that a TIME-WAIT shorter than the step is seen at all (not
+            # read as none held); still 0.75 step or more before the next (the rate limit).
+            steps.append(ScriptStep(min(SCRIPT_START_S, step / 4), ReuseKind.SYN_BELOW))
         count = min(int(max_time / step + 1e-9), MAX_BELOW_PROBES)
         for i in range(1, count + 1):
             at = i * step

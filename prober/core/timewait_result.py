@@ -82,6 +82,12 @@ class DurationEnd(StrEnum):
     NOT_MEASURED = "not-measured"  # --no-duration
 
 
+# Probes after which a below-ISN SYN's SYN/ACK may be their doing, not the peer's habit.
+_MAY_END_TIME_WAIT = (
+    ReuseKind.SYN_ABOVE, ReuseKind.SYN_NEWER_TSVAL, ReuseKind.RST_OFFSET, ReuseKind.RST_EXACT
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ReuseProbe:
     """One segment sent on the old 4-tuple and its answer; times from the peer's TIME-WAIT
@@ -130,9 +136,26 @@ class TimeWaitConnection:
     def first(self, kind: ReuseKind) -> ReuseProbe | None:
         return next((p for p in self.probes if p.kind is kind), None)
 
+    def _first_answered_below(self) -> ReuseProbe | None:
+        """The first below-ISN SYN that drew an answer (a lost one is no evidence): a
+        TIME-WAIT ACK whenever it came, a SYN/ACK or RST only before anything that may end
+        a TIME-WAIT (then it may be that probe's doing). Else the first one."""
+        disturbed = False
+        for probe in self.probes:
+            disturbed = disturbed or probe.kind in _MAY_END_TIME_WAIT
+            if probe.kind is not ReuseKind.SYN_BELOW:
+                continue
+            if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
+                return probe
+            if probe.answer in (ReuseAnswer.SYN_ACK, ReuseAnswer.RST):
+                if not disturbed:
+                    return probe
+                break
+        return self.first(ReuseKind.SYN_BELOW)
+
     def holds_time_wait(self) -> tuple[bool | None, str]:
         """Whether this connection shows the peer in TIME-WAIT, and on what evidence."""
-        below = self.first(ReuseKind.SYN_BELOW)
+        below = self._first_answered_below()
         if below is not None and below.answer is ReuseAnswer.TIME_WAIT_ACK:
             return True, (
                 f"a SYN below the old sequence space, {below.at_s:.1f} s after the peer's "
@@ -146,8 +169,9 @@ class TimeWaitConnection:
                 "after its FIN), and ",
             }.get(self.peer_close, "")
             return False, (
-                f"{before}a SYN below the old sequence space, {below.at_s:.1f} s after the "
-                f"close, drew {how}: the peer kept no TIME-WAIT for the 4-tuple"
+                f"{before}a SYN below the old sequence space, {below.at_s:.2f} s after the "
+                f"close, drew {how}: the peer kept no TIME-WAIT for the 4-tuple (none that "
+                f"lasted {below.at_s:.2f} s)"
             )
         if self.peer_close is PeerClose.RST:
             return False, "the peer closed with a RST (an abortive close holds no TIME-WAIT)"
@@ -262,6 +286,8 @@ class TimeWaitResult:
 
 
 _GONE = (ReuseAnswer.SYN_ACK, ReuseAnswer.RST)
+# Unanswered probes after the last TIME-WAIT ACK that --max may still call "still held".
+MAX_SILENCES_AT_MAX = 2
 
 
 def _duration(
@@ -273,14 +299,22 @@ def _duration(
     if holds is False:
         return DurationEnd.NO_TIME_WAIT, None, None
     low: float | None = None
+    after_low: list[ReuseAnswer] = []  # the answers since the last TIME-WAIT ACK
     for probe in connection.probes:
         if probe.kind is not ReuseKind.SYN_BELOW:
             continue
         if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
-            low = probe.at_s
+            low, after_low = probe.at_s, []
         elif probe.answer in _GONE and low is not None:
             return DurationEnd.MEASURED, low, probe.at_s
-    if low is not None and not connection.interrupted:
+        else:
+            after_low.append(probe.answer)
+    # Still held only if the TIME-WAIT ACKs lasted to the end: a few silences are lost
+    # answers, more (or ICMP errors) mean the answers changed without saying to what.
+    held_to_the_end = len(after_low) <= MAX_SILENCES_AT_MAX and all(
+        answer in (ReuseAnswer.NONE, ReuseAnswer.NOT_SENT) for answer in after_low
+    )
+    if low is not None and not connection.interrupted and held_to_the_end:
         return DurationEnd.STILL_HELD, low, None
     return DurationEnd.UNKNOWN, low, None
 
@@ -354,6 +388,11 @@ def summarize(
     duration = error = None
     if end is DurationEnd.MEASURED and low is not None and high is not None:
         duration, error = round((low + high) / 2, 3), round((high - low) / 2, 3)
+    elif end is DurationEnd.UNKNOWN and low is not None and not duration_connection.interrupted:
+        notes.append(
+            f"TIME-WAIT ACKs until +{low:g} s, then no SYN/ACK or RST, only silence or ICMP "
+            "errors: the TIME-WAIT lasted at least that long, its end is not seen"
+        )
     refin = duration_connection.first(ReuseKind.FIN_AGAIN)
     refin_acked: bool | None = None
     if refin is not None and holds is True:

@@ -58,10 +58,10 @@ def _rounds(records: Sequence[SegmentRecord]) -> list[list[int]]:
     (the answers, our RST that frees a new connection) until our next probe."""
     rounds: list[list[int]] = []
     for index, record in enumerate(records):
-        starts = record.direction is Direction.SENT and record.answers is None
-        if starts or not rounds:
+        if record.direction is Direction.SENT and record.answers is None:
             rounds.append([])
-        rounds[-1].append(index)
+        if rounds:  # an arrival before the first probe is no probe's round: never collapsed
+            rounds[-1].append(index)
     return rounds
 
 
@@ -103,12 +103,19 @@ def _connection_ladder(connection: TimeWaitConnection, *, with_close: bool) -> l
     records: list[SegmentRecord] = list(close.segments) if with_close else []
     offset = len(records)
     omit = _omitted(connection, offset)
-    # The probes' ``answers`` count within their own records: shift them past the close's.
+    # A phase-two record's ``answers`` counts within its own records: shift it past the close's.
     records += [
         record if record.answers is None else replace(record, answers=record.answers + offset)
         for record in connection.segments
     ]
     return ladder(records, us, peer, ascii_only=_ascii_only(), omit=omit)
+
+
+def _s(seconds: float | None) -> str:
+    """Seconds to the millisecond the verdicts carry, at least one decimal: a --step 0.3
+    gives ± 0.15 s, which one decimal would understate as ± 0.1 s."""
+    text = f"{seconds or 0.0:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _yes_no(value: bool | None, yes: str, no: str, unknown: str) -> str:
@@ -131,13 +138,13 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
     end = result.duration_end
     if end is DurationEnd.MEASURED:
         lines.append(
-            f"Duration: {result.duration_s:.1f} s ± {result.duration_error_s:.1f} s from the "
-            f"peer's ACK of our FIN (still TIME-WAIT at +{result.duration_low_s:.1f} s, gone "
-            f"at +{result.duration_high_s:.1f} s; a probe every {result.step_s:g} s)."
+            f"Duration: {_s(result.duration_s)} s ± {_s(result.duration_error_s)} s from the "
+            f"peer's ACK of our FIN (still TIME-WAIT at +{_s(result.duration_low_s)} s, gone "
+            f"at +{_s(result.duration_high_s)} s; a probe every {result.step_s:g} s)."
         )
     elif end is DurationEnd.STILL_HELD:
         lines.append(
-            f"Duration: at least {result.duration_low_s:.1f} s (still TIME-WAIT when --max "
+            f"Duration: at least {_s(result.duration_low_s)} s (still TIME-WAIT when --max "
             f"{result.max_s:g} s ran out)."
         )
     elif end is DurationEnd.UNKNOWN and holds is not False:
@@ -158,6 +165,11 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
             lines.append(
                 f"Our FIN again at +{result.refin_at_s:g} s (as if the peer's last ACK was "
                 f"lost): ACKed again{restart}."
+            )
+        elif duration is not None and duration.first(ReuseKind.FIN_AGAIN) is None:
+            lines.append(
+                f"Our FIN again at +{result.refin_at_s:g} s: not sent (the probing had "
+                "ended before it)."
             )
         else:
             lines.append(
