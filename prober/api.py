@@ -669,6 +669,13 @@ class Prober:
         _check_range("ttl", ttl, 1, 255)
         if refin_at is not None and not 0 < refin_at < max_time:
             raise UsageError(f"refin must lie between 0 and max ({max_time:g} s)")
+        from prober.core.timewait import MAX_BELOW_PROBES
+
+        if measure_duration and max_time / step > MAX_BELOW_PROBES:
+            raise UsageError(
+                f"max / step allows at most {MAX_BELOW_PROBES} probes; "
+                f"a step of {max_time / MAX_BELOW_PROBES:.3g} s or more covers {max_time:g} s"
+            )
         address, source = await self._prepare(host, version)
         dst, src = address.packed, source.packed
         roles = [Role.DURATION]
