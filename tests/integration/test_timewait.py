@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -437,3 +438,37 @@ def test_cli_human_report_for_a_peer_without_time_wait(peers: dict[str, Peer]) -
                       "--no-duration", "--no-reopen")
     assert done.returncode == 0, done.stderr
     assert "The peer keeps no TIME-WAIT" in done.stdout
+
+
+def test_ctrl_c_during_the_duration_reports_and_removes_the_rst_suppression(
+    peers: dict[str, Peer],
+) -> None:
+    peer = peers["dflt"]
+    process = subprocess.Popen(
+        [*PROBER, "timewait", peer.endpoint(4), "--send", CLI_REQUEST, "--no-reopen", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    table = f"prober_{process.pid}"
+    try:
+        deadline = time.monotonic() + 10
+        while table not in nft_tables() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert table in nft_tables()
+        time.sleep(3.0)  # into the peer's TIME-WAIT: a few probes have gone out
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert table not in nft_tables()
+    result = json.loads(out)  # the report of what was seen so far
+    assert result["interrupted"] is True
+    assert result["holds_time_wait"] is True
+    assert result["duration_end"] == "unknown" and result["duration_s"] is None
+    answers = [p["answer"] for p in result["reuse"] if p["note"] != "interrupted"]
+    assert answers and set(answers) == {"time-wait-ack"}
+    # prober leaves the TIME-WAIT it measured to run out; it does not end it.
+    assert result["connections"][0]["source_port"] in ports_in_state(peer, "time-wait")
