@@ -40,6 +40,7 @@ pytestmark = pytest.mark.integration
 
 PROBER = [sys.executable, "-m", "prober"]
 PORT = 80
+CLOSE_AT_ONCE_PORT = 81  # notw's `close` server: accepts and closes at once, without a request
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"  # the `http` server answers it, then closes first
 CLI_REQUEST = r"GET / HTTP/1.0\r\n\r\n"  # --send takes escapes
 # Linux: TCP_TIMEWAIT_LEN, and its timer fires up to one timer-wheel slot late (60.4-62.0 s
@@ -48,12 +49,13 @@ LINUX_TIME_WAIT_S = (60.0, 62.1)
 STEP_S = 1.0
 REFIN_AT_S = 20.0
 
-# name: (sysctls, server behaviour on PORT)
-PEERS: dict[str, tuple[dict[str, int], str]] = {
-    "dflt": ({}, "http"),
-    "notw": ({"net.ipv4.tcp_max_tw_buckets": 0}, "http"),  # keeps no TIME-WAIT at all
-    "r1337": ({"net.ipv4.tcp_rfc1337": 1}, "http"),  # ignores a RST in TIME-WAIT
-    "eof": ({}, "eof"),  # closes only on our FIN: never the first to close
+# name: (sysctls, {port: server behaviour})
+PEERS: dict[str, tuple[dict[str, int], dict[int, str]]] = {
+    "dflt": ({}, {PORT: "http"}),
+    # Keeps no TIME-WAIT at all (nor the FIN-WAIT-2 bucket of a closed socket).
+    "notw": ({"net.ipv4.tcp_max_tw_buckets": 0}, {PORT: "http", CLOSE_AT_ONCE_PORT: "close"}),
+    "r1337": ({"net.ipv4.tcp_rfc1337": 1}, {PORT: "http"}),  # ignores a RST in TIME-WAIT
+    "eof": ({}, {PORT: "eof"}),  # closes only on our FIN: never the first to close
 }
 
 
@@ -74,14 +76,15 @@ class Peer:
 def peers() -> Iterator[dict[str, Peer]]:
     with Topology.create() as topology:
         built: dict[str, Peer] = {}
-        for number, (name, (sysctls, behaviour)) in enumerate(PEERS.items()):
+        for number, (name, (sysctls, servers)) in enumerate(PEERS.items()):
             namespace = topology.add_namespace(name, sysctls)
             link = topology.add_link(
                 None, namespace, number=number, left_label=f"{name}a", right_label=f"{name}b"
             )
-            topology.start_server(
-                namespace, [PORT], family="both", behaviour=behaviour, max_seconds=600
-            )
+            for port, behaviour in servers.items():
+                topology.start_server(
+                    namespace, [port], family="both", behaviour=behaviour, max_seconds=600
+                )
             peer = Peer(namespace, str(link.right.v4.ip), str(link.right.v6.ip))
             route_check(peer.v4)
             route_check(peer.v6)
@@ -339,6 +342,35 @@ def test_a_peer_with_no_time_wait_buckets_is_said_to_hold_none(
     # Ground truth: the peer's kernel counted an overflow instead of keeping a TIME-WAIT.
     assert time_wait_overflows(peer) == before + 1
     assert not our_ports(result) & ports_in_state(peer, "time-wait")
+    assert_no_request_socket_left(peer, our_ports(result))
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_peer_with_no_time_wait_buckets_resets_our_fin_after_closing_at_once(
+    peers: dict[str, Peer], version: int
+) -> None:
+    # The server closes before our ACK of its FIN arrives: the orphaned socket would go on
+    # in a FIN-WAIT-2 bucket, which it cannot have, so it is gone and our separate FIN is
+    # answered with a RST. That RST is the evidence; one SYN after it confirms.
+    peer = peers["notw"]
+    before = time_wait_overflows(peer)
+
+    async def run() -> TimeWaitResult:
+        async with Prober() as prober:
+            return await prober.timewait(
+                peer.address(version), CLOSE_AT_ONCE_PORT, measure_duration=False, reopen=False
+            )
+
+    result = uvloop.run(run())
+    assert result.peer_close is PeerClose.FIN_THEN_RST
+    assert result.holds_time_wait is False
+    assert "reset our FIN" in result.holds_evidence
+    duration = connection(result, Role.DURATION)
+    received = [r.flags for r in duration.close.segments if r.direction is Direction.RECEIVED]
+    assert "F" in received[-2] and "R" in received[-1], received
+    below = duration.first(ReuseKind.SYN_BELOW)
+    assert below is not None and below.answer is ReuseAnswer.SYN_ACK
+    assert time_wait_overflows(peer) == before + 1
     assert_no_request_socket_left(peer, our_ports(result))
 
 
