@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -108,6 +109,18 @@ def remote_ports(ss_output: str) -> set[int]:
 
 def ports_in_state(peer: Peer, state: str) -> set[int]:
     return remote_ports(in_peer(peer, "ss", "-Htan", "state", state))
+
+
+def time_wait_left_s(peer: Peer, port: int) -> float | None:
+    """What the peer's kernel has left of its TIME-WAIT with our `port` (`ss -o`'s timer)."""
+    for line in in_peer(peer, "ss", "-Htano", "state", "time-wait").splitlines():
+        fields = line.split()
+        timer = re.fullmatch(r"timer:\(timewait,(?:(\d+)min)?(?:(\d+)sec)?(?:(\d+)ms)?,\d+\)",
+                             fields[-1])
+        if timer is not None and int(fields[-2].rsplit(":", 1)[1]) == port:
+            minutes, seconds, ms = (int(group or 0) for group in timer.groups())
+            return minutes * 60 + seconds + ms / 1000
+    return None
 
 
 def time_wait_overflows(peer: Peer) -> int:
@@ -265,6 +278,23 @@ def test_default_peer_holds_time_wait_60_s_and_a_repeated_fin_restarts_it(
     assert (reack.seq, reack.ack) == (again.old_rcv_nxt, again.old_snd_max)
     for result in (plain4, plain6, refin):
         assert_no_request_socket_left(peer, our_ports(result))
+
+
+def test_max_bounds_the_duration_probe(peers: dict[str, Peer]) -> None:
+    peer = peers["dflt"]
+    started = time.monotonic()
+    result = timewait(peer, 4, step=STEP_S, max_time=3, reopen=False)
+    assert time.monotonic() - started < 8
+    assert result.holds_time_wait is True
+    assert result.duration_end is DurationEnd.STILL_HELD
+    assert result.duration_s is None and result.duration_low_s == pytest.approx(3, abs=0.1)
+    assert any("--max" in note for note in result.notes), result.notes
+    answers = [p.answer for p in result.reuse]
+    assert answers == [ReuseAnswer.TIME_WAIT_ACK] * 3
+    # Still there in the peer's kernel, and its timer ran on: the probes neither ended nor
+    # restarted it (a SYN below the space, without timestamps, does not reschedule it).
+    left = time_wait_left_s(peer, connection(result, Role.DURATION).source_port)
+    assert left is not None and left <= 58, left  # restarted, it would show 59 or 60
 
 
 # -- reuse of the 4-tuple (seconds) ------------------------------------------------------------
