@@ -7,6 +7,7 @@ Reads result objects only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from prober.core.timewait_result import (
     DurationEnd,
@@ -100,8 +101,13 @@ def _connection_ladder(connection: TimeWaitConnection, *, with_close: bool) -> l
     us = _endpoint(close.source, close.source_port)
     peer = _endpoint(close.target, close.port)
     records: list[SegmentRecord] = list(close.segments) if with_close else []
-    omit = _omitted(connection, len(records))
-    records += connection.segments
+    offset = len(records)
+    omit = _omitted(connection, offset)
+    # Phase two's ``answers`` index its own records: shift them past the close's.
+    records += [
+        r if r.answers is None else replace(r, answers=r.answers + offset)
+        for r in connection.segments
+    ]
     return ladder(records, us, peer, ascii_only=_ascii_only(), omit=omit)
 
 
