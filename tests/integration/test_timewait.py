@@ -500,6 +500,12 @@ def test_cli_human_report_for_a_peer_without_time_wait(peers: dict[str, Peer]) -
                       "--no-duration", "--no-reopen")
     assert done.returncode == 0, done.stderr
     assert "The peer keeps no TIME-WAIT" in done.stdout
+    # The duration's ladder shows its close, then the probe: our RST that frees the peer's
+    # new connection names the row of the SYN/ACK it answers.
+    rows = [line.split() for line in done.stdout.splitlines()]
+    synack = next(row[0] for row in rows if "S." in row and "SYN/ACK:" in " ".join(row))
+    freeing = next(" ".join(row) for row in rows if "frees" in " ".join(row))
+    assert f"answers #{synack} after" in freeing, done.stdout
 
 
 def test_ctrl_c_during_the_duration_reports_and_removes_the_rst_suppression(
