@@ -140,7 +140,7 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
             f"Duration: at least {result.duration_low_s:.1f} s (still TIME-WAIT when --max "
             f"{result.max_s:g} s ran out)."
         )
-    elif end is DurationEnd.UNKNOWN and holds is not False:
+    elif end is DurationEnd.UNKNOWN and holds is not False and result.reuse:
         lines.append("Duration: unknown (the probes' answers do not show its end).")
     if result.refin_at_s is not None and holds is not False:
         if result.refin_acked:
