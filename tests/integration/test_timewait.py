@@ -425,6 +425,7 @@ def test_cli_says_the_server_did_not_close_first(peers: dict[str, Peer]) -> None
             if line.startswith("The peer did not close first within --close-timeout")]
     assert len(said) == 1, done.stdout
     assert "Whether the peer holds TIME-WAIT is unknown" in done.stdout
+    assert "Duration:" not in done.stdout  # nothing was probed: no duration to speak of
 
 
 # -- the CLI end to end ------------------------------------------------------------------------
