@@ -133,7 +133,7 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
         lines.append(f"The peer holds TIME-WAIT: {result.holds_evidence}.")
     elif holds is False:
         lines.append(f"The peer keeps no TIME-WAIT: {result.holds_evidence}.")
-    else:
+    elif duration is None or duration.peer_close not in _PEER_CLOSE_TEXT:
         lines.append(f"Whether the peer holds TIME-WAIT is unknown: {result.holds_evidence}.")
     end = result.duration_end
     if end is DurationEnd.MEASURED:
@@ -147,10 +147,10 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
             f"Duration: at least {_s(result.duration_low_s)} s (still TIME-WAIT when --max "
             f"{result.max_s:g} s ran out)."
         )
-    elif end is DurationEnd.UNKNOWN and holds is not False:
+    elif end is DurationEnd.UNKNOWN and holds is not False and result.reuse:
         if result.interrupted and result.duration_low_s is not None:
             lines.append(
-                f"Duration: at least {result.duration_low_s:.1f} s (interrupted before it "
+                f"Duration: at least {_s(result.duration_low_s)} s (interrupted before it "
                 "ended; the peer's TIME-WAIT is left to run out)."
             )
         else:
@@ -216,9 +216,12 @@ def timewait_report(result: TimeWaitResult) -> list[str]:
         us = _endpoint(close.source, close.source_port)
         first = number == 0
         lines.append(f"{connection.role.value} connection, from {us}:")
-        if first or not connection.segments:
+        if first:
             lines += _connection_ladder(connection, with_close=True)
             lines += ["", close_verdict(close, time_wait=False)]
+        elif not connection.segments:
+            lines.append(f"(its close: {close.close_kind.value}; {connection.peer_close.value}"
+                         ", nothing probed)")
         else:
             lines.append(f"(its close: {close.close_kind.value}, as above; then)")
             lines += _connection_ladder(connection, with_close=False)
