@@ -1,0 +1,111 @@
+"""Review findings on ``prober timewait``, each shown on virtual time against a scripted peer
+(the harness of test_close_probe.py: offsets relative to each side's ISN + 1)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from prober.core.timewait import TimeWaitProbe
+from prober.core.timewait_result import (
+    PeerClose,
+    ReuseAnswer,
+    ReuseKind,
+    Role,
+    summarize,
+)
+from tests.unit.test_close_probe import DPORT, DST4, ISN, SPORT, SRC4, Run
+
+
+def make(role: Role = Role.DURATION, **options: object) -> Run:
+    probe = TimeWaitProbe(
+        role=role,
+        version=4,
+        src=ipaddress.ip_address(SRC4).packed,
+        dst=ipaddress.ip_address(DST4).packed,
+        sport=SPORT,
+        dport=DPORT,
+        isn=ISN,
+        **options,  # type: ignore[arg-type]
+    )
+    return TwRun(probe)  # type: ignore[arg-type]
+
+
+class TwRun(Run):
+    @property
+    def version(self) -> int:
+        return 4
+
+
+def closed_by_peer(r: Run, *, ack_at: float | None = 0.03) -> None:
+    """Handshake at 0.01, the peer's FIN at 0.02 (we ACK it and send ours), its ACK of our
+    FIN at ``ack_at`` (None: never)."""
+    r.open(at=0.01)
+    sent = r.feed("FA", 0, 0, at=0.02)
+    assert [s.flags.compact() for s in sent] == [".", "F."]
+    if ack_at is not None:
+        r.feed("A", 1, 1, at=ack_at)
+
+
+def tw_probe(r: Run) -> TimeWaitProbe:
+    probe = r.probe
+    assert isinstance(probe, TimeWaitProbe)
+    return probe
+
+
+# -- 1. a close whose FIN was never acknowledged is not a peer in TIME-WAIT ----------------
+def test_close_timeout_after_our_fin_is_incomplete_not_a_time_wait_to_probe() -> None:
+    # Seen on the lab's `far` peer with --close-timeout 0.03: the FIN came in time, the ACK
+    # of ours did not; the close probe's max_wait RST (seq = our SND.NXT, exactly the peer's
+    # RCV.NXT) went out, and the run then probed a TIME-WAIT that RST had just killed:
+    # "The peer keeps no TIME-WAIT", exit 0. Our FIN was never acknowledged: incomplete.
+    r = make(close_timeout=0.5, measure_duration=False)
+    closed_by_peer(r, ack_at=None)
+    [rst] = r.tick(0.51)
+    assert rst.flags.compact() == "R"
+    probe = tw_probe(r)
+    assert probe.done
+    result = probe.result()
+    assert result.peer_close is PeerClose.INCOMPLETE
+    assert result.probes == ()
+    assert result.holds_time_wait()[0] is None
+
+
+def test_a_completed_close_is_probed_and_a_time_wait_ack_shows_it() -> None:
+    # The harness's baseline: the peer ACKs our FIN, the SYN below at +0.5 s draws its ACK.
+    r = make(close_timeout=0.5, measure_duration=False)
+    closed_by_peer(r, ack_at=0.03)
+    [syn] = r.tick(0.53)
+    assert syn.flags.compact() == "S"
+    r.feed("A", 1, 1, at=0.531)
+    r.tick(0.53 + 1.0)
+    result = tw_probe(r).result()
+    assert result.peer_close is PeerClose.FIN
+    assert [p.answer for p in result.probes] == [ReuseAnswer.TIME_WAIT_ACK]
+    assert result.holds_time_wait()[0] is True
+
+
+# -- 2. --no-duration --refin near +0.5 s: the SYN and the FIN shared one answer window -----
+def test_no_duration_refin_at_the_first_syn_keeps_both_answers() -> None:
+    # Seen on `open` with --no-duration --refin 0.5: SYN and FIN both left at +0.5 s, the
+    # SYN's window was empty (it ends at the next step's send, the FIN's), its ACK went to
+    # the FIN and the FIN's ACK to no probe: "Whether the peer holds TIME-WAIT is unknown"
+    # and the FIN's answer unknown, though the peer answered everything.
+    r = make(close_timeout=0.5, measure_duration=False, refin_at=0.5)
+    closed_by_peer(r, ack_at=0.03)
+    sent = r.tick(0.53)
+    assert [s.flags.compact() for s in sent] == ["F."]  # the SYN at +0.5 s is not sent
+    r.feed("A", 1, 1, at=0.531)
+    [syn] = r.tick(0.53 + 0.5 + 0.6)
+    assert syn.flags.compact() == "S"
+    r.feed("A", 1, 1, at=1.631)
+    r.tick(1.63 + 1.0)
+    connection = tw_probe(r).result()
+    assert [(p.kind, p.answer) for p in connection.probes] == [
+        (ReuseKind.FIN_AGAIN, ReuseAnswer.TIME_WAIT_ACK),
+        (ReuseKind.SYN_BELOW, ReuseAnswer.TIME_WAIT_ACK),
+    ]
+    result = summarize(
+        target=DST4, port=DPORT, source=SRC4, connections=[connection], step=1.0,
+        max_time=250.0, measure_duration=False, refin_at=0.5,
+    )
+    assert result.holds_time_wait is True and result.refin_acked is True
