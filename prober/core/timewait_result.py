@@ -286,32 +286,52 @@ def _duration(
 
 
 def _accepted(
-    connection: TimeWaitConnection | None, kind: ReuseKind
+    connection: TimeWaitConnection | None, kind: ReuseKind, gone_by: float | None
 ) -> tuple[bool | None, bool | None]:
     """Whether a reopening SYN of ``kind`` was accepted from TIME-WAIT, and with Linux's ISN.
 
-    None unless the connection first showed the peer in TIME-WAIT (nothing to test)."""
+    None unless the connection first showed the peer in TIME-WAIT (nothing to test), and
+    unless the answer tells: a TIME-WAIT ACK refuses, a SYN/ACK accepts, but not one sent
+    after ``gone_by`` (when the duration saw the TIME-WAIT over: a listener's SYN/ACK then)
+    unless its ISN is Linux's reopening one. A RST (no listener and no TIME-WAIT: Linux's
+    TIME-WAIT answers a SYN it would accept, with no listener, with its ACK), an ICMP error
+    or anything else says nothing about the TIME-WAIT's choice."""
     if connection is None or connection.holds_time_wait()[0] is not True:
         return None, None
     probe = connection.first(kind)
-    if probe is None or probe.answer in (ReuseAnswer.NONE, ReuseAnswer.NOT_SENT):
+    if probe is None:
         return None, None
-    if probe.answer is ReuseAnswer.SYN_ACK:
-        return True, probe.linux_isn
-    return False, None
+    if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
+        return False, None
+    if probe.answer is not ReuseAnswer.SYN_ACK:
+        return None, None
+    if gone_by is not None and probe.at_s >= gone_by and probe.linux_isn is not True:
+        return None, None
+    return True, probe.linux_isn
 
 
-def _assassination(connection: TimeWaitConnection | None) -> tuple[bool | None, bool | None]:
+def _assassination(
+    connection: TimeWaitConnection | None, gone_by: float | None
+) -> tuple[bool | None, bool | None]:
     """(offset RST ignored, exact RST assassinated) from the assassination's script:
-    SYN, RST+1, SYN, RST, SYN."""
+    SYN, RST+1, SYN, RST, SYN. A TIME-WAIT found gone by a SYN sent after ``gone_by`` (the
+    duration saw it end by then) may have run out by itself: that SYN decides nothing."""
     if connection is None or connection.holds_time_wait()[0] is not True:
         return None, None
     syns = [p for p in connection.probes if p.kind is ReuseKind.SYN_BELOW]
+
+    def ran_out(probe: ReuseProbe) -> bool:
+        return probe.answer in _GONE and gone_by is not None and probe.at_s >= gone_by
+
     if len(syns) < 2 or syns[1].answer not in (ReuseAnswer.TIME_WAIT_ACK, *_GONE):
+        return None, None
+    if ran_out(syns[1]):
         return None, None
     if syns[1].answer in _GONE:
         return False, True  # even the offset RST ended it
     if len(syns) < 3 or syns[2].answer not in (ReuseAnswer.TIME_WAIT_ACK, *_GONE):
+        return True, None
+    if ran_out(syns[2]):
         return True, None
     return True, syns[2].answer in _GONE
 
@@ -361,9 +381,14 @@ def summarize(
             refin_acked = True
         elif refin.answer in (ReuseAnswer.NONE, *_GONE):
             refin_acked = False
-    above, above_linux = _accepted(by_role.get(Role.ABOVE_ISN), ReuseKind.SYN_ABOVE)
-    newer, newer_linux = _accepted(by_role.get(Role.NEWER_TSVAL), ReuseKind.SYN_NEWER_TSVAL)
-    offset_ignored, assassinated = _assassination(by_role.get(Role.ASSASSINATE))
+    # The other connections' tests assume a TIME-WAIT still there; the duration says when
+    # it no longer was (its own 4-tuple, closed at about the same moment).
+    gone_by = high if end is DurationEnd.MEASURED else None
+    above, above_linux = _accepted(by_role.get(Role.ABOVE_ISN), ReuseKind.SYN_ABOVE, gone_by)
+    newer, newer_linux = _accepted(
+        by_role.get(Role.NEWER_TSVAL), ReuseKind.SYN_NEWER_TSVAL, gone_by
+    )
+    offset_ignored, assassinated = _assassination(by_role.get(Role.ASSASSINATE), gone_by)
     if measure_duration and step < 0.5:
         notes.append(
             "--step under 0.5 s: Linux answers a TIME-WAIT at most once per 500 ms "

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from prober.core.timewait import TimeWaitProbe
 from prober.core.timewait_result import (
     PeerClose,
     ReuseAnswer,
     ReuseKind,
+    ReuseProbe,
     Role,
+    TimeWaitConnection,
+    TimeWaitResult,
     summarize,
 )
 from tests.unit.test_close_probe import DPORT, DST4, ISN, SPORT, SRC4, Run
@@ -109,3 +113,95 @@ def test_no_duration_refin_at_the_first_syn_keeps_both_answers() -> None:
         max_time=250.0, measure_duration=False, refin_at=0.5,
     )
     assert result.holds_time_wait is True and result.refin_acked is True
+
+
+# -- 3. a reopening SYN's RST or ICMP is not a refusal ---------------------------------------
+def completed_connection() -> TimeWaitConnection:
+    """A real connection record (its close driven above), for summarize's tests."""
+    r = make(close_timeout=0.5, measure_duration=False)
+    closed_by_peer(r, ack_at=0.03)
+    r.tick(0.53)
+    r.feed("A", 1, 1, at=0.531)
+    r.tick(1.53)
+    return tw_probe(r).result()
+
+
+def probe(role: Role, kind: ReuseKind, at: float, answer: ReuseAnswer,
+          linux_isn: bool | None = None) -> ReuseProbe:
+    return ReuseProbe(role=role, kind=kind, at_s=at, seq=0, answer=answer,
+                      answer_after_ms=0.1, answer_seq=None, linux_isn=linux_isn)
+
+
+def as_role(base: TimeWaitConnection, role: Role, *probes: ReuseProbe) -> TimeWaitConnection:
+    return replace(base, role=role, probes=probes)
+
+
+def verdicts(*connections: TimeWaitConnection, measure: bool = True) -> TimeWaitResult:
+    return summarize(
+        target=DST4, port=DPORT, source=SRC4, connections=list(connections), step=1.0,
+        max_time=250.0, measure_duration=measure, refin_at=None,
+    )
+
+
+def test_a_reopening_syn_answered_by_rst_or_icmp_is_not_refused() -> None:
+    # "refused" means the TIME-WAIT answered with its ACK. A RST (acking the SYN) says no
+    # TIME-WAIT and no listener: Linux's TIME-WAIT never answers a SYN so (with no listener
+    # it sends its ACK); an ICMP error says nothing of the peer's TCP. It read "refused".
+    base = completed_connection()
+    below = probe(Role.ABOVE_ISN, ReuseKind.SYN_BELOW, 0.5, ReuseAnswer.TIME_WAIT_ACK)
+    for answer in (ReuseAnswer.RST, ReuseAnswer.ICMP):
+        above = as_role(base, Role.ABOVE_ISN, below,
+                        probe(Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 1.1, answer))
+        result = verdicts(base, above, measure=False)
+        assert result.above_isn_accepted is None, answer
+    refused = as_role(base, Role.ABOVE_ISN, below, probe(
+        Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 1.1, ReuseAnswer.TIME_WAIT_ACK))
+    assert verdicts(base, refused, measure=False).above_isn_accepted is False
+
+
+# -- 4. a TIME-WAIT that ran out by itself is no assassination, no reopening ------------------
+def short_duration(base: TimeWaitConnection) -> TimeWaitConnection:
+    """A 1.5 s TIME-WAIT (an embedded stack): an ACK at +1 s, a SYN/ACK at +2 s."""
+    return as_role(
+        base, Role.DURATION,
+        probe(Role.DURATION, ReuseKind.SYN_BELOW, 1.0, ReuseAnswer.TIME_WAIT_ACK),
+        probe(Role.DURATION, ReuseKind.SYN_BELOW, 2.0, ReuseAnswer.SYN_ACK, False),
+    )
+
+
+def test_a_time_wait_gone_by_itself_before_the_deciding_syn_decides_nothing() -> None:
+    base = completed_connection()
+    kill = Role.ASSASSINATE
+    assassinate = as_role(
+        base, kill,
+        probe(kill, ReuseKind.SYN_BELOW, 0.5, ReuseAnswer.TIME_WAIT_ACK),
+        probe(kill, ReuseKind.RST_OFFSET, 1.1, ReuseAnswer.NONE),
+        probe(kill, ReuseKind.SYN_BELOW, 1.7, ReuseAnswer.TIME_WAIT_ACK),
+        probe(kill, ReuseKind.RST_EXACT, 2.3, ReuseAnswer.NONE),
+        probe(kill, ReuseKind.SYN_BELOW, 2.9, ReuseAnswer.SYN_ACK, False),
+    )
+    above = as_role(
+        base, Role.ABOVE_ISN,
+        probe(Role.ABOVE_ISN, ReuseKind.SYN_BELOW, 0.5, ReuseAnswer.TIME_WAIT_ACK),
+        probe(Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 2.1, ReuseAnswer.SYN_ACK, False),
+    )
+    result = verdicts(short_duration(base), above, assassinate)
+    assert result.duration_s == 1.5
+    # Before: "one at exactly RCV.NXT ended the TIME-WAIT: the peer does not protect it",
+    # and "a SYN above the old sequence space was accepted", both on a TIME-WAIT the duration
+    # had seen end by itself at +2 s.
+    assert result.offset_rst_ignored is True and result.assassinated is None
+    assert result.above_isn_accepted is None
+    # Linux's reopening ISN is the peer's own word: accepted whatever the timing.
+    linux = as_role(
+        base, Role.ABOVE_ISN, above.probes[0],
+        probe(Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 2.1, ReuseAnswer.SYN_ACK, True),
+    )
+    assert verdicts(short_duration(base), linux).above_isn_accepted is True
+    # A long TIME-WAIT: the same answers are the RST's doing.
+    long = as_role(
+        base, Role.DURATION,
+        probe(Role.DURATION, ReuseKind.SYN_BELOW, 60.0, ReuseAnswer.TIME_WAIT_ACK),
+        probe(Role.DURATION, ReuseKind.SYN_BELOW, 61.0, ReuseAnswer.SYN_ACK, False),
+    )
+    assert verdicts(long, above, assassinate).assassinated is True
