@@ -166,12 +166,16 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
                 + "."
             )
     reopen = []
-    for name, accepted, linux in (
-        ("a SYN above the old sequence space", result.above_isn_accepted,
+    for role, name, accepted, linux in (
+        (Role.ABOVE_ISN, "a SYN above the old sequence space", result.above_isn_accepted,
          result.above_isn_linux_isn),
-        ("a SYN with a newer TSval", result.newer_tsval_accepted, result.newer_tsval_linux_isn),
+        (Role.NEWER_TSVAL, "a SYN with a newer TSval", result.newer_tsval_accepted,
+         result.newer_tsval_linux_isn),
     ):
         if accepted is None:
+            # Asked for, and a TIME-WAIT to test: say it gave no verdict, never drop it.
+            if holds is True and result.connection(role) is not None:
+                reopen.append(f"{name} drew no clear answer")
             continue
         isn = " with ISN = old SND.NXT + 65537 (Linux's choice)" if linux else ""
         reopen.append(f"{name} was {'accepted' + isn if accepted else 'refused'}")

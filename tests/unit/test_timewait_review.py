@@ -17,6 +17,7 @@ from prober.core.timewait_result import (
     TimeWaitResult,
     summarize,
 )
+from prober.output.timewait import timewait_verdicts
 from tests.unit.test_close_probe import DPORT, DST4, ISN, SPORT, SRC4, Run
 
 
@@ -205,3 +206,18 @@ def test_a_time_wait_gone_by_itself_before_the_deciding_syn_decides_nothing() ->
         probe(Role.DURATION, ReuseKind.SYN_BELOW, 61.0, ReuseAnswer.SYN_ACK, False),
     )
     assert verdicts(long, above, assassinate).assassinated is True
+
+
+# -- 5. a reopening test asked for but undecided is said, not dropped --------------------------
+def test_an_undecided_reopening_test_is_reported() -> None:
+    # The report skipped a None verdict: with a RST, an ICMP error or silence for the above-ISN
+    # SYN the user saw no line about the test at all.
+    base = completed_connection()
+    above = as_role(
+        base, Role.ABOVE_ISN,
+        probe(Role.ABOVE_ISN, ReuseKind.SYN_BELOW, 0.5, ReuseAnswer.TIME_WAIT_ACK),
+        probe(Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 1.1, ReuseAnswer.NONE),
+    )
+    lines = timewait_verdicts(verdicts(base, above, measure=False))
+    assert any("a SYN above the old sequence space drew no clear answer" in line
+               for line in lines)
