@@ -658,7 +658,7 @@ class Prober:
             UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
             FirewallUnavailable (nftables missing).
         """
-        from prober.core.timewait import TimeWaitProbe
+        from prober.core.timewait import MAX_BELOW_PROBES, TimeWaitProbe
         from prober.core.timewait_result import Role, summarize
 
         _check_range("port", port, 1, 65535)
@@ -669,6 +669,11 @@ class Prober:
         _check_range("ttl", ttl, 1, 255)
         if refin_at is not None and not 0 < refin_at < max_time:
             raise UsageError(f"refin must lie between 0 and max ({max_time:g} s)")
+        if measure_duration and max_time / step > MAX_BELOW_PROBES:
+            # The script stops at that many probes: the rest of max_time would be lost.
+            raise UsageError(
+                f"max {max_time:g} s / step {step:g} s is over {MAX_BELOW_PROBES} probes"
+            )
         address, source = await self._prepare(host, version)
         dst, src = address.packed, source.packed
         roles = [Role.DURATION]

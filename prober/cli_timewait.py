@@ -144,6 +144,14 @@ def timewait(
         raise _fail(f"--refin must come before --max ({max_time:g} s)", Exit.USAGE)
     if max_time < step:
         raise _fail(f"--max must be at least --step ({step:g} s)", Exit.USAGE)
+    from prober.core.timewait import MAX_BELOW_PROBES
+
+    if not no_duration and max_time / step > MAX_BELOW_PROBES:
+        # More probes than the below-ISN SYNs can number apart: the last --max would be lost.
+        raise _fail(
+            f"--max {max_time:g} s / --step {step:g} s is over {MAX_BELOW_PROBES} probes: "
+            "raise --step or lower --max", Exit.USAGE,
+        )
     progress = _ProgressLine() if cli._stderr_is_tty() and not json_output else None
 
     async def main(stop: asyncio.Event) -> TimeWaitResult:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from prober.core.timewait import TimeWaitProbe
+from typer.testing import CliRunner
+
+from prober.cli import app
+from prober.core.timewait import TimeWaitProbe, script_for
 from prober.core.timewait_result import (
     PeerClose,
     ReuseAnswer,
@@ -221,3 +224,16 @@ def test_an_undecided_reopening_test_is_reported() -> None:
     lines = timewait_verdicts(verdicts(base, above, measure=False))
     assert any("a SYN above the old sequence space drew no clear answer" in line
                for line in lines)
+
+
+# -- 6. --max beyond what the below-ISN SYNs can number: cut short without a word ------------
+def test_more_probes_than_the_script_holds_is_a_usage_error() -> None:
+    # script_for stops at MAX_BELOW_PROBES (16384): --step 0.01 --max 250 probed 163.84 s,
+    # then said "still TIME-WAIT when --max 250 s ran out".
+    steps = script_for(Role.DURATION, step=0.01, max_time=250.0, measure_duration=True,
+                       refin_at=None)
+    assert steps[-1].at < 250.0 - 1  # what the CLI used to run
+    result = CliRunner().invoke(app, ["timewait", "198.18.0.18:80", "--step", "0.01"])
+    assert result.exit_code == 2
+    assert "16384 probes" in result.output
+    assert len(result.output.strip().splitlines()) == 1
