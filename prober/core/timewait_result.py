@@ -361,6 +361,7 @@ def summarize(
         if holds is True:
             break
     end, low, high = _duration(duration_connection, holds, measure_duration)
+    unheld_note = ""
     if end is DurationEnd.UNKNOWN and low is None and holds is True:
         # Gone by the duration's first probe, yet seen earlier on another connection.
         first = duration_connection.first(ReuseKind.SYN_BELOW)
@@ -368,9 +369,27 @@ def summarize(
             p.at_s for c in connections[1:] for p in c.probes
             if p.kind is ReuseKind.SYN_BELOW and p.answer is ReuseAnswer.TIME_WAIT_ACK
         ]
+        # ...unless another connection's TIME-WAIT outlived that probe: then the duration's
+        # 4-tuple was simply never held (a full bucket table), and timed nothing.
+        alive_after = first is not None and any(
+            p.at_s >= first.at_s and (
+                p.answer is ReuseAnswer.TIME_WAIT_ACK
+                or (p.answer is ReuseAnswer.SYN_ACK and p.linux_isn is True)
+            )
+            for c in connections[1:] for p in c.probes
+        )
         if first is not None and first.answer in _GONE and seen and min(seen) < first.at_s:
-            end, low, high = DurationEnd.MEASURED, min(seen), first.at_s
+            if alive_after:
+                unheld_note = (
+                    f"the duration's connection found no TIME-WAIT at +{first.at_s:g} s while "
+                    "another connection's lasted beyond it: the peer kept one for some "
+                    "4-tuples only (e.g. tcp_max_tw_buckets), so the duration is unknown"
+                )
+            else:
+                end, low, high = DurationEnd.MEASURED, min(seen), first.at_s
     notes: list[str] = []
+    if unheld_note:
+        notes.append(unheld_note)
     duration = error = None
     if end is DurationEnd.MEASURED and low is not None and high is not None:
         duration, error = round((low + high) / 2, 3), round((high - low) / 2, 3)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from prober.cli import app
 from prober.core.timewait import TimeWaitProbe, script_for
 from prober.core.timewait_result import (
+    DurationEnd,
     PeerClose,
     ReuseAnswer,
     ReuseKind,
@@ -237,3 +238,29 @@ def test_more_probes_than_the_script_holds_is_a_usage_error() -> None:
     assert result.exit_code == 2
     assert "16384 probes" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# -- 7. a duration 4-tuple never held is not a TIME-WAIT that ended --------------------------
+def test_a_duration_connection_without_time_wait_times_nothing_when_another_outlives_it() -> None:
+    # Near tcp_max_tw_buckets a peer keeps one 4-tuple's TIME-WAIT and not the next. The
+    # duration's SYN at +1 s drew a SYN/ACK, the above-isn connection's TIME-WAIT answered at
+    # +0.5 s and reopened with Linux's ISN at +1.1 s, so it was alive after +1 s. This read
+    # "Duration: 0.8 s ± 0.2 s" (measured between the two connections).
+    base = completed_connection()
+    duration = as_role(
+        base, Role.DURATION,
+        probe(Role.DURATION, ReuseKind.SYN_BELOW, 1.0, ReuseAnswer.SYN_ACK, False),
+    )
+    above = as_role(
+        base, Role.ABOVE_ISN,
+        probe(Role.ABOVE_ISN, ReuseKind.SYN_BELOW, 0.5, ReuseAnswer.TIME_WAIT_ACK),
+        probe(Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 1.1, ReuseAnswer.SYN_ACK, True),
+    )
+    result = verdicts(duration, above)
+    assert result.holds_time_wait is True
+    assert result.duration_end is DurationEnd.UNKNOWN and result.duration_s is None
+    assert any("for some 4-tuples only" in note for note in result.notes)
+    # Without that evidence the earlier TIME-WAIT ACK still bounds a short TIME-WAIT.
+    short = as_role(base, Role.ABOVE_ISN, above.probes[0], probe(
+        Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 1.1, ReuseAnswer.SYN_ACK, False))
+    assert verdicts(duration, short).duration_s == 0.75
