@@ -398,8 +398,14 @@ def summarize(
     if refin is not None and holds is True:
         if refin.answer is ReuseAnswer.TIME_WAIT_ACK:
             refin_acked = True
-        elif refin.answer in (ReuseAnswer.NONE, *_GONE):
+        elif refin.answer in _GONE:
             refin_acked = False
+        elif refin.answer is ReuseAnswer.NONE:
+            # Silence is no refusal: the FIN or its ACK may have been lost on the way.
+            notes.append(
+                "our FIN again drew no answer (it or the ACK may have been lost): whether "
+                "the peer ACKs a repeated FIN is unknown"
+            )
     # The other connections' tests assume a TIME-WAIT still there; the duration says when
     # it no longer was (its own 4-tuple, closed at about the same moment).
     gone_by = high if end is DurationEnd.MEASURED else None

@@ -264,3 +264,28 @@ def test_a_duration_connection_without_time_wait_times_nothing_when_another_outl
     short = as_role(base, Role.ABOVE_ISN, above.probes[0], probe(
         Role.ABOVE_ISN, ReuseKind.SYN_ABOVE, 1.1, ReuseAnswer.SYN_ACK, False))
     assert verdicts(duration, short).duration_s == 0.75
+
+
+# -- 8. silence after our FIN again is no "not ACKed" ----------------------------------------
+def test_a_repeated_fin_without_answer_is_unknown_not_refused() -> None:
+    # One lost segment (the lab's lossy peer loses 1%) read "Our FIN again: not ACKed".
+    base = completed_connection()
+    d = Role.DURATION
+    duration = as_role(
+        base, d,
+        probe(d, ReuseKind.SYN_BELOW, 1.0, ReuseAnswer.TIME_WAIT_ACK),
+        probe(d, ReuseKind.FIN_AGAIN, 2.0, ReuseAnswer.NONE),
+        probe(d, ReuseKind.SYN_BELOW, 3.0, ReuseAnswer.TIME_WAIT_ACK),
+    )
+    result = summarize(
+        target=DST4, port=DPORT, source=SRC4, connections=[duration], step=1.0,
+        max_time=3.5, measure_duration=True, refin_at=2.0,
+    )
+    assert result.refin_acked is None
+    assert any("drew no answer" in note for note in result.notes)
+    gone = as_role(base, d, duration.probes[0],
+                   probe(d, ReuseKind.FIN_AGAIN, 2.0, ReuseAnswer.RST))
+    assert summarize(
+        target=DST4, port=DPORT, source=SRC4, connections=[gone], step=1.0,
+        max_time=3.5, measure_duration=True, refin_at=2.0,
+    ).refin_acked is False
