@@ -55,13 +55,14 @@ _PEER_CLOSE_TEXT = {
 
 def _rounds(records: Sequence[SegmentRecord]) -> list[list[int]]:
     """Indices of the probes' records, one list per probe: our segment and what followed it
-    (the answers, our RST that frees a new connection) until our next probe."""
+    (the answers, our RST that frees a new connection) until our next probe. Arrivals before
+    the first probe (a late ACK of our FIN) belong to no round: round n is probe n."""
     rounds: list[list[int]] = []
     for index, record in enumerate(records):
-        starts = record.direction is Direction.SENT and record.answers is None
-        if starts or not rounds:
+        if record.direction is Direction.SENT and record.answers is None:
             rounds.append([])
-        rounds[-1].append(index)
+        if rounds:
+            rounds[-1].append(index)
     return rounds
 
 

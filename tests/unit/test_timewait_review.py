@@ -21,7 +21,7 @@ from prober.core.timewait_result import (
     TimeWaitResult,
     summarize,
 )
-from prober.output.timewait import timewait_verdicts
+from prober.output.timewait import _omitted, timewait_verdicts
 from tests.unit.test_close_probe import DPORT, DST4, ISN, SPORT, SRC4, Run
 
 
@@ -289,3 +289,26 @@ def test_a_repeated_fin_without_answer_is_unknown_not_refused() -> None:
         target=DST4, port=DPORT, source=SRC4, connections=[gone], step=1.0,
         max_time=3.5, measure_duration=True, refin_at=2.0,
     ).refin_acked is False
+
+
+# -- 9. the collapsed line names the probes it stands for ------------------------------------
+def test_an_arrival_before_the_first_probe_does_not_shift_the_collapsed_rounds() -> None:
+    # A segment before the first probe (here a repeated ACK of our FIN; on `far` with a short
+    # --close-timeout the late ACK itself) made round n probe n - 1: the line for the rows of
+    # the probes at +2..+4 s said "+3.0 s … +5.0 s".
+    r = make(close_timeout=0.5, step=1.0, max_time=6.0)
+    closed_by_peer(r, ack_at=0.03)
+    r.feed("A", 1, 1, at=0.5)
+    for k in range(1, 7):
+        r.tick(0.03 + k)
+        r.feed("A", 1, 1, at=0.03 + k + 0.001)
+    r.tick(0.03 + 8)
+    connection = tw_probe(r).result()
+    assert len(connection.probes) == 6
+    omitted = _omitted(connection, 0)
+    assert set(omitted.values()) == {
+        "4 more the same: SYN below the old ISN → an ACK of the old connection (TIME-WAIT), "
+        "+2.0 s … +5.0 s"
+    }
+    # The rows left out are those of the probes at +2..+5 s (two records each).
+    assert sorted(omitted) == list(range(3, 11))
