@@ -183,7 +183,8 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
     if reopen:
         lines.append("Reopening from TIME-WAIT (RFC 1122 4.2.2.13, RFC 6191): "
                      + "; ".join(reopen) + ".")
-    if result.assassinated is not None or result.offset_rst_ignored is not None:
+    asked = holds is True and result.connection(Role.ASSASSINATE) is not None
+    if asked or result.assassinated is not None or result.offset_rst_ignored is not None:
         offset = _yes_no(result.offset_rst_ignored, "was ignored", "ended it",
                          "drew no clear answer")
         exact = _yes_no(

@@ -312,3 +312,19 @@ def test_an_arrival_before_the_first_probe_does_not_shift_the_collapsed_rounds()
     }
     # The rows left out are those of the probes at +2..+5 s (two records each).
     assert sorted(omitted) == list(range(3, 11))
+
+
+def test_an_undecided_assassination_is_reported() -> None:
+    # --assassinate on a TIME-WAIT whose SYN after the offset RST drew nothing (a loss):
+    # both verdicts None, and the report had no assassination line at all.
+    base = completed_connection()
+    kill = Role.ASSASSINATE
+    assassinate = as_role(
+        base, kill,
+        probe(kill, ReuseKind.SYN_BELOW, 0.5, ReuseAnswer.TIME_WAIT_ACK),
+        probe(kill, ReuseKind.RST_OFFSET, 1.1, ReuseAnswer.NONE),
+        probe(kill, ReuseKind.SYN_BELOW, 1.7, ReuseAnswer.NONE),
+    )
+    lines = timewait_verdicts(verdicts(base, assassinate, measure=False))
+    assert any(line.startswith("Assassination: a RST at RCV.NXT + 1 drew no clear answer")
+               for line in lines)
