@@ -131,8 +131,13 @@ class TimeWaitConnection:
         return next((p for p in self.probes if p.kind is kind), None)
 
     def holds_time_wait(self) -> tuple[bool | None, str]:
-        """Whether this connection shows the peer in TIME-WAIT, and on what evidence."""
-        below = self.first(ReuseKind.SYN_BELOW)
+        """Whether this connection shows the peer in TIME-WAIT, and on what evidence: the
+        first below-ISN SYN that drew an answer (one lost on the way decides nothing)."""
+        below = next(
+            (p for p in self.probes if p.kind is ReuseKind.SYN_BELOW and p.answer in (
+                ReuseAnswer.TIME_WAIT_ACK, ReuseAnswer.SYN_ACK, ReuseAnswer.RST)),
+            self.first(ReuseKind.SYN_BELOW),
+        )
         if below is not None and below.answer is ReuseAnswer.TIME_WAIT_ACK:
             return True, (
                 f"a SYN below the old sequence space, {below.at_s:.1f} s after the peer's "
