@@ -76,6 +76,7 @@ from prober.core.timewait_result import (
     Role,
     TimeWaitConnection,
     linux_time_wait_isn,
+    path_rtt_s,
 )
 from prober.core.timing import Stamp, rtt_between
 from prober.core.trace import Direction, SegmentLog
@@ -480,9 +481,9 @@ class TimeWaitProbe:
             # It reset our FIN: one SYN asks whether it kept anything at all.
             first = next(s for s in self._script if s.kind is ReuseKind.SYN_BELOW)
             self._script = [first]
-        rtt = close.handshake_rtt
+        rtt = path_rtt_s(close)
         if rtt is not None:
-            self._answer_wait = max(LAST_ANSWER_WAIT_S, 4 * rtt.ns / 1e9)
+            self._answer_wait = max(LAST_ANSWER_WAIT_S, 4 * rtt)
         self._t0 = now
         self._base_index = self._next_index = spaces.segments_emitted
 

@@ -26,6 +26,16 @@ def linux_time_wait_isn(old_snd_nxt: int) -> int:
     return isn or 1
 
 
+def path_rtt_s(close: CloseResult) -> float | None:
+    """The path's round trip in seconds, as the close measured it: the shorter of the
+    handshake's and our FIN's to the peer's ACK (the handshake's alone counts a lost SYN/ACK
+    that the peer repeated a second later)."""
+    rtts = [] if close.handshake_rtt is None else [close.handshake_rtt.ns / 1e9]
+    if close.our_fin_to_peer_ack_us is not None and close.our_fin_to_peer_ack_us >= 0:
+        rtts.append(close.our_fin_to_peer_ack_us / 1e6)
+    return min(rtts) if rtts else None
+
+
 class Role(StrEnum):
     """What one connection of the run is for (each on its own source port)."""
 
@@ -425,11 +435,11 @@ def summarize(
             "(tcp_invalid_ratelimit), so some probes may draw silence"
         )
     close = duration_connection.close
-    rtt = close.handshake_rtt
-    if measure_duration and rtt is not None and rtt.ns / 1e9 > step / 2:
+    rtt = path_rtt_s(close)
+    if measure_duration and rtt is not None and rtt > step / 2:
         notes.append(
-            f"the RTT ({rtt.ms:.0f} ms) exceeds half the --step: an answer may be credited to "
-            "the next probe, so the duration may be one step off"
+            f"the RTT ({rtt * 1000:.0f} ms) exceeds half the --step: an answer may be credited "
+            "to the next probe, so the duration may be one step off"
         )
     return TimeWaitResult(
         target=target,

@@ -346,3 +346,31 @@ def test_a_lost_first_probe_does_not_make_holds_unknown() -> None:
     result = verdicts(duration)
     assert result.holds_time_wait is True and "2.0 s after" in result.holds_evidence
     assert result.duration_s == 2.5
+
+
+# -- 11. a SYN/ACK repeated after a loss is not the path's RTT --------------------------------
+def test_a_repeated_syn_ack_does_not_pass_for_a_one_second_rtt() -> None:
+    # On the lossy peer over IPv6 the first SYN/ACK was lost and the peer's repeat, echoing
+    # our first SYN's TSval, made the handshake RTT 1002 ms: the run warned "the RTT (1002
+    # ms) exceeds half the --step ... the duration may be one step off" on a 0.1 ms path.
+    r = make(close_timeout=5.0, step=1.0, max_time=2.0, handshake_timeout=3.0)
+    r.start()
+    r.tick(1.0)  # our SYN again
+    r.our_last_tsval = 0  # the peer's repeated SYN/ACK echoes the first SYN
+    r.feed("SA", -1, 0, at=1.0002)
+    r.feed("FA", 0, 0, at=1.01)
+    r.feed("A", 1, 1, at=1.0101)  # our FIN's ACK: 0.1 ms
+    close = tw_probe(r).connection.result()
+    assert close.handshake_rtt is not None and close.handshake_rtt.ns > 900_000_000
+    for k in (1, 2):
+        r.tick(1.0101 + k)
+        r.feed("A", 1, 1, at=1.0101 + k + 0.0001)
+    r.tick(1.0101 + 2 + 1.0)
+    connection = tw_probe(r).result()
+    result = summarize(
+        target=DST4, port=DPORT, source=SRC4, connections=[connection], step=1.0,
+        max_time=2.0, measure_duration=True, refin_at=None,
+    )
+    assert result.duration_end is DurationEnd.STILL_HELD
+    assert not any("RTT" in note for note in result.notes), result.notes
+    assert tw_probe(r).done  # the last probe's window was 1 s, not 4 handshake RTTs
