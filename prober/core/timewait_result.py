@@ -280,7 +280,7 @@ _GONE = (ReuseAnswer.SYN_ACK, ReuseAnswer.RST)
 
 
 def _duration(
-    connection: TimeWaitConnection, holds: bool | None, measure: bool
+    connection: TimeWaitConnection, holds: bool | None, measure: bool, step: float
 ) -> tuple[DurationEnd, float | None, float | None]:
     """How the duration ended, and the last probe still in TIME-WAIT / the first beyond it."""
     if not measure:
@@ -288,16 +288,26 @@ def _duration(
     if holds is False:
         return DurationEnd.NO_TIME_WAIT, None, None
     low: float | None = None
+    last: float | None = None
     for probe in connection.probes:
         if probe.kind is not ReuseKind.SYN_BELOW:
             continue
+        last = probe.at_s
         if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
             low = probe.at_s
         elif probe.answer in _GONE and low is not None:
             return DurationEnd.MEASURED, low, probe.at_s
-    if low is not None and not connection.interrupted:
+    # Still held at --max only if the TIME-WAIT answered until about then: a silence longer
+    # than a lost answer or two (or Linux's 500 ms limit) explains says nothing of the end.
+    silent = last is not None and low is not None and last - low > silence_s(step)
+    if low is not None and not connection.interrupted and not silent:
         return DurationEnd.STILL_HELD, low, None
     return DurationEnd.UNKNOWN, low, None
+
+
+def silence_s(step: float) -> float:
+    """Unanswered probes after the last TIME-WAIT ACK longer than this end in ``UNKNOWN``."""
+    return max(2.5 * step, 1.5)
 
 
 def _accepted(
@@ -375,7 +385,7 @@ def summarize(
             evidence = f"on the {other.role.value} connection: {other_evidence}"
         if holds is True:
             break
-    end, low, high = _duration(duration_connection, holds, measure_duration)
+    end, low, high = _duration(duration_connection, holds, measure_duration, step)
     unheld_note = ""
     if end is DurationEnd.UNKNOWN and low is None and holds is True:
         # Gone by the duration's first probe, yet seen earlier on another connection.
@@ -405,6 +415,12 @@ def summarize(
     notes: list[str] = []
     if unheld_note:
         notes.append(unheld_note)
+    if end is DurationEnd.UNKNOWN and low is not None and not duration_connection.interrupted:
+        notes.append(
+            f"the below-ISN SYNs after +{low:g} s drew no answer at all (neither the "
+            "TIME-WAIT's ACK nor a new connection's SYN/ACK): the path or the peer went "
+            "silent, so when the TIME-WAIT ended is unknown"
+        )
     duration = error = None
     if end is DurationEnd.MEASURED and low is not None and high is not None:
         duration, error = round((low + high) / 2, 3), round((high - low) / 2, 3)

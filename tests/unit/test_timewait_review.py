@@ -374,3 +374,26 @@ def test_a_repeated_syn_ack_does_not_pass_for_a_one_second_rtt() -> None:
     assert result.duration_end is DurationEnd.STILL_HELD
     assert not any("RTT" in note for note in result.notes), result.notes
     assert tw_probe(r).done  # the last probe's window was 1 s, not 4 handshake RTTs
+
+
+# -- 12. silence until --max is not "still TIME-WAIT at --max" -------------------------------
+def test_silence_after_the_last_time_wait_ack_is_unknown_not_still_held() -> None:
+    # A TIME-WAIT ACK at +1 and +2 s, then nothing for the rest of --max: this read
+    # "Duration: at least 2.0 s (still TIME-WAIT when --max 10 s ran out)". docs/timewait.md:
+    # silence after the last TIME-WAIT ACK gives duration_end unknown.
+    base = completed_connection()
+    d = Role.DURATION
+    answers = [ReuseAnswer.TIME_WAIT_ACK] * 2 + [ReuseAnswer.NONE] * 8
+    duration = as_role(base, d, *(
+        probe(d, ReuseKind.SYN_BELOW, float(k), a) for k, a in enumerate(answers, start=1)))
+    result = summarize(target=DST4, port=DPORT, source=SRC4, connections=[duration],
+                       step=1.0, max_time=10.0, measure_duration=True, refin_at=None)
+    assert result.duration_end is DurationEnd.UNKNOWN and result.duration_low_s == 2.0
+    assert any("drew no answer at all" in note for note in result.notes)
+    # One lost answer at the very end is still "at least" the last ACK.
+    answers = [ReuseAnswer.TIME_WAIT_ACK] * 9 + [ReuseAnswer.NONE]
+    lossy = as_role(base, d, *(
+        probe(d, ReuseKind.SYN_BELOW, float(k), a) for k, a in enumerate(answers, start=1)))
+    result = summarize(target=DST4, port=DPORT, source=SRC4, connections=[lossy],
+                       step=1.0, max_time=10.0, measure_duration=True, refin_at=None)
+    assert result.duration_end is DurationEnd.STILL_HELD and result.duration_low_s == 9.0
