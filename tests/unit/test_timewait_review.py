@@ -397,3 +397,13 @@ def test_silence_after_the_last_time_wait_ack_is_unknown_not_still_held() -> Non
     result = summarize(target=DST4, port=DPORT, source=SRC4, connections=[lossy],
                        step=1.0, max_time=10.0, measure_duration=True, refin_at=None)
     assert result.duration_end is DurationEnd.STILL_HELD and result.duration_low_s == 9.0
+
+
+# -- 13. a bad target is one line on stderr, not the banner and then the error ---------------
+def test_an_unresolvable_target_prints_only_its_error() -> None:
+    # The "probing the peer's TIME-WAIT every 1 s ..." line came before the resolution (or
+    # permission) error: two lines for one bad input.
+    result = CliRunner().invoke(app, ["timewait", "nosuch.invalid:80"])
+    assert result.exit_code in (2, 3), result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "probing the peer's TIME-WAIT" not in result.output
