@@ -658,7 +658,7 @@ class Prober:
             UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
             FirewallUnavailable (nftables missing).
         """
-        from prober.core.timewait import TimeWaitProbe
+        from prober.core.timewait import MAX_BELOW_PROBES, TimeWaitProbe
         from prober.core.timewait_result import Role, summarize
 
         _check_range("port", port, 1, 65535)
@@ -669,7 +669,6 @@ class Prober:
         _check_range("ttl", ttl, 1, 255)
         if refin_at is not None and not 0 < refin_at < max_time:
             raise UsageError(f"refin must lie between 0 and max ({max_time:g} s)")
-        from prober.core.timewait import MAX_BELOW_PROBES
 
         if measure_duration and max_time / step > MAX_BELOW_PROBES:
             raise UsageError(

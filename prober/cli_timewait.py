@@ -56,12 +56,21 @@ def exit_of_timewait(result: TimeWaitResult) -> Exit:
 
 
 class _ProgressLine:
-    """One line on stderr, rewritten in place: how far into the peer's TIME-WAIT we are."""
+    """One line on stderr, rewritten in place: how far into the peer's TIME-WAIT we are;
+    before it, once the run has started (not before a bad target's one-line error), the
+    ``banner`` if any. ``live`` False: the banner only."""
 
-    def __init__(self) -> None:
+    def __init__(self, banner: str = "", *, live: bool = True) -> None:
         self.shown = False
+        self.banner = banner
+        self.live = live
 
     def __call__(self, probe: TimeWaitProbe, now: float) -> None:
+        if self.banner:
+            typer.echo(self.banner, err=True)
+            self.banner = ""
+        if not self.live:
+            return
         elapsed = probe.elapsed(now)
         if elapsed is None:
             text = "closing: waiting for the peer's FIN"
@@ -152,7 +161,12 @@ def timewait(
             f"{max_time / MAX_BELOW_PROBES:.3g} s or more covers --max {max_time:g} s",
             Exit.USAGE,
         )
-    progress = _ProgressLine() if cli._stderr_is_tty() and not json_output else None
+    banner = "" if json_output or no_duration else (
+        f"prober: probing the peer's TIME-WAIT every {step:g} s for up to {max_time:g} s;"
+        " Ctrl-C stops and reports"
+    )
+    live = cli._stderr_is_tty() and not json_output
+    progress = _ProgressLine(banner, live=live) if live or banner else None
 
     async def main(stop: asyncio.Event) -> TimeWaitResult:
         async with Prober() as prober:
@@ -177,12 +191,6 @@ def timewait(
 
     if pcap is not None:
         _check_writable(pcap)
-    if not json_output and not no_duration:
-        typer.echo(
-            f"prober: probing the peer's TIME-WAIT every {step:g} s for up to {max_time:g} s;"
-            " Ctrl-C stops and reports",
-            err=True,
-        )
     try:
         result = _run(main)
     finally:

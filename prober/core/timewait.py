@@ -76,6 +76,7 @@ from prober.core.timewait_result import (
     Role,
     TimeWaitConnection,
     linux_time_wait_isn,
+    path_rtt_s,
 )
 from prober.core.timing import Stamp, rtt_between
 from prober.core.trace import Direction, SegmentLog
@@ -157,7 +158,10 @@ def script_for(
                 continue
             steps.append(ScriptStep(at, ReuseKind.SYN_BELOW))
     else:
-        steps.append(ScriptStep(s0, ReuseKind.SYN_BELOW))
+        # Not at the FIN's time: the two would share an answer window (an empty one for the
+        # SYN), and the SYN after the FIN then asks instead.
+        if refin_at is None or abs(s0 - refin_at) >= REFIN_CLEARANCE_S:
+            steps.append(ScriptStep(s0, ReuseKind.SYN_BELOW))
         if refin_at is not None:
             steps.append(ScriptStep(refin_at + SCRIPT_SPACING_S, ReuseKind.SYN_BELOW))
     if refin_at is not None:
@@ -482,9 +486,9 @@ class TimeWaitProbe:
             # It reset our FIN: one SYN asks whether it kept anything at all.
             first = next(s for s in self._script if s.kind is ReuseKind.SYN_BELOW)
             self._script = [first]
-        rtt = close.handshake_rtt
+        rtt = path_rtt_s(close)
         if rtt is not None:
-            self._answer_wait = max(LAST_ANSWER_WAIT_S, 4 * rtt.ns / 1e9)
+            self._answer_wait = max(LAST_ANSWER_WAIT_S, 4 * rtt)
         self._t0 = now
         self._base_index = self._next_index = spaces.segments_emitted
 
@@ -684,7 +688,10 @@ def peer_close_of(close: CloseResult) -> PeerClose:
     if close.close_kind is CloseKind.PEER_FIRST:
         if peer_rst:
             return PeerClose.FIN_THEN_RST
-        if close.our_final_state is TcpState.CLOSED:
+        # CLOSED is also where our own RST leaves us when close_timeout runs out in LAST-ACK:
+        # only the peer's ACK of our FIN puts it in TIME-WAIT (and that RST, at exactly its
+        # RCV.NXT, would have ended it).
+        if close.our_final_state is TcpState.CLOSED and close.our_fin_to_peer_ack_us is not None:
             return PeerClose.FIN
         return PeerClose.INCOMPLETE
     if close.close_kind is CloseKind.RESET:

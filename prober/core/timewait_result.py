@@ -26,6 +26,16 @@ def linux_time_wait_isn(old_snd_nxt: int) -> int:
     return isn or 1
 
 
+def path_rtt_s(close: CloseResult) -> float | None:
+    """The path's round trip in seconds, as the close measured it: the shorter of the
+    handshake's and our FIN's to the peer's ACK (the handshake's alone counts a lost SYN/ACK
+    that the peer repeated a second later)."""
+    rtts = [] if close.handshake_rtt is None else [close.handshake_rtt.ns / 1e9]
+    if close.our_fin_to_peer_ack_us is not None and close.our_fin_to_peer_ack_us >= 0:
+        rtts.append(close.our_fin_to_peer_ack_us / 1e6)
+    return min(rtts) if rtts else None
+
+
 class Role(StrEnum):
     """What one connection of the run is for (each on its own source port)."""
 
@@ -291,7 +301,7 @@ MAX_SILENCES_AT_MAX = 2
 
 
 def _duration(
-    connection: TimeWaitConnection, holds: bool | None, measure: bool
+    connection: TimeWaitConnection, holds: bool | None, measure: bool, step: float
 ) -> tuple[DurationEnd, float | None, float | None]:
     """How the duration ended, and the last probe still in TIME-WAIT / the first beyond it."""
     if not measure:
@@ -300,9 +310,11 @@ def _duration(
         return DurationEnd.NO_TIME_WAIT, None, None
     low: float | None = None
     after_low: list[ReuseAnswer] = []  # the answers since the last TIME-WAIT ACK
+    last: float | None = None
     for probe in connection.probes:
         if probe.kind is not ReuseKind.SYN_BELOW:
             continue
+        last = probe.at_s
         if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
             low, after_low = probe.at_s, []
         elif probe.answer in _GONE and low is not None:
@@ -314,38 +326,65 @@ def _duration(
     held_to_the_end = len(after_low) <= MAX_SILENCES_AT_MAX and all(
         answer in (ReuseAnswer.NONE, ReuseAnswer.NOT_SENT) for answer in after_low
     )
-    if low is not None and not connection.interrupted and held_to_the_end:
+    # Nor after a silence longer than a lost answer or two (or Linux's 500 ms limit).
+    silent = last is not None and low is not None and last - low > silence_s(step)
+    if low is not None and not connection.interrupted and held_to_the_end and not silent:
         return DurationEnd.STILL_HELD, low, None
     return DurationEnd.UNKNOWN, low, None
 
 
+def silence_s(step: float) -> float:
+    """Unanswered probes after the last TIME-WAIT ACK longer than this end in ``UNKNOWN``."""
+    return max(2.5 * step, 1.5)
+
+
 def _accepted(
-    connection: TimeWaitConnection | None, kind: ReuseKind
+    connection: TimeWaitConnection | None, kind: ReuseKind, gone_by: float | None
 ) -> tuple[bool | None, bool | None]:
     """Whether a reopening SYN of ``kind`` was accepted from TIME-WAIT, and with Linux's ISN.
 
-    None unless the connection first showed the peer in TIME-WAIT (nothing to test)."""
+    None unless the connection first showed the peer in TIME-WAIT (nothing to test), and
+    unless the answer tells: a TIME-WAIT ACK refuses, a SYN/ACK accepts, but not one sent
+    after ``gone_by`` (when the duration saw the TIME-WAIT over: a listener's SYN/ACK then)
+    unless its ISN is Linux's reopening one. A RST (no listener and no TIME-WAIT: Linux's
+    TIME-WAIT answers a SYN it would accept, with no listener, with its ACK), an ICMP error
+    or anything else says nothing about the TIME-WAIT's choice."""
     if connection is None or connection.holds_time_wait()[0] is not True:
         return None, None
     probe = connection.first(kind)
-    if probe is None or probe.answer in (ReuseAnswer.NONE, ReuseAnswer.NOT_SENT):
+    if probe is None:
         return None, None
-    if probe.answer is ReuseAnswer.SYN_ACK:
-        return True, probe.linux_isn
-    return False, None
+    if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
+        return False, None
+    if probe.answer is not ReuseAnswer.SYN_ACK:
+        return None, None
+    if gone_by is not None and probe.at_s >= gone_by and probe.linux_isn is not True:
+        return None, None
+    return True, probe.linux_isn
 
 
-def _assassination(connection: TimeWaitConnection | None) -> tuple[bool | None, bool | None]:
+def _assassination(
+    connection: TimeWaitConnection | None, gone_by: float | None
+) -> tuple[bool | None, bool | None]:
     """(offset RST ignored, exact RST assassinated) from the assassination's script:
-    SYN, RST+1, SYN, RST, SYN."""
+    SYN, RST+1, SYN, RST, SYN. A TIME-WAIT found gone by a SYN sent after ``gone_by`` (the
+    duration saw it end by then) may have run out by itself: that SYN decides nothing."""
     if connection is None or connection.holds_time_wait()[0] is not True:
         return None, None
     syns = [p for p in connection.probes if p.kind is ReuseKind.SYN_BELOW]
+
+    def ran_out(probe: ReuseProbe) -> bool:
+        return probe.answer in _GONE and gone_by is not None and probe.at_s >= gone_by
+
     if len(syns) < 2 or syns[1].answer not in (ReuseAnswer.TIME_WAIT_ACK, *_GONE):
+        return None, None
+    if ran_out(syns[1]):
         return None, None
     if syns[1].answer in _GONE:
         return False, True  # even the offset RST ended it
     if len(syns) < 3 or syns[2].answer not in (ReuseAnswer.TIME_WAIT_ACK, *_GONE):
+        return True, None
+    if ran_out(syns[2]):
         return True, None
     return True, syns[2].answer in _GONE
 
@@ -374,7 +413,8 @@ def summarize(
             evidence = f"on the {other.role.value} connection: {other_evidence}"
         if holds is True:
             break
-    end, low, high = _duration(duration_connection, holds, measure_duration)
+    end, low, high = _duration(duration_connection, holds, measure_duration, step)
+    unheld_note = ""
     if end is DurationEnd.UNKNOWN and low is None and holds is True:
         # Gone by the duration's first probe, yet seen earlier on another connection.
         first = duration_connection.first(ReuseKind.SYN_BELOW)
@@ -382,9 +422,33 @@ def summarize(
             p.at_s for c in connections[1:] for p in c.probes
             if p.kind is ReuseKind.SYN_BELOW and p.answer is ReuseAnswer.TIME_WAIT_ACK
         ]
+        # ...unless another connection's TIME-WAIT outlived that probe: then the duration's
+        # 4-tuple was simply never held (a full bucket table), and timed nothing.
+        alive_after = first is not None and any(
+            p.at_s >= first.at_s and (
+                p.answer is ReuseAnswer.TIME_WAIT_ACK
+                or (p.answer is ReuseAnswer.SYN_ACK and p.linux_isn is True)
+            )
+            for c in connections[1:] for p in c.probes
+        )
         if first is not None and first.answer in _GONE and seen and min(seen) < first.at_s:
-            end, low, high = DurationEnd.MEASURED, min(seen), first.at_s
+            if alive_after:
+                unheld_note = (
+                    f"the duration's connection found no TIME-WAIT at +{first.at_s:g} s while "
+                    "another connection's lasted beyond it: the peer kept one for some "
+                    "4-tuples only (e.g. tcp_max_tw_buckets), so the duration is unknown"
+                )
+            else:
+                end, low, high = DurationEnd.MEASURED, min(seen), first.at_s
     notes: list[str] = []
+    if unheld_note:
+        notes.append(unheld_note)
+    if end is DurationEnd.UNKNOWN and low is not None and not duration_connection.interrupted:
+        notes.append(
+            f"the below-ISN SYNs after +{low:g} s drew no answer at all (neither the "
+            "TIME-WAIT's ACK nor a new connection's SYN/ACK): the path or the peer went "
+            "silent, so when the TIME-WAIT ended is unknown"
+        )
     duration = error = None
     if end is DurationEnd.MEASURED and low is not None and high is not None:
         duration, error = round((low + high) / 2, 3), round((high - low) / 2, 3)
@@ -398,22 +462,33 @@ def summarize(
     if refin is not None and holds is True:
         if refin.answer is ReuseAnswer.TIME_WAIT_ACK:
             refin_acked = True
-        elif refin.answer in (ReuseAnswer.NONE, *_GONE):
+        elif refin.answer in _GONE:
             refin_acked = False
-    above, above_linux = _accepted(by_role.get(Role.ABOVE_ISN), ReuseKind.SYN_ABOVE)
-    newer, newer_linux = _accepted(by_role.get(Role.NEWER_TSVAL), ReuseKind.SYN_NEWER_TSVAL)
-    offset_ignored, assassinated = _assassination(by_role.get(Role.ASSASSINATE))
+        elif refin.answer is ReuseAnswer.NONE:
+            # Silence is no refusal: the FIN or its ACK may have been lost on the way.
+            notes.append(
+                "our FIN again drew no answer (it or the ACK may have been lost): whether "
+                "the peer ACKs a repeated FIN is unknown"
+            )
+    # The other connections' tests assume a TIME-WAIT still there; the duration says when
+    # it no longer was (its own 4-tuple, closed at about the same moment).
+    gone_by = high if end is DurationEnd.MEASURED else None
+    above, above_linux = _accepted(by_role.get(Role.ABOVE_ISN), ReuseKind.SYN_ABOVE, gone_by)
+    newer, newer_linux = _accepted(
+        by_role.get(Role.NEWER_TSVAL), ReuseKind.SYN_NEWER_TSVAL, gone_by
+    )
+    offset_ignored, assassinated = _assassination(by_role.get(Role.ASSASSINATE), gone_by)
     if measure_duration and step < 0.5:
         notes.append(
             "--step under 0.5 s: Linux answers a TIME-WAIT at most once per 500 ms "
             "(tcp_invalid_ratelimit), so some probes may draw silence"
         )
     close = duration_connection.close
-    rtt = close.handshake_rtt
-    if measure_duration and rtt is not None and rtt.ns / 1e9 > step / 2:
+    rtt = path_rtt_s(close)
+    if measure_duration and rtt is not None and rtt > step / 2:
         notes.append(
-            f"the RTT ({rtt.ms:.0f} ms) exceeds half the --step: an answer may be credited to "
-            "the next probe, so the duration may be one step off"
+            f"the RTT ({rtt * 1000:.0f} ms) exceeds half the --step: an answer may be credited "
+            "to the next probe, so the duration may be one step off"
         )
     return TimeWaitResult(
         target=target,

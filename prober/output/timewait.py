@@ -55,7 +55,8 @@ _PEER_CLOSE_TEXT = {
 
 def _rounds(records: Sequence[SegmentRecord]) -> list[list[int]]:
     """Indices of the probes' records, one list per probe: our segment and what followed it
-    (the answers, our RST that frees a new connection) until our next probe."""
+    (the answers, our RST that frees a new connection) until our next probe. Arrivals before
+    the first probe (a late ACK of our FIN) belong to no round: round n is probe n."""
     rounds: list[list[int]] = []
     for index, record in enumerate(records):
         if record.direction is Direction.SENT and record.answers is None:
@@ -178,19 +179,24 @@ def timewait_verdicts(result: TimeWaitResult) -> list[str]:
                 + "."
             )
     reopen = []
-    for name, accepted, linux in (
-        ("a SYN above the old sequence space", result.above_isn_accepted,
+    for role, name, accepted, linux in (
+        (Role.ABOVE_ISN, "a SYN above the old sequence space", result.above_isn_accepted,
          result.above_isn_linux_isn),
-        ("a SYN with a newer TSval", result.newer_tsval_accepted, result.newer_tsval_linux_isn),
+        (Role.NEWER_TSVAL, "a SYN with a newer TSval", result.newer_tsval_accepted,
+         result.newer_tsval_linux_isn),
     ):
         if accepted is None:
+            # Asked for, and a TIME-WAIT to test: say it gave no verdict, never drop it.
+            if holds is True and result.connection(role) is not None:
+                reopen.append(f"{name} drew no clear answer")
             continue
         isn = " with ISN = old SND.NXT + 65537 (Linux's choice)" if linux else ""
         reopen.append(f"{name} was {'accepted' + isn if accepted else 'refused'}")
     if reopen:
         lines.append("Reopening from TIME-WAIT (RFC 1122 4.2.2.13, RFC 6191): "
                      + "; ".join(reopen) + ".")
-    if result.assassinated is not None or result.offset_rst_ignored is not None:
+    asked = holds is True and result.connection(Role.ASSASSINATE) is not None
+    if asked or result.assassinated is not None or result.offset_rst_ignored is not None:
         offset = _yes_no(result.offset_rst_ignored, "was ignored", "ended it",
                          "drew no clear answer")
         exact = _yes_no(
