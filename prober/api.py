@@ -711,7 +711,11 @@ class Prober:
             assert isinstance(duration_probe, TimeWaitProbe)
             if progress is not None:
                 ticker = asyncio.ensure_future(_tick(duration_probe, progress))
-            await self._converse(address, port, probes, False, stop)
+            # Stopped mid-probe, answers may still be on the way: our RST suppression stays
+            # until they are in, or the kernel's RST to one would end the peer's TIME-WAIT.
+            await self._converse(
+                address, port, probes, False, stop, stopped_settle=STOPPED_TIMEWAIT_SETTLE_S
+            )
         finally:
             if ticker is not None:
                 ticker.cancel()
@@ -738,6 +742,8 @@ class Prober:
         probes: list[tuple[DrivenProbe, int]],
         kernel_rst: bool,
         stop: asyncio.Event | None,
+        *,
+        stopped_settle: float = 0.0,
     ) -> list[Flight]:
         """Run probes that hold a conversation until each is done, with the local kernel's
         RSTs suppressed on their 4-tuples; ``stop`` interrupts them (they send their RSTs).
@@ -779,7 +785,7 @@ class Prober:
                 await _wait_either(progress, stop)
             interrupt_waiting()
             # A moment for the last segments' TX stamps and for late copies to be counted.
-            await asyncio.sleep(SETTLE_SECONDS)
+            await asyncio.sleep(max(SETTLE_SECONDS, stopped_settle if stop.is_set() else 0.0))
         finally:
             # Cancelled (or failed) mid-conversation: free the peers before leaving.
             interrupt_waiting()
@@ -792,6 +798,8 @@ class Prober:
 
 
 SETTLE_SECONDS = 0.05
+# After a stopped timewait: the answers of a path up to this RTT are still suppressed.
+STOPPED_TIMEWAIT_SETTLE_S = 1.0
 # Outcomes after which a SYN probe's source port can serve the next probe at once.
 PORT_FREE_AT_OUTCOME = frozenset(
     {Reason.SYN_ACK, Reason.RST, Reason.ICMP_UNREACHABLE, Reason.ICMP_TIME_EXCEEDED,
