@@ -57,8 +57,8 @@ def exit_of_timewait(result: TimeWaitResult) -> Exit:
 
 class _ProgressLine:
     """One line on stderr, rewritten in place: how far into the peer's TIME-WAIT we are;
-    before it, once the run has started (not before a bad target's one-line error), the
-    ``banner`` if any. ``live`` False: the banner only."""
+    before it, once the probing has started (not before a bad target's one-line error, nor
+    when the peer never closed), the ``banner`` if any. ``live`` False: the banner only."""
 
     def __init__(self, banner: str = "", *, live: bool = True) -> None:
         self.shown = False
@@ -66,12 +66,13 @@ class _ProgressLine:
         self.live = live
 
     def __call__(self, probe: TimeWaitProbe, now: float) -> None:
-        if self.banner:
+        elapsed = probe.elapsed(now)
+        if self.banner and elapsed is not None:  # probing starts (not for a peer that never
+            self.clear()                         # closed first: nothing is probed then)
             typer.echo(self.banner, err=True)
             self.banner = ""
         if not self.live:
             return
-        elapsed = probe.elapsed(now)
         if elapsed is None:
             text = "closing: waiting for the peer's FIN"
         else:

@@ -168,7 +168,7 @@ class TimeWaitConnection:
         below = self._first_answered_below()
         if below is not None and below.answer is ReuseAnswer.TIME_WAIT_ACK:
             return True, (
-                f"a SYN below the old sequence space, {below.at_s:.1f} s after the peer's "
+                f"a SYN below the old sequence space, {below.at_s:.2f} s after the peer's "
                 f"last ACK, drew an ACK of the old connection (seq {self.old_rcv_nxt} = its "
                 f"old SND.NXT, ack {self.old_snd_max} = ours)"
             )

@@ -53,6 +53,15 @@ _PEER_CLOSE_TEXT = {
 }
 
 
+_NOT_PROBED = {
+    PeerClose.DID_NOT_CLOSE: "the peer did not close first",
+    PeerClose.INCOMPLETE: "the close did not complete",
+    PeerClose.INTERRUPTED: "interrupted",
+    PeerClose.RST: "the peer closed with a RST",
+    PeerClose.NOT_ESTABLISHED: "no connection",
+}
+
+
 def _rounds(records: Sequence[SegmentRecord]) -> list[list[int]]:
     """Indices of the probes' records, one list per probe: our segment and what followed it
     (the answers, our RST that frees a new connection) until our next probe. Arrivals before
@@ -224,10 +233,11 @@ def timewait_report(result: TimeWaitResult) -> list[str]:
         lines.append(f"{connection.role.value} connection, from {us}:")
         if first:
             lines += _connection_ladder(connection, with_close=True)
-            lines += ["", close_verdict(close, time_wait=False)]
+            if connection.peer_close not in _PEER_CLOSE_TEXT:  # else the verdict says it
+                lines += ["", close_verdict(close, time_wait=False)]
         elif not connection.segments:
-            lines.append(f"(its close: {close.close_kind.value}; {connection.peer_close.value}"
-                         ", nothing probed)")
+            why = _NOT_PROBED.get(connection.peer_close, f"its close: {close.close_kind.value}")
+            lines.append(f"({why}; nothing probed)")
         else:
             lines.append(f"(its close: {close.close_kind.value}, as above; then)")
             lines += _connection_ladder(connection, with_close=False)

@@ -481,7 +481,7 @@ def test_a_lost_first_answer_is_no_evidence_against_time_wait() -> None:
     assert run.probe.probes()[0].answer is ReuseAnswer.NONE
     result = verdicts(run, max_time=30.0)
     assert result.holds_time_wait is True
-    assert "2.0 s after the peer's last ACK" in result.holds_evidence
+    assert "2.00 s after the peer's last ACK" in result.holds_evidence
     assert result.duration_end is DurationEnd.MEASURED and result.duration_s == 9.5
 
 

@@ -345,7 +345,7 @@ def test_a_lost_first_probe_does_not_make_holds_unknown() -> None:
         probe(d, ReuseKind.SYN_BELOW, 3.0, ReuseAnswer.SYN_ACK, False),
     )
     result = verdicts(duration)
-    assert result.holds_time_wait is True and "2.0 s after" in result.holds_evidence
+    assert result.holds_time_wait is True and "2.00 s after" in result.holds_evidence
     assert result.duration_s == 2.5
 
 
