@@ -461,6 +461,9 @@ def halfopen(
     )
 
 
+HandshakeTimeoutOption = Annotated[
+    float, _seconds("-W", "--timeout", text="Seconds to wait for the SYN/ACK.", minimum=0.001)
+]
 SendOption = Annotated[
     str | None,
     typer.Option(
@@ -531,9 +534,7 @@ def close(
         _seconds("--max-wait", text="Seconds to wait for the peer after the handshake.",
                  minimum=0.001),
     ] = 120.0,
-    timeout: Annotated[
-        float, _seconds("-W", "--timeout", text="Seconds to wait for the SYN/ACK.", minimum=0.001)
-    ] = 3.0,
+    timeout: HandshakeTimeoutOption = 3.0,
     kernel_rst: KernelRstOption = False,
     json_output: JsonOption = False,
     ipv4: Ipv4Option = False,

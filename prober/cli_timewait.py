@@ -15,6 +15,7 @@ import typer
 from prober import cli
 from prober.cli import (
     Exit,
+    HandshakeTimeoutOption,
     Ipv4Option,
     Ipv6Option,
     JsonOption,
@@ -129,9 +130,7 @@ def timewait(
         bool,
         typer.Option("--assassinate", help="Also try to end a TIME-WAIT with a RST (RFC 1337)."),
     ] = False,
-    timeout: Annotated[
-        float, _seconds("-W", "--timeout", text="Seconds to wait for the SYN/ACK.", minimum=0.001)
-    ] = 3.0,
+    timeout: HandshakeTimeoutOption = 3.0,
     json_output: JsonOption = False,
     ipv4: Ipv4Option = False,
     ipv6: Ipv6Option = False,

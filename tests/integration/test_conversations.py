@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,15 @@ from prober import Prober
 from prober.core.close import CloseKind, Handshake
 from prober.core.halfopen import CookieAnswer, EndedBy
 from prober.engine.firewall import Conversation
-from prober.lab import Topology, route_check
+
+from .peers import Peer, PeerSpec, peer_topology
 
 pytestmark = pytest.mark.integration
 
 PROBER = [sys.executable, "-m", "prober"]
 
 # name: (sysctls, {port: server behaviour})
-PEERS: dict[str, tuple[dict[str, int], dict[int, str]]] = {
+PEERS: dict[str, PeerSpec] = {
     "r1": ({"net.ipv4.tcp_synack_retries": 1}, {80: "close"}),
     "r2": ({"net.ipv4.tcp_synack_retries": 2}, {80: "close"}),
     "r3": ({"net.ipv4.tcp_synack_retries": 3}, {80: "close"}),
@@ -56,41 +56,9 @@ RULESETS = {
 }
 
 
-@dataclass(frozen=True)
-class Peer:
-    namespace: str
-    v4: str
-    v6: str
-
-    def address(self, version: int) -> str:
-        return self.v4 if version == 4 else self.v6
-
-    def endpoint(self, version: int, port: int) -> str:
-        return f"{self.v4}:{port}" if version == 4 else f"[{self.v6}]:{port}"
-
-
 @pytest.fixture(scope="module")
 def peers() -> Iterator[dict[str, Peer]]:
-    with Topology.create() as topology:
-        built: dict[str, Peer] = {}
-        for number, (name, (sysctls, servers)) in enumerate(PEERS.items()):
-            namespace = topology.add_namespace(name, sysctls)
-            link = topology.add_link(
-                None, namespace, number=number, left_label=f"{name}a", right_label=f"{name}b"
-            )
-            by_behaviour: dict[str, list[int]] = {}
-            for port, behaviour in servers.items():
-                by_behaviour.setdefault(behaviour, []).append(port)
-            if name in RULESETS:
-                topology.apply_nftables(namespace, RULESETS[name])
-            for behaviour, ports in by_behaviour.items():
-                topology.start_server(
-                    namespace, ports, family="both", behaviour=behaviour, max_seconds=600
-                )
-            peer = Peer(namespace, str(link.right.v4.ip), str(link.right.v6.ip))
-            route_check(peer.v4)
-            route_check(peer.v6)
-            built[name] = peer
+    with peer_topology(PEERS, RULESETS) as built:
         yield built
 
 

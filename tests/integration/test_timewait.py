@@ -35,7 +35,9 @@ from prober.core.timewait_result import (
     TimeWaitResult,
 )
 from prober.core.trace import Direction
-from prober.lab import Topology, route_check
+
+from .peers import Peer, PeerSpec, peer_topology
+from .peers import in_peer as in_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +53,7 @@ STEP_S = 1.0
 REFIN_AT_S = 20.0
 
 # name: (sysctls, {port: server behaviour})
-PEERS: dict[str, tuple[dict[str, int], dict[int, str]]] = {
+PEERS: dict[str, PeerSpec] = {
     "dflt": ({}, {PORT: "http"}),
     # Keeps no TIME-WAIT at all (nor the FIN-WAIT-2 bucket of a closed socket).
     "notw": ({"net.ipv4.tcp_max_tw_buckets": 0}, {PORT: "http", CLOSE_AT_ONCE_PORT: "close"}),
@@ -60,45 +62,15 @@ PEERS: dict[str, tuple[dict[str, int], dict[int, str]]] = {
 }
 
 
-@dataclass(frozen=True)
-class Peer:
-    namespace: str
-    v4: str
-    v6: str
-
-    def address(self, version: int) -> str:
-        return self.v4 if version == 4 else self.v6
-
-    def endpoint(self, version: int) -> str:
-        return f"{self.v4}:{PORT}" if version == 4 else f"[{self.v6}]:{PORT}"
-
-
 @pytest.fixture(scope="module")
 def peers() -> Iterator[dict[str, Peer]]:
-    with Topology.create() as topology:
-        built: dict[str, Peer] = {}
-        for number, (name, (sysctls, servers)) in enumerate(PEERS.items()):
-            namespace = topology.add_namespace(name, sysctls)
-            link = topology.add_link(
-                None, namespace, number=number, left_label=f"{name}a", right_label=f"{name}b"
-            )
-            for port, behaviour in servers.items():
-                topology.start_server(
-                    namespace, [port], family="both", behaviour=behaviour, max_seconds=600
-                )
-            peer = Peer(namespace, str(link.right.v4.ip), str(link.right.v6.ip))
-            route_check(peer.v4)
-            route_check(peer.v6)
-            built[name] = peer
+    with peer_topology(PEERS) as built:
         yield built
 
 
 # -- the peer's kernel ---------------------------------------------------------------------
 def in_peer(peer: Peer, *argv: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", peer.namespace, *argv],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout
+    return in_namespace(peer.namespace, *argv)
 
 
 def remote_ports(ss_output: str) -> set[int]:
