@@ -13,7 +13,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from prober.core.timewait import TimeWaitProbe
     from prober.core.timewait_result import TimeWaitResult
     from prober.engine.scan.run import ScanRun
+    from prober.monitor.loop import MonitorSample
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -734,6 +735,50 @@ class Prober:
             measure_duration=measure_duration,
             refin_at=refin_at,
         )
+
+    def monitor(
+        self,
+        targets: Sequence[tuple[str, int]],
+        *,
+        interval: float = 5.0,
+        timeout: float = 1.0,
+        resolve_every: float = 300.0,
+        window: int = 100,
+        version: int | None = None,
+        ttl: int = 64,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[MonitorSample]:
+        """Probe every target once per ``interval``, each at its own phase, and yield one
+        sample per target per round with its rolling statistics, until ``stop`` is set or
+        the iterator is closed: ``async for sample in p.monitor([("198.18.0.18", 80)])``.
+
+        Args:
+            targets: (host, port) pairs; a name is resolved before the first round and
+                every ``resolve_every`` seconds.
+            interval: seconds between one target's probes; timeout: seconds to wait for an
+                answer (at most ``interval``).
+            window: rounds the percentiles and the loss cover.
+            version, ttl: as for ``syn``.
+
+        Returns:
+            An async iterator of ``MonitorSample`` (frozen; ``to_dict()`` is the JSON line).
+            A name that stops resolving or a send that fails is a sample (``UNRESOLVED``,
+            ``SEND_FAILED``), never an exception.
+
+        Raises:
+            UsageError: (on the first step) no targets, or timeout not in (0, interval].
+        """
+        from prober.monitor.loop import monitor
+
+        for _host, port in targets:
+            _check_range("port", port, 1, 65535)
+        _check_range("interval", interval, 0.01)
+        _check_range("resolve every", resolve_every, 1.0)
+        _check_range("window", window, 1)
+        _check_range("ttl", ttl, 1, 255)
+        return monitor(self, targets, interval=interval, timeout=timeout,
+                       resolve_every=resolve_every, window=window, version=version, ttl=ttl,
+                       stop=stop)
 
     async def _converse(
         self,

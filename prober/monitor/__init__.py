@@ -1,0 +1,1 @@
+"""Monitoring: ``Prober.monitor``'s loop (and, to come, the Prometheus exporter)."""
