@@ -360,14 +360,10 @@ class Engine:
             return
         # TX stamps first: a reply must find its probe's send time already known.
         self._drain_tx_stamps()
-        read_at = self._loop.time()
+        now = self._loop.time()
         user_ns = time.time_ns()
         routes = self._routes
         for data, kernel_ns in sockets.read_frames(capture, READ_BATCH):
-            # A probe judges a reply by when it arrived, not by when a busy loop read it:
-            # one that waited in the socket past its probe's timeout still came in time.
-            waited_s = 0.0 if kernel_ns is None else max(0, user_ns - kernel_ns) / 1e9
-            now = read_at - waited_s
             self._stats.frames += 1
             try:
                 packet = parse_packet(data)
@@ -417,10 +413,7 @@ class Engine:
         timer = self._timer
         timer.handle = None
         timer.armed_for = None
-        # Replies already waiting in the capture go first: each is judged by its arrival
-        # time, so a loop that fell behind does not turn answers into timeouts.
         self._drain_tx_stamps()
-        self._on_readable()
         now = self._loop.time()
         due: list[Flight] = []
         while timer.heap and timer.heap[0][0] <= now:
