@@ -80,7 +80,7 @@ class _ProgressLine:
             answer = probe.last_answer()
             last = "-" if answer is None else answer.value
             text = (
-                f"TIME-WAIT +{elapsed:5.1f} s: {len(probe.probes())} probe(s), "
+                f"TIME-WAIT +{elapsed:5.1f} s: {probe.probes_sent} probe(s), "
                 f"last answer {last}"
             )
         sys.stderr.write(f"\r\x1b[2K{text}")

@@ -228,8 +228,6 @@ class TimeWaitProbe:
         if refin_at is not None and not 0 < refin_at < max_time:
             raise ValueError("refin_at must lie between 0 and max_time")
         self.role = role
-        self.step = step
-        self.max_time = max_time
         self.connection = CloseProbe(
             version=version,
             src=src,
@@ -245,7 +243,6 @@ class TimeWaitProbe:
             handshake_timeout=handshake_timeout,
             ttl=ttl,
         )
-        self.close_timeout = close_timeout
         self._script = script_for(
             role,
             step=step,
@@ -268,6 +265,10 @@ class TimeWaitProbe:
         self._queued: dict[int, tuple[Packet, TcpState, TcpState, str, int | None]] = {}
         self._next_step = 0
         self._sent: list[_Sent] = []
+        self._sent_by_index: dict[int, _Sent] = {}
+        # Every step before this one has its answer: answers are only ever set, and windows
+        # close in the order the steps were sent, so the undecided ones are a short tail.
+        self._first_undecided = 0
         self._below_count = 0
         self._answer_wait = LAST_ANSWER_WAIT_S
         self._peer_state = _S.TIME_WAIT
@@ -297,7 +298,7 @@ class TimeWaitProbe:
             return None
         if self._t0 is None:
             return self.connection.next_deadline()
-        deadlines = [s.window_end for s in self._sent if s.answer is None]
+        deadlines = [s.window_end for s in self._undecided()]
         if self._next_step < len(self._script):
             deadlines.append(self._t0 + self._script[self._next_step].at)
         return min(deadlines) if deadlines else self._t0
@@ -311,18 +312,18 @@ class TimeWaitProbe:
             packet, our, peer, note, answers = queued
             self.log.sent(index, packet, our, peer, note, answers=answers)
             self.log.stamp_sent(index, stamp)
-        for sent in self._sent:
-            if sent.index == index:
-                sent.stamp = stamp
+        sent = self._sent_by_index.get(index)
+        if sent is not None:
+            sent.stamp = stamp
 
     def send_kernel_stamp(self, index: int, kernel_ns: int) -> None:
         if self._t0 is None or index < self._base_index:
             self.connection.send_kernel_stamp(index, kernel_ns)
             return
         self.log.kernel_stamp_sent(index, kernel_ns)
-        for sent in self._sent:
-            if sent.index == index and sent.stamp is not None:
-                sent.stamp = sent.stamp.with_kernel(kernel_ns)
+        sent = self._sent_by_index.get(index)
+        if sent is not None and sent.stamp is not None:
+            sent.stamp = sent.stamp.with_kernel(kernel_ns)
 
     def send_failed(self, index: int, error: str) -> None:
         if self._t0 is None or index < self._base_index:
@@ -333,9 +334,9 @@ class TimeWaitProbe:
         if queued is not None:
             packet, our, peer, note, answers = queued
             self.log.send_failed(index, packet, our, peer, note, error, answers=answers)
-        for sent in self._sent:
-            if sent.index == index and sent.answer is None:
-                sent.answer, sent.note = ReuseAnswer.NOT_SENT, error
+        sent = self._sent_by_index.get(index)
+        if sent is not None and sent.answer is None:
+            sent.answer, sent.note = ReuseAnswer.NOT_SENT, error
         self._notes.append(f"segment {index} not sent: {error}")
 
     def count_invalid(self, packet: Packet) -> None:
@@ -366,8 +367,8 @@ class TimeWaitProbe:
             return
         t0 = self._t0
         while not self._done:
-            for sent in self._sent:
-                if sent.answer is None and now >= sent.window_end:
+            for sent in self._undecided():
+                if now >= sent.window_end:
                     sent.answer = ReuseAnswer.NONE
             if self._next_step < len(self._script) and not self._ended_early:
                 step = self._script[self._next_step]
@@ -375,7 +376,7 @@ class TimeWaitProbe:
                     self._next_step += 1
                     self._send_step(step, now)
                     continue
-            if all(s.answer is not None for s in self._sent) and (
+            if not self._undecided() and (
                 self._ended_early or self._next_step >= len(self._script)
             ):
                 self._done = True
@@ -390,16 +391,20 @@ class TimeWaitProbe:
         if self._t0 is None:
             self.connection.interrupt(now)
             self._after_phase_one(now)
-        for sent in self._sent:
-            if sent.answer is None:
-                sent.answer = ReuseAnswer.NONE
-                sent.note = "interrupted"
+        for sent in self._undecided():
+            sent.answer = ReuseAnswer.NONE
+            sent.note = "interrupted"
         self._done = True
 
     # -- progress and result ----------------------------------------------------------------
     def elapsed(self, now: float) -> float | None:
         """Seconds since the peer's TIME-WAIT began (None before it)."""
         return None if self._t0 is None else now - self._t0
+
+    @property
+    def probes_sent(self) -> int:
+        """Segments sent after the close so far (the progress line's count)."""
+        return len(self._sent)
 
     def last_answer(self) -> ReuseAnswer | None:
         """The latest answer decided so far (a probe whose window is open has none yet)."""
@@ -536,7 +541,9 @@ class TimeWaitProbe:
             self._next_step < len(self._script)
         ) else None
         window_end = upcoming if upcoming is not None else now + self._answer_wait
-        self._sent.append(_Sent(step, seq, index, now, max(window_end, now)))
+        sent = _Sent(step, seq, index, now, max(window_end, now))
+        self._sent.append(sent)
+        self._sent_by_index[index] = sent
 
     def _emit(
         self,
@@ -643,10 +650,19 @@ class TimeWaitProbe:
 
     def _open_window(self, now: float) -> _Sent | None:
         """The probe whose answer window is open (windows never overlap), if any."""
-        for sent in reversed(self._sent):
-            if sent.answer is None and sent.sent_at <= now < sent.window_end:
+        for sent in self._undecided():
+            if sent.sent_at <= now < sent.window_end:
                 return sent
         return None
+
+    def _undecided(self) -> list[_Sent]:
+        """The steps sent whose answer is not decided yet (their windows are open)."""
+        sent = self._sent
+        first = self._first_undecided
+        while first < len(sent) and sent[first].answer is not None:
+            first += 1
+        self._first_undecided = first
+        return [s for s in sent[first:] if s.answer is None]
 
     def _receive_icmp(self, packet: Packet, now: float) -> bool:
         icmp = packet.icmp
