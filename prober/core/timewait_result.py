@@ -70,6 +70,10 @@ class ReuseAnswer(StrEnum):
     OTHER = "other"  # used only for arrivals that answer no probe
 
 
+# Answers that show no TIME-WAIT (any more) on the 4-tuple: a listener's SYN/ACK, or a RST.
+_GONE = (ReuseAnswer.SYN_ACK, ReuseAnswer.RST)
+
+
 class PeerClose(StrEnum):
     """How the connection before the probes ended."""
 
@@ -157,7 +161,7 @@ class TimeWaitConnection:
                 continue
             if probe.answer is ReuseAnswer.TIME_WAIT_ACK:
                 return probe
-            if probe.answer in (ReuseAnswer.SYN_ACK, ReuseAnswer.RST):
+            if probe.answer in _GONE:
                 if not disturbed:
                     return probe
                 break
@@ -172,7 +176,7 @@ class TimeWaitConnection:
                 f"last ACK, drew an ACK of the old connection (seq {self.old_rcv_nxt} = its "
                 f"old SND.NXT, ack {self.old_snd_max} = ours)"
             )
-        if below is not None and below.answer in (ReuseAnswer.SYN_ACK, ReuseAnswer.RST):
+        if below is not None and below.answer in _GONE:
             how = "a SYN/ACK (a new connection)" if below.answer is ReuseAnswer.SYN_ACK else "a RST"
             before = {
                 PeerClose.FIN_THEN_RST: "the peer reset our FIN (it had dropped the connection "
@@ -295,7 +299,6 @@ class TimeWaitResult:
         }
 
 
-_GONE = (ReuseAnswer.SYN_ACK, ReuseAnswer.RST)
 # Unanswered probes after the last TIME-WAIT ACK that --max may still call "still held".
 MAX_SILENCES_AT_MAX = 2
 
