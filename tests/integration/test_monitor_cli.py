@@ -219,3 +219,20 @@ def test_a_taken_listen_port_is_one_line_and_exit_12(syn_topology: SynTopology,
     assert done.stdout == ""
     assert done.stderr == (f"prober: error: cannot listen on 127.0.0.1:{port}: "
                            "Address already in use\n")
+
+
+def test_a_reader_that_leaves_ends_the_run_with_141(syn_topology: SynTopology,
+                                                    tmp_path: Path) -> None:
+    path = targets_file(tmp_path, syn_topology, SynTopology.OPEN_PORT)
+    process = subprocess.Popen([*PROBER, "monitor", "-f", str(path), *INTERVAL, "--json",
+                                "--no-listen"], text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["type"] == "monitor"
+        process.stdout.close()  # as `| head -1` does
+        assert process.wait(timeout=WAIT_S) == 141
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=WAIT_S)
