@@ -69,13 +69,12 @@ class _Session:
         self._reloading = False
         self._restart = False  # the monitor's iteration ends for a reload: start it again
         self._flush_pending = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, prober: Prober, stop: asyncio.Event) -> None:
         """Monitor until ``stop`` is set."""
         from prober.output import jsonl
 
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         observe, sink, changes = self.collector.observe, self.sink, self.changes
         ticker = asyncio.ensure_future(self._read_drops(prober))
         try:
@@ -127,10 +126,11 @@ class _Session:
         if self.path == "-":
             typer.echo("prober: SIGHUP ignored: the targets were read from stdin", err=True)
             return
-        if self._reloading or self._loop is None:
+        if self._reloading:
             return  # one reload at a time; the one under way reads the file as it is now
         self._reloading = True
-        future = self._loop.run_in_executor(None, read_targets_file, self.path)
+        loop = asyncio.get_running_loop()  # (a signal handler runs on the loop)
+        future = loop.run_in_executor(None, read_targets_file, self.path)
         future.add_done_callback(self._reloaded)
 
     def _reloaded(self, future: asyncio.Future[TargetList]) -> None:
@@ -148,7 +148,8 @@ class _Session:
         if self.changes is not None:
             self.changes.keep_only(target_name(host, port) for host, port in new)
         self.targets = new
-        self._switch_targets(new)
+        if added or removed:  # (the same targets in another order: nothing to change)
+            self._switch_targets(new)
         typer.echo(reloaded(len(new), added, removed), err=True)
 
     def _switch_targets(self, new: TargetList) -> None:
@@ -224,19 +225,20 @@ def monitor(
                         "the interval).", minimum=0.001),
     ] = 1.0,
     listen: Annotated[
-        str,
+        str | None,
         typer.Option("--listen", metavar="HOST:PORT",
                      help="Serve /metrics and /probe here ([::1]:9108 for IPv6; port 0: any "
-                     "free port, shown in the banner)."),
-    ] = DEFAULT_LISTEN,
+                     f"free port, shown in the banner)  [default: {DEFAULT_LISTEN}]",
+                     show_default=False),
+    ] = None,
     no_listen: Annotated[
         bool, typer.Option("--no-listen", help="No HTTP endpoint (needs --json).")
     ] = False,
     vantage: Annotated[
         str | None,
         typer.Option("--vantage", metavar="NAME",
-                     help="The 'vantage' label of every series: where the probes leave from "
-                     "[default: this host's name].", show_default=False),
+                     help="The 'vantage' label of every series: where the probes leave from  "
+                     "[default: this host's name]", show_default=False),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Every sample as a JSON line on stdout, instead of "
@@ -276,6 +278,14 @@ def monitor(
     (exit 0); Ctrl-C stops (exit 130). Exit status 2 bad usage or a bad line in FILE (shown
     as FILE:LINE), 3 not permitted (needs root or CAP_NET_RAW), 12 cannot listen, 141 stdout
     closed.
+
+    \b
+    Example:
+      printf '198.18.0.18:80\\n[2001:2::18]:443\\n' > targets.txt
+      prober monitor -f targets.txt --vantage fra1 &
+      curl -s 127.0.0.1:9108/metrics | grep '^prober_probe_success'
+      curl -s '127.0.0.1:9108/probe?target=198.18.0.18:22'
+      kill -HUP %1    # after editing targets.txt
     """
     from prober.cli_scan import _ScanSink
     from prober.monitor.exporter import Exporter, ListenFailed, parse_listen
@@ -288,6 +298,8 @@ def monitor(
     if timeout > interval:
         raise _fail(f"--timeout ({timeout:g} s) must be at most --interval ({interval:g} s)",
                     Exit.USAGE)
+    if no_listen and listen is not None:
+        raise _fail("--listen and --no-listen exclude each other", Exit.USAGE)
     if no_listen and not json_output:
         raise _fail("--no-listen needs --json: otherwise nothing would report the samples",
                     Exit.USAGE)
@@ -295,7 +307,7 @@ def monitor(
     if not vantage_name.strip():
         raise _fail("--vantage must not be empty", Exit.USAGE)
     try:
-        address = None if no_listen else parse_listen(listen)
+        address = None if no_listen else parse_listen(listen or DEFAULT_LISTEN)
         targets = read_targets_file(file, sys.stdin.buffer if file == "-" else None)
     except UsageError as exc:
         raise _fail(str(exc), Exit.USAGE) from None

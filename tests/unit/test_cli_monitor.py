@@ -57,6 +57,8 @@ def one_line_error(result: Any, code: Exit, text: str) -> None:
     (["-4", "-6"], "-4 and -6 exclude each other"),
     (["-i", "1", "-W", "2"], "--timeout (2 s) must be at most --interval (1 s)"),
     (["--no-listen"], "--no-listen needs --json"),
+    (["--json", "--no-listen", "--listen", "[::1]:9108"],
+     "--listen and --no-listen exclude each other"),
     (["--listen", "9108"], "invalid --listen '9108': expected HOST:PORT"),
     (["--listen", "::1:9108"], "brackets"),
     (["--vantage", " "], "--vantage must not be empty"),
