@@ -141,8 +141,8 @@ class _Session:
         try:
             new = future.result()
         except UsageError as exc:
-            typer.echo(f"prober: reload refused, still monitoring the previous "
-                       f"{len(self.targets):,} targets: {exc}", err=True)
+            typer.echo(f"prober: reload refused: {exc} (still monitoring the previous "
+                       f"{len(self.targets):,} targets)", err=True)
             return
         added, removed = self.collector.set_targets(new)
         if self.changes is not None:

@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,20 @@ def test_help_documents_the_endpoint_and_exit_codes() -> None:
 
 
 # -- a run with a fake Prober ---------------------------------------------------------------------
+def sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # as a service manager stops the service
+
+
 @dataclass
 class FakeRun:
     samples: list[MonitorSample] = field(default_factory=list)
     targets: list[tuple[str, int]] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Per call of monitor(): the samples it yields and what happens then (default: the
+    # samples above, then SIGTERM).
+    script: list[tuple[list[MonitorSample], Callable[[], None]]] = field(default_factory=list)
+    calls: list[list[tuple[str, int]]] = field(default_factory=list)
+    pending: object = None  # a task a script step started (kept from the collector)
 
 
 class FakeEngine:
@@ -131,11 +140,14 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRun]:
 
     def monitor(self: Any, targets: Any, **kwargs: Any) -> AsyncIterator[MonitorSample]:
         fake.targets, fake.kwargs = list(targets), kwargs
+        fake.calls.append(list(targets))
+        step = len(fake.calls) - 1
+        samples_then = fake.script[step] if fake.script else (fake.samples, sigterm)
 
         async def samples() -> AsyncIterator[MonitorSample]:
-            for each in fake.samples:
+            for each in samples_then[0]:
                 yield each
-            os.kill(os.getpid(), signal.SIGTERM)
+            samples_then[1]()
             await kwargs["stop"].wait()
 
         return samples()
@@ -181,3 +193,52 @@ def test_json_lines_are_the_samples(fake: FakeRun, targets: Path) -> None:
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
         s.to_dict() for s in fake.samples]
     assert "no metrics endpoint" in result.stderr  # the banner, off stdout
+
+
+def test_sighup_reloads_the_file(fake: FakeRun, targets: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from prober import cli_monitor
+
+    answered: list[object] = []
+    reloaded = cli_monitor._Session._reloaded
+
+    def counted(self: Any, future: Any) -> None:
+        reloaded(self, future)
+        answered.append(future)
+
+    monkeypatch.setattr(cli_monitor._Session, "_reloaded", counted)
+
+    async def reload_with(text: str) -> None:
+        """Edit the file, SIGHUP, and wait for the reload's answer (at most 5 s)."""
+        waited_for = len(answered) + 1
+        targets.write_text(text)
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(500):
+            if len(answered) == waited_for:
+                return
+            await asyncio.sleep(0.01)
+
+    def bad_then_good() -> None:
+        async def steps() -> None:
+            await reload_with("198.18.0.18:80\n198.18.0.18:bad\n")  # refused: goes on
+            await reload_with("198.18.0.18:80\n[2001:2::18]:443\n")  # taken: restarts
+
+        fake.pending = asyncio.ensure_future(steps())
+
+    fake.script = [([sample("198.18.0.18", 80, OPEN, 0.0001)], bad_then_good),
+                   ([sample("2001:2::18", 443, CLOSED, 0.0002)], sigterm)]
+    result = run("-f", str(targets), "--listen", "127.0.0.1:0")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"prober: reload refused: {targets}:2: invalid port 'bad': expected a number from 1 "
+        "to 65535 (still monitoring the previous 2 targets)",
+        "prober: reloaded: 2 targets (+1, -1)",
+    ]
+    assert fake.calls == [[("198.18.0.18", 80), ("198.18.0.18", 81)],
+                          [("198.18.0.18", 80), ("2001:2::18", 443)]]
+    assert [line.split(" ", 2)[2] for line in result.stdout.splitlines()[1:]] == [
+        "198.18.0.18:80 new -> open (syn-ack, rtt 0.100 ms)",
+        "[2001:2::18]:443 new -> closed (rst, rtt 0.200 ms)",
+    ]
