@@ -32,29 +32,22 @@ from prober.cli import (
 from prober.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from prober.api import Prober
     from prober.cli_scan import _ScanSink
     from prober.core.syn import SynProbeResult
-    from prober.monitor.loop import MonitorSample
+    from prober.monitor.loop import Monitor
     from prober.monitor.metrics import MonitorCollector
     from prober.monitor.targets_file import TargetList
     from prober.output.monitor import StateChanges
 
 DEFAULT_LISTEN = "127.0.0.1:9108"  # prober.monitor.exporter.DEFAULT_LISTEN (not imported here)
-DROPS_EVERY_S = 1.0  # how often the kernel's and the monitor's drop counts are read
+COUNTS_EVERY_S = 1.0  # how often the kernel's and the monitor's drop counts are read
 SINK_BACKLOG_BYTES = 8 << 20  # stdout lagging by more: stop reading samples until it drains
 
 
 class _Session:
-    """One ``prober monitor`` run: samples to the metrics and stdout, reloads on SIGHUP.
-
-    The monitor's list changes in one place, ``_switch_targets``: with ``Monitor.set_targets``
-    (kept targets keep their statistics and phase) when the library has it, else by ending
-    the monitor's iteration and starting one over the new list (the metrics keep their
-    series for kept targets either way; the JSON samples' ``round`` and ``stats`` restart).
-    """
+    """One ``prober monitor`` run: samples to the metrics and stdout, reloads on SIGHUP
+    (``Monitor.set_targets``: kept targets keep their statistics and phase)."""
 
     def __init__(self, path: str, targets: TargetList, collector: MonitorCollector,
                  sink: _ScanSink, changes: StateChanges | None, options: dict[str, Any]) -> None:
@@ -64,10 +57,8 @@ class _Session:
         self.sink = sink
         self.changes = changes  # None: --json
         self.options = options
-        self._monitor: AsyncIterator[MonitorSample] | None = None
-        self._round_stop: asyncio.Event | None = None
+        self._monitor: Monitor | None = None
         self._reloading = False
-        self._restart = False  # the monitor's iteration ends for a reload: start it again
         self._flush_pending = False
 
     async def run(self, prober: Prober, stop: asyncio.Event) -> None:
@@ -76,47 +67,42 @@ class _Session:
 
         loop = asyncio.get_running_loop()
         observe, sink, changes = self.collector.observe, self.sink, self.changes
-        ticker = asyncio.ensure_future(self._read_drops(prober))
+        ticker = asyncio.ensure_future(self._read_counts(prober))
+        monitor = self._monitor = prober.monitor(self.targets, stop=stop, **self.options)
         try:
-            while not stop.is_set():
-                round_stop = self._round_stop = asyncio.Event()
-                relay = asyncio.ensure_future(_relay(stop, round_stop))
-                self._monitor = prober.monitor(self.targets, stop=round_stop, **self.options)
-                try:
-                    async for sample in self._monitor:
-                        observe(sample)
-                        if changes is None:
-                            sink.write(jsonl.dumps(sample.to_dict()) + "\n")
-                        else:
-                            line = changes.line(sample)
-                            if line is None:
-                                continue
-                            sink.write(line + "\n")
-                        if not self._flush_pending:
-                            # The loop yields a batch of samples without awaiting: this runs
-                            # once the batch is written, so stdout gets one write per batch.
-                            self._flush_pending = True
-                            loop.call_soon(self._flush)
-                        if sink.backlog > SINK_BACKLOG_BYTES:
-                            await sink.drained()
-                finally:
-                    relay.cancel()
-                if not self._restart:
-                    break  # stopped (or the iterator ended on its own)
-                self._restart = False
+            async for sample in monitor:
+                observe(sample)
+                if changes is None:
+                    sink.write(jsonl.dumps(sample.to_dict()) + "\n")
+                else:
+                    line = changes.line(sample)
+                    if line is None:
+                        continue
+                    sink.write(line + "\n")
+                if not self._flush_pending:
+                    # The monitor hands over the samples it has without awaiting: this runs
+                    # once they are written, so stdout gets one write per batch.
+                    self._flush_pending = True
+                    loop.call_soon(self._flush)
+                if sink.backlog > SINK_BACKLOG_BYTES:
+                    await sink.drained()  # the monitor queues (and counts what it drops)
         finally:
             ticker.cancel()
+            await monitor.aclose()
             self._flush()
 
     def _flush(self) -> None:
         self._flush_pending = False
         self.sink.flush()
 
-    async def _read_drops(self, prober: Prober) -> None:
+    async def _read_counts(self, prober: Prober) -> None:
+        collector = self.collector
         while True:
-            self.collector.kernel_drops = prober.engine.take_kernel_drops()
-            self.collector.samples_dropped = int(getattr(self._monitor, "dropped", 0))
-            await asyncio.sleep(DROPS_EVERY_S)
+            collector.kernel_drops = prober.engine.take_kernel_drops()
+            if self._monitor is not None:
+                collector.samples_dropped = self._monitor.dropped
+                collector.rounds_skipped = self._monitor.skipped
+            await asyncio.sleep(COUNTS_EVERY_S)
 
     # -- SIGHUP ---------------------------------------------------------------------------
     def on_hangup(self) -> None:
@@ -140,6 +126,8 @@ class _Session:
         self._reloading = False
         try:
             new = future.result()
+            if self._monitor is not None:
+                self._monitor.set_targets(new)
         except UsageError as exc:
             typer.echo(f"prober: reload refused: {exc} (still monitoring the previous "
                        f"{len(self.targets):,} targets)", err=True)
@@ -148,22 +136,7 @@ class _Session:
         if self.changes is not None:
             self.changes.keep_only(target_name(host, port) for host, port in new)
         self.targets = new
-        if added or removed:  # (the same targets in another order: nothing to change)
-            self._switch_targets(new)
         typer.echo(reloaded(len(new), added, removed), err=True)
-
-    def _switch_targets(self, new: TargetList) -> None:
-        set_targets = getattr(self._monitor, "set_targets", None)
-        if set_targets is not None:
-            set_targets(new)  # Monitor.set_targets: kept targets keep their stats and phase
-        elif self._round_stop is not None:
-            self._restart = True
-            self._round_stop.set()  # run() starts the monitor over self.targets
-
-
-async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
-    await source.wait()
-    target.set()
 
 
 class _OneShot:

@@ -71,6 +71,8 @@ _HELP = {
     "prober_targets": "Targets monitored (the targets file's distinct lines).",
     "prober_kernel_drops": "Captured frames the kernel dropped (answers may be missing).",
     "prober_samples_dropped": "Samples dropped because the exporter fell behind the probes.",
+    "prober_rounds_skipped":
+        "Rounds not sent because the process stalled for longer than an interval.",
 }
 
 
@@ -153,6 +155,7 @@ class MonitorCollector:
         self._series: dict[str, _Series] = {}
         self.kernel_drops = 0  # set from the engine's count (cumulative)
         self.samples_dropped = 0  # set from the monitor's count (cumulative)
+        self.rounds_skipped = 0  # set from the monitor's count (cumulative)
         self.set_targets(targets)
 
     def set_targets(self, targets: Iterable[tuple[str, int]]) -> tuple[int, int]:
@@ -241,6 +244,8 @@ class MonitorCollector:
             f"prober_kernel_drops_total{{{vantage}}} {self.kernel_drops}\n",
             _header("prober_samples_dropped", "counter"),
             f"prober_samples_dropped_total{{{vantage}}} {self.samples_dropped}\n",
+            _header("prober_rounds_skipped", "counter"),
+            f"prober_rounds_skipped_total{{{vantage}}} {self.rounds_skipped}\n",
         ))
 
     def collect(self) -> Iterator[Metric]:
@@ -281,7 +286,10 @@ class MonitorCollector:
         dropped = CounterMetricFamily("prober_samples_dropped", _HELP["prober_samples_dropped"],
                                       labels=["vantage"])
         dropped.add_metric(vantage, self.samples_dropped)
-        yield from (targets, drops, dropped)
+        skipped = CounterMetricFamily("prober_rounds_skipped", _HELP["prober_rounds_skipped"],
+                                      labels=["vantage"])
+        skipped.add_metric(vantage, self.rounds_skipped)
+        yield from (targets, drops, dropped, skipped)
 
 
 def _accumulate(counts: list[int]) -> Iterator[int]:

@@ -4,6 +4,7 @@ JSON) and that SIGTERM ends the service with exit 0."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -114,10 +115,11 @@ class FakeRun:
     samples: list[MonitorSample] = field(default_factory=list)
     targets: list[tuple[str, int]] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
-    # Per call of monitor(): the samples it yields and what happens then (default: the
-    # samples above, then SIGTERM).
+    # The samples the monitor yields and what happens then, step by step; a step after the
+    # first starts when set_targets is called (default: the samples above, then SIGTERM).
     script: list[tuple[list[MonitorSample], Callable[[], None]]] = field(default_factory=list)
-    calls: list[list[tuple[str, int]]] = field(default_factory=list)
+    set_targets: list[list[tuple[str, int]]] = field(default_factory=list)
+    closed: bool = False
     pending: object = None  # a task a script step started (kept from the collector)
 
 
@@ -126,10 +128,46 @@ class FakeEngine:
         return 0
 
 
+class FakeMonitor:
+    """Monitor's interface over ``FakeRun.script``."""
+
+    def __init__(self, fake: FakeRun, stop: asyncio.Event) -> None:
+        self.fake, self.stop = fake, stop
+        self.dropped = self.skipped = 0
+        self._next = asyncio.Event()
+        self._steps = self._run()
+
+    def set_targets(self, targets: Any) -> None:
+        self.fake.set_targets.append(list(targets))
+        self._next.set()
+
+    def __aiter__(self) -> FakeMonitor:
+        return self
+
+    async def __anext__(self) -> MonitorSample:
+        return await self._steps.__anext__()
+
+    async def aclose(self) -> None:
+        self.fake.closed = True
+        await self._steps.aclose()
+
+    async def _run(self) -> AsyncIterator[MonitorSample]:
+        for samples, then in self.fake.script or [(self.fake.samples, sigterm)]:
+            for each in samples:
+                yield each
+            self._next.clear()
+            then()
+            waiters = [asyncio.ensure_future(event.wait()) for event in (self._next, self.stop)]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            if self.stop.is_set():
+                return
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRun]:
-    """Prober without an engine: ``monitor`` yields ``fake.samples``, then the process gets
-    the SIGTERM a service manager would send."""
+    """Prober without an engine: ``monitor`` plays ``fake.script``."""
     fake = FakeRun()
 
     async def enter(self: Any) -> Any:
@@ -138,19 +176,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRun]:
     async def leave(self: Any, *args: Any) -> None:
         return None
 
-    def monitor(self: Any, targets: Any, **kwargs: Any) -> AsyncIterator[MonitorSample]:
+    def monitor(self: Any, targets: Any, **kwargs: Any) -> FakeMonitor:
         fake.targets, fake.kwargs = list(targets), kwargs
-        fake.calls.append(list(targets))
-        step = len(fake.calls) - 1
-        samples_then = fake.script[step] if fake.script else (fake.samples, sigterm)
-
-        async def samples() -> AsyncIterator[MonitorSample]:
-            for each in samples_then[0]:
-                yield each
-            samples_then[1]()
-            await kwargs["stop"].wait()
-
-        return samples()
+        return FakeMonitor(fake, kwargs["stop"])
 
     monkeypatch.setattr(prober.api.Prober, "__aenter__", enter)
     monkeypatch.setattr(prober.api.Prober, "__aexit__", leave)
@@ -197,8 +225,6 @@ def test_json_lines_are_the_samples(fake: FakeRun, targets: Path) -> None:
 
 def test_sighup_reloads_the_file(fake: FakeRun, targets: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
     from prober import cli_monitor
 
     answered: list[object] = []
@@ -223,7 +249,7 @@ def test_sighup_reloads_the_file(fake: FakeRun, targets: Path,
     def bad_then_good() -> None:
         async def steps() -> None:
             await reload_with("198.18.0.18:80\n198.18.0.18:bad\n")  # refused: goes on
-            await reload_with("198.18.0.18:80\n[2001:2::18]:443\n")  # taken: restarts
+            await reload_with("198.18.0.18:80\n[2001:2::18]:443\n")  # taken
 
         fake.pending = asyncio.ensure_future(steps())
 
@@ -236,8 +262,9 @@ def test_sighup_reloads_the_file(fake: FakeRun, targets: Path,
         "to 65535 (still monitoring the previous 2 targets)",
         "prober: reloaded: 2 targets (+1, -1)",
     ]
-    assert fake.calls == [[("198.18.0.18", 80), ("198.18.0.18", 81)],
-                          [("198.18.0.18", 80), ("2001:2::18", 443)]]
+    assert fake.targets == [("198.18.0.18", 80), ("198.18.0.18", 81)]
+    assert fake.set_targets == [[("198.18.0.18", 80), ("2001:2::18", 443)]]  # once: the good
+    assert fake.closed
     assert [line.split(" ", 2)[2] for line in result.stdout.splitlines()[1:]] == [
         "198.18.0.18:80 new -> open (syn-ack, rtt 0.100 ms)",
         "[2001:2::18]:443 new -> closed (rst, rtt 0.200 ms)",
