@@ -205,9 +205,16 @@ class Exporter:
 
     # -- the WSGI application -------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "HEAD":  # the same headers, no body (wsgiref would send one)
+            self._route(environ, start_response)
+            return []
+        if method != "GET":
             return _answer(start_response, "405 Method Not Allowed", "only GET is served\n")
+        return self._route(environ, start_response)
+
+    def _route(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
             return self._metrics(environ, start_response)
         if path == "/probe":

@@ -325,3 +325,15 @@ def test_parse_listen_refuses(text: str, why: str) -> None:
         parse_listen(text)
 
 
+
+
+def test_head_and_other_methods(endpoint: tuple[Exporter, FakeProbes]) -> None:
+    exporter, _ = endpoint
+    request = urllib.request.Request(exporter.address.url("/metrics"), method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and response.read() == b""
+        assert int(response.headers["Content-Length"]) > 0
+    request = urllib.request.Request(exporter.address.url("/metrics"), data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 405
