@@ -2,13 +2,13 @@
 each scrape of ``/metrics``.
 
 One small ``_Series`` object per target holds plain counters and the histogram's buckets;
-``observe`` updates it with attribute and list operations (a bisect finds the bucket), about
-a microsecond, so 10,000 samples a second cost the engine's loop about 1 %.
+``observe`` updates it with attribute and list operations (a bisect finds the bucket): ~0.3 us
+on this machine, so 10,000 samples a second cost the engine's loop well under 1 %.
 
 The scrape renders the text format (0.0.4) straight from those objects with one
-pre-built format string per metric family and target, about 15x faster than building
-prometheus_client metric families and running ``generate_latest`` over them (10,000 targets:
-~0.15 s against ~2.7 s). ``collect()`` still gives the same data as prometheus_client
+pre-built format string per metric family and target, about 20x faster than building
+prometheus_client metric families and running ``generate_latest`` over them (10,000 targets,
+~370,000 lines, ~34 MB: ~0.15 s against ~3 s; gzip level 1 makes it ~1.7 MB in ~0.1 s). ``collect()`` still gives the same data as prometheus_client
 families, so the collector can be registered in any ``CollectorRegistry``; the unit tests
 check both renderings agree.
 
