@@ -269,3 +269,26 @@ def test_sighup_reloads_the_file(fake: FakeRun, targets: Path,
         "198.18.0.18:80 new -> open (syn-ack, rtt 0.100 ms)",
         "[2001:2::18]:443 new -> closed (rst, rtt 0.200 ms)",
     ]
+
+
+def test_lines_for_a_person() -> None:
+    from dataclasses import replace
+
+    from prober.core.syn import PortState, Reason
+    from prober.output.monitor import StateChanges, banner, reloaded
+
+    assert banner(1, 5.0, 1.0, "fra1", None) == (
+        "prober: monitoring 1 target every 5 s (timeout 1 s) from vantage 'fra1'; "
+        "no metrics endpoint")
+    assert reloaded(12_000, 3, 0) == "prober: reloaded: 12,000 targets (+3, -0)"
+    changes = StateChanges()
+    first = sample("db.test", 5432, OPEN, 0.0015)
+    assert changes.line(first).endswith(" db.test:5432 new -> open (syn-ack, rtt 1.500 ms)")
+    gone = replace(first, state=PortState.UNKNOWN, reason=Reason.UNRESOLVED, rtt_s=None,
+                   address=None, error="db.test does not resolve")
+    assert changes.line(gone).endswith(
+        " db.test:5432 open -> unknown (unresolved: db.test does not resolve)")
+    assert changes.line(gone) is None  # held: no line
+    changes.keep_only([])
+    assert changes.line(gone).endswith(" db.test:5432 new -> unknown (unresolved: db.test "
+                                       "does not resolve)")
