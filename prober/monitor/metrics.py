@@ -8,9 +8,9 @@ on this machine, so 10,000 samples a second cost the engine's loop well under 1 
 The scrape renders the text format (0.0.4) straight from those objects with one
 pre-built format string per metric family and target, about 20x faster than building
 prometheus_client metric families and running ``generate_latest`` over them (10,000 targets,
-~370,000 lines, ~34 MB: ~0.15 s against ~3 s; gzip level 1 makes it ~1.7 MB in ~0.1 s). ``collect()`` still gives the same data as prometheus_client
-families, so the collector can be registered in any ``CollectorRegistry``; the unit tests
-check both renderings agree.
+~370,000 lines, ~34 MB: ~0.15 s against ~3 s; gzip level 1 makes it ~1.7 MB in ~0.1 s).
+``collect()`` still gives the same data as prometheus_client families, so the collector can
+be registered in any ``CollectorRegistry``; the unit tests check both renderings agree.
 
 Threads: ``observe`` and ``set_targets`` run on the event loop, ``render`` in the HTTP
 server's thread. ``set_targets`` replaces the dict of series instead of changing it, so a
