@@ -161,3 +161,26 @@ def test_library_monitor_refuses_bad_arguments_in_one_line(args: list[str]) -> N
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("library_monitor.py: error: "), done.stderr
+
+
+def test_exposed_is_what_the_exporter_renders() -> None:
+    """EXPOSED above is the exporter's own list: names and labels of one target's series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from prober.core.monitor_stats import TargetStats
+    from prober.core.syn import PortState, Reason
+    from prober.monitor.loop import MonitorSample
+    from prober.monitor.metrics import MonitorCollector
+
+    collector = MonitorCollector("v1", [("198.18.0.18", 80)])
+    stats = TargetStats().update(PortState.OPEN, Reason.SYN_ACK, 0.0001, 1.0)
+    collector.observe(MonitorSample(
+        target="198.18.0.18:80", host="198.18.0.18", port=80, address="198.18.0.18", round=1,
+        at=1.0, state=PortState.OPEN, reason=Reason.SYN_ACK, rtt_s=0.0001, rtt_clock="kernel",
+        late_s=0.0, error=None, stats=stats))
+    rendered: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(collector.render()):
+        for sample in family.samples:
+            if sample.name.startswith("prober_") and not sample.name.endswith("_created"):
+                rendered.setdefault(sample.name, set()).update(sample.labels)
+    assert rendered == {name: set(labels) for name, labels in EXPOSED.items()}
