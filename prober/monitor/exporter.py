@@ -46,7 +46,7 @@ from prober.errors import ProberError, ResolutionError, UsageError
 from prober.targets import parse_port, parse_target
 
 if TYPE_CHECKING:
-    from prober.core.syn import SynRun
+    from prober.core.syn import SynProbeResult
     from prober.monitor.metrics import MonitorCollector
 
 DEFAULT_LISTEN = "127.0.0.1:9108"
@@ -57,8 +57,8 @@ SCRAPE_TIMEOUT_MARGIN_S = 0.5  # blackbox's default offset: answer before Promet
 MAX_PROBES_IN_FLIGHT = 64  # /probe requests at once; more get 503 (ports and threads are finite)
 GZIP_LEVEL = 1  # 10,000 targets are ~20 MB of text: level 1 packs it ~20x at ~0.1 s
 
-# The SYN of /probe: (host, port, timeout) -> the run of that one SYN, on the engine's loop.
-ProbeFunction = Callable[[str, int, float], Awaitable["SynRun"]]
+# The SYN of /probe: (host, port, timeout) -> its result as soon as known, on the engine's loop.
+ProbeFunction = Callable[[str, int, float], Awaitable["SynProbeResult"]]
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
@@ -115,12 +115,12 @@ class _QuietHandler(WSGIRequestHandler):
 class _ProbeGauges:
     """The one-shot metrics of ``/probe``, as a collector for ``generate_latest``."""
 
-    def __init__(self, run: SynRun | None, duration: float) -> None:
-        self.run = run
+    def __init__(self, result: SynProbeResult | None, duration: float) -> None:
+        self.result = result  # None: the name did not resolve
         self.duration = duration
 
     def collect(self) -> Iterator[Metric]:
-        best = None if self.run is None else self.run.best
+        best = self.result
         state = PortState.UNKNOWN if best is None else best.state
         yield GaugeMetricFamily("probe_success", "1 if the port answered SYN/ACK (open).",
                                 value=int(state is PortState.OPEN))
@@ -242,25 +242,25 @@ class Exporter:
             return _answer(start_response, "503 Service Unavailable",
                            f"more than {MAX_PROBES_IN_FLIGHT} probes in flight\n")
         started = time.monotonic()
-        run: SynRun | None = None
+        result: SynProbeResult | None = None
         try:
             future = asyncio.run_coroutine_threadsafe(_awaited(probe(host, port, timeout)), loop)
-            run = future.result(timeout + MAX_PROBE_TIMEOUT_S)
+            result = future.result(timeout + MAX_PROBE_TIMEOUT_S)
         except ResolutionError:
-            run = None  # as blackbox: the name did not resolve -> probe_success 0
+            result = None  # as blackbox: the name did not resolve -> probe_success 0
         except UsageError as exc:
             return _answer(start_response, "400 Bad Request", f"{exc}\n")
         except (ProberError, RuntimeError, TimeoutError) as exc:
             return _answer(start_response, "503 Service Unavailable", f"probe failed: {exc}\n")
         finally:
             self._probes.release()
-        body = generate_latest(_ProbeGauges(run, time.monotonic() - started))
+        body = generate_latest(_ProbeGauges(result, time.monotonic() - started))
         start_response("200 OK", [("Content-Type", CONTENT_TYPE),
                                   ("Content-Length", str(len(body)))])
         return [body]
 
 
-async def _awaited(awaitable: Awaitable[SynRun]) -> SynRun:
+async def _awaited(awaitable: Awaitable[SynProbeResult]) -> SynProbeResult:
     return await awaitable
 
 
