@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import socket
 import subprocess
 import sys
@@ -162,11 +163,9 @@ def stack(syn_topology: SynTopology, tmp_path_factory: pytest.TempPathFactory) -
     work = tmp_path_factory.mktemp("prometheus")
     targets = [f"{host}:{port}" for port in PORTS.values()]
     (work / "targets.txt").write_text("# open, closed, filtered\n" + "\n".join(targets) + "\n")
-    prober_address = f"127.0.0.1:{free_loopback_port()}"
+    # prober listens on a port of the kernel's choosing (--listen :0) and names it in its
+    # banner; Prometheus cannot say which it bound, so it gets one that was free just now.
     prometheus_address = f"127.0.0.1:{free_loopback_port()}"
-    # JSON (the YAML subset) needs no YAML writer; Prometheus reads it as YAML.
-    (work / "prometheus.yml").write_text(
-        json.dumps(prometheus_config(prober_address, targets), indent=2))
     (work / "data").mkdir()
     with contextlib.ExitStack() as cleanup:
         streams = {name: cleanup.enter_context(open(work / name, "wb"))
@@ -174,11 +173,27 @@ def stack(syn_topology: SynTopology, tmp_path_factory: pytest.TempPathFactory) -
         prober = subprocess.Popen(
             [sys.executable, "-m", "prober", "monitor", "-f", str(work / "targets.txt"),
              "--interval", f"{INTERVAL_S:g}", "--timeout", f"{PROBE_TIMEOUT_S:g}",
-             "--listen", prober_address, "--vantage", VANTAGE, "--json"],
+             "--listen", "127.0.0.1:0", "--vantage", VANTAGE, "--json"],
             stdin=subprocess.DEVNULL, stdout=streams["prober.stdout"],
             stderr=streams["prober.stderr"])
         prober_exit = cleanup.enter_context(contextlib.ExitStack())
         prober_exit.callback(stop, prober)
+
+        def prober_alive() -> None:
+            if prober.poll() is not None:
+                log = (work / "prober.stderr").read_text(errors="replace")
+                raise AssertionError(f"prober monitor exited {prober.returncode}: {log[-2000:]}")
+
+        def banner_address() -> str | None:
+            found = re.search(r"metrics on http://(127\.0\.0\.1:\d+)/metrics",
+                              (work / "prober.stderr").read_text(errors="replace"))
+            return None if found is None else found[1]
+
+        prober_address = wait_until("prober monitor's banner names its port", banner_address,
+                                    alive=prober_alive)
+        # JSON (the YAML subset) needs no YAML writer; Prometheus reads it as YAML.
+        (work / "prometheus.yml").write_text(
+            json.dumps(prometheus_config(prober_address, targets), indent=2))
         prometheus = subprocess.Popen(
             [PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
              f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address={prometheus_address}",
