@@ -95,13 +95,13 @@ class Stack:
                 log = (self.logs / f"{name.split()[0]}.stderr").read_text(errors="replace")
                 raise AssertionError(f"{name} exited {process.returncode}: {log[-2000:]}")
 
-    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query's result vector (or matrix, for a range selector)."""
-        params = {"query": promql}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        body = json.loads(http_get(f"{self.prometheus_url}/api/v1/query?"
-                                   + urllib.parse.urlencode(params)))
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            body = json.loads(http_get(url))
+        except urllib.error.HTTPError as exc:  # 400: Prometheus says why in the body
+            raise AssertionError(f"{promql}: {exc.read().decode(errors='replace')}") from None
         assert body["status"] == "success", body
         return list(body["data"]["result"])
 
