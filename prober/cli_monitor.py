@@ -67,6 +67,7 @@ class _Session:
         self._monitor: AsyncIterator[MonitorSample] | None = None
         self._round_stop: asyncio.Event | None = None
         self._reloading = False
+        self._restart = False  # the monitor's iteration ends for a reload: start it again
         self._flush_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -101,6 +102,9 @@ class _Session:
                             await sink.drained()
                 finally:
                     relay.cancel()
+                if not self._restart:
+                    break  # stopped (or the iterator ended on its own)
+                self._restart = False
         finally:
             ticker.cancel()
             self._flush()
@@ -152,6 +156,7 @@ class _Session:
         if set_targets is not None:
             set_targets(new)  # Monitor.set_targets: kept targets keep their stats and phase
         elif self._round_stop is not None:
+            self._restart = True
             self._round_stop.set()  # run() starts the monitor over self.targets
 
 

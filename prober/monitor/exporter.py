@@ -22,13 +22,13 @@ for it in its request's thread, so a slow probe holds no scrape of ``/metrics``.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import html
 import ipaddress
 import socket
 import socketserver
 import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -218,14 +218,18 @@ class Exporter:
                        f"not found: {path} (try /metrics or /probe?target=HOST:PORT)\n")
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        body = self.collector.render().encode() + generate_latest(self._extra)
+        # In pieces (render_chunks): no one join, encode or compression of the whole text
+        # holds the GIL long (zlib lets it go while it works).
+        chunks = [chunk.encode() for chunk in self.collector.render_chunks()]
+        chunks.append(generate_latest(self._extra))
         headers = [("Content-Type", CONTENT_TYPE)]
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+            packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip
+            chunks = [packer.compress(chunk) for chunk in chunks] + [packer.flush()]
             headers.append(("Content-Encoding", "gzip"))
-        headers.append(("Content-Length", str(len(body))))
+        headers.append(("Content-Length", str(sum(len(chunk) for chunk in chunks))))
         start_response("200 OK", headers)
-        return [body]
+        return chunks
 
     def _probe_once(self, environ: dict[str, Any],
                     start_response: StartResponse) -> Iterable[bytes]:

@@ -58,6 +58,7 @@ _REASON_INDEX = {reason: index for index, reason in enumerate(REASONS)}
 _RTT_REASONS = frozenset({Reason.SYN_ACK, Reason.RST})  # a TCP answer: the path's RTT
 _LABELS = ("target", "port", "vantage")
 _NAN = math.nan
+RENDER_CHUNK_TARGETS = 500  # targets per piece of a scrape's text (see render_chunks)
 
 _HELP = {
     "prober_probe_success": "1 if the last round found the port open (SYN/ACK), else 0.",
@@ -194,37 +195,53 @@ class MonitorCollector:
 
     def render(self) -> str:
         """Every metric in the Prometheus text format (version 0.0.4)."""
+        return "".join(self.render_chunks())
+
+    def render_chunks(self, targets_per_chunk: int = RENDER_CHUNK_TARGETS) -> Iterator[str]:
+        """``render()`` in pieces of one family's lines for at most ``targets_per_chunk``
+        targets: no single join or encode of the whole text, each of which would hold the
+        GIL (and the engine's loop) for tens of milliseconds at 10,000 targets."""
         series = [s for s in self._series.values() if s.rounds]
-        out: list[str] = [_header("prober_probe_success", "gauge")]
-        out.extend(
-            f"prober_probe_success{{{s.labels}}} {int(s.state is PortState.OPEN)}\n"
-            for s in series
-        )
-        out.append(_header("prober_port_state", "gauge"))
         port_state, values = _PORT_STATE.format, _STATE_VALUES
-        out.extend(port_state(s.labels, *values[s.state]) for s in series)
-        out.append(_header("prober_last_rtt_seconds", "gauge"))
-        out.extend(f"prober_last_rtt_seconds{{{s.labels}}} {_number(s.last_rtt)}\n"
-                   for s in series)
-        out.append(_header("prober_probe_late_seconds", "gauge"))
-        out.extend(f"prober_probe_late_seconds{{{s.labels}}} {_number(s.late)}\n"
-                   for s in series)
-        out.append(_header("prober_probes", "counter"))
-        probes = _PROBES.format
-        out.extend(probes(s.labels, *s.probes) for s in series)
-        out.append(_header("prober_syn_rtt_seconds", "histogram"))
-        histogram = _HISTOGRAM.format
-        for s in series:
+        probes, histogram = _PROBES.format, _HISTOGRAM.format
+
+        def success(s: _Series) -> str:
+            return f"prober_probe_success{{{s.labels}}} {int(s.state is PortState.OPEN)}\n"
+
+        def state(s: _Series) -> str:
+            return port_state(s.labels, *values[s.state])
+
+        def last(s: _Series) -> str:
+            return f"prober_last_rtt_seconds{{{s.labels}}} {_number(s.last_rtt)}\n"
+
+        def late(s: _Series) -> str:
+            return f"prober_probe_late_seconds{{{s.labels}}} {_number(s.late)}\n"
+
+        def counts(s: _Series) -> str:
+            return probes(s.labels, *s.probes)
+
+        def rtt(s: _Series) -> str:
             cumulative = list(_accumulate(s.buckets))
-            out.append(histogram(s.labels, *cumulative, _number(s.rtt_sum), cumulative[-1]))
+            return histogram(s.labels, *cumulative, _number(s.rtt_sum), cumulative[-1])
+
+        for name, kind, line in (
+            ("prober_probe_success", "gauge", success), ("prober_port_state", "gauge", state),
+            ("prober_last_rtt_seconds", "gauge", last),
+            ("prober_probe_late_seconds", "gauge", late), ("prober_probes", "counter", counts),
+            ("prober_syn_rtt_seconds", "histogram", rtt),
+        ):
+            yield _header(name, kind)
+            for start in range(0, len(series), targets_per_chunk):
+                yield "".join([line(s) for s in series[start:start + targets_per_chunk]])
         vantage = self._vantage_labels
-        out.append(_header("prober_targets", "gauge"))
-        out.append(f"prober_targets{{{vantage}}} {len(self._series)}\n")
-        out.append(_header("prober_kernel_drops", "counter"))
-        out.append(f"prober_kernel_drops_total{{{vantage}}} {self.kernel_drops}\n")
-        out.append(_header("prober_samples_dropped", "counter"))
-        out.append(f"prober_samples_dropped_total{{{vantage}}} {self.samples_dropped}\n")
-        return "".join(out)
+        yield "".join((
+            _header("prober_targets", "gauge"),
+            f"prober_targets{{{vantage}}} {len(self._series)}\n",
+            _header("prober_kernel_drops", "counter"),
+            f"prober_kernel_drops_total{{{vantage}}} {self.kernel_drops}\n",
+            _header("prober_samples_dropped", "counter"),
+            f"prober_samples_dropped_total{{{vantage}}} {self.samples_dropped}\n",
+        ))
 
     def collect(self) -> Iterator[Metric]:
         """The same metrics as prometheus_client families (the Collector protocol), for a
