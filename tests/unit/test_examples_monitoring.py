@@ -35,6 +35,7 @@ EXPOSED: dict[str, frozenset[str]] = {
     "prober_probe_late_seconds": TARGET_LABELS,
     "prober_kernel_drops_total": frozenset({"vantage"}),
     "prober_samples_dropped_total": frozenset({"vantage"}),
+    "prober_rounds_skipped_total": frozenset({"vantage"}),
     "prober_targets": frozenset({"vantage"}),
 }
 # Metrics each panel the issue asks for needs.
