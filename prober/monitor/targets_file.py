@@ -60,7 +60,10 @@ def parse_targets(lines: Iterable[bytes | str], source: str, *,
             target = parse_target(text)
         except UsageError as exc:
             raise TargetsFileError(f"{name}:{number}: {exc}") from None
-        key = (target.host, target.port)
+        # An address in its one canonical spelling (RFC 5952 for IPv6), so that two ways of
+        # writing it are one target and one series; a name stays as written.
+        literal = target.literal
+        key = (target.host if literal is None else str(literal), target.port)
         if key not in seen:
             if len(seen) >= limit:
                 raise TargetsFileError(

@@ -73,3 +73,9 @@ def test_stdin_is_named_stdin() -> None:
     assert read_targets_file("-", io.BytesIO(b"198.18.0.18:80\n")) == (("198.18.0.18", 80),)
     with pytest.raises(TargetsFileError, match=r"^stdin:1: "):
         read_targets_file("-", io.BytesIO(b"nope\n"))
+
+
+def test_an_address_written_two_ways_is_one_target_in_its_canonical_spelling() -> None:
+    targets = parse_targets(["[2001:2:0:0::1:2]:80", "[2001:2::1:2]:80", "[2001:0002::1:2]:80",
+                             "Example.test:80"], "t.txt")
+    assert targets == (("2001:2::1:2", 80), ("Example.test", 80))
