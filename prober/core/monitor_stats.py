@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from array import array
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +37,7 @@ def phase_of(key: str, interval: float) -> float:
     return int.from_bytes(digest, "big") / 2**64 * interval
 
 
-def _percentile(ordered: list[float], fraction: float) -> float | None:
+def _percentile(ordered: Sequence[float], fraction: float) -> float | None:
     """The nearest-rank percentile of sorted values (None for none)."""
     if not ordered:
         return None
@@ -111,13 +113,16 @@ class TargetStats:
         self.window = window
         self.ewma_weight = ewma_weight
         self._rounds = 0
-        # Per round in the window: its RTT (NaN: none) and whether it was sent (bit 0) and
-        # answered (bit 1). Floats and small ints, not a tuple per round: at 10,000 targets
-        # the window holds a million rounds, which the cyclic GC would walk on every full
-        # collection if they were tuples.
-        self._rtts: deque[float] = deque()
-        self._flags: deque[int] = deque()
-        self._sorted: list[float] = []  # the window's RTTs, sorted
+        # Per round in the window, in rings allocated whole now (so memory does not grow as
+        # the windows fill): its RTT (NaN: none) and whether it was sent (bit 0) and answered
+        # (bit 1). Unboxed doubles and bytes: at 10,000 targets the windows hold a million
+        # rounds, which as Python objects would cost ~30 bytes more each and be walked by
+        # every full collection of the cyclic GC.
+        self._rtts = array("d", [_NONE]) * window
+        self._flags = bytearray(window)
+        self._next = 0  # the ring slot the next round goes to
+        self._filled = 0  # rounds in the window
+        self._sorted = array("d")  # the window's RTTs, sorted
         self._sent = 0
         self._answered = 0
         self._ewma: float | None = None
@@ -132,8 +137,18 @@ class TargetStats:
         self._rounds += 1
         sent = reason not in _UNSENT
         answered = sent and reason is not Reason.NO_RESPONSE
-        self._rtts.append(_NONE if rtt_s is None else rtt_s)
-        self._flags.append(sent | answered << 1)
+        slot = self._next
+        if self._filled == self.window:  # the oldest round leaves the window
+            old_rtt, old_flags = self._rtts[slot], self._flags[slot]
+            self._sent -= old_flags & 1
+            self._answered -= old_flags >> 1
+            if old_rtt == old_rtt:  # not NaN
+                del self._sorted[bisect.bisect_left(self._sorted, old_rtt)]
+        else:
+            self._filled += 1
+        self._rtts[slot] = _NONE if rtt_s is None else rtt_s
+        self._flags[slot] = sent | answered << 1
+        self._next = (slot + 1) % self.window
         self._sent += sent
         self._answered += answered
         if rtt_s is not None:
@@ -142,19 +157,13 @@ class TargetStats:
             self._ewma = rtt_s if self._ewma is None else (
                 (1 - weight) * self._ewma + weight * rtt_s
             )
-        if len(self._flags) > self.window:
-            old_rtt, old_flags = self._rtts.popleft(), self._flags.popleft()
-            self._sent -= old_flags & 1
-            self._answered -= old_flags >> 1
-            if old_rtt == old_rtt:  # not NaN
-                del self._sorted[bisect.bisect_left(self._sorted, old_rtt)]
         if state is not self._state:
             self._changes.append(StateChange(at, self._state, state))
             self._state = state
         ordered = self._sorted
         return RollingStats(
             rounds=self._rounds,
-            window_rounds=len(self._flags),
+            window_rounds=self._filled,
             last_rtt_s=rtt_s,
             ewma_rtt_s=self._ewma,
             min_rtt_s=ordered[0] if ordered else None,
@@ -162,7 +171,7 @@ class TargetStats:
             p50_rtt_s=_percentile(ordered, 0.50),
             p99_rtt_s=_percentile(ordered, 0.99),
             loss=None if not self._sent else (self._sent - self._answered) / self._sent,
-            unsent=len(self._flags) - self._sent,
+            unsent=self._filled - self._sent,
             state=state,
             state_changes=tuple(self._changes),
         )
