@@ -3,6 +3,7 @@ a warm-up; the peers at the same rate; a long run for memory; the report.
 
     root ns  <prefix>-root ==veth== <prefix>-tgt   target ns: the block 2001:2:0:1ii:2::/112
                                                    (local route), listener on port 80
+    (--family 4: the built-in lab's `many` peer, 198.19.0.0/16, behind its router)
 
 Per N: samples/s, SYNs/s on the link, share open, no-response count (the target answers every
 address: each one is a miss), share of RTTs on the kernel clock, lateness p50/p99/max and how
@@ -15,6 +16,7 @@ status is 0 whatever the numbers (2 for bad options, 3 when the lab cannot be bu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -37,7 +39,7 @@ from prober.lab import LabError
 
 from . import peers as peer_tools
 from . import report
-from .lab import MAX_TARGETS, MonitorLab, monitor_lab
+from .lab import MAX_TARGETS, MonitorLab, many_lab, monitor_lab
 from .profiling import profile_lines
 from .scale import REPO, MonitorSettings, monitor_run
 
@@ -66,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds measured per run, after the warm-up (default 30)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds before the window (default 2: every target's first round)")
+    parser.add_argument("--family", type=int, choices=(4, 6), default=6,
+                        help="6 (default): the bench's own lab, an IPv6 /112; 4: the built-in "
+                             "lab's many peer, 198.19.0.0/16 (needs `prober lab up`)")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=0.5)
     parser.add_argument("--memory", type=float, default=0.0, metavar="MINUTES",
@@ -151,13 +156,6 @@ def machine(tools: list[str]) -> dict[str, Any]:
     }
 
 
-def tap_expression(lab: MonitorLab) -> str:
-    """SYNs without ACK to the block (IPv6: TCP right after the fixed header) or to the
-    link's IPv4 address (hping3's target)."""
-    return (f"(ip6 and dst net {lab.block} and ip6[6] == 6 and ip6[53] & 0x12 == 0x02) or "
-            f"(ip and dst host {lab.link_v4} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn)")
-
-
 def planned_seconds(args: argparse.Namespace) -> float:
     per_run = args.warmup + args.duration + args.settle + 15
     runs = len(args.targets) + len(args.peer_targets) * len(
@@ -186,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return entry
 
     try:
-        with monitor_lab(server_seconds=planned_seconds(args) * 2 + 600) as lab:
-            counter = SynCounter(lab.device, tap_expression(lab))
+        with (contextlib.nullcontext(many_lab()) if args.family == 4
+              else monitor_lab(server_seconds=planned_seconds(args) * 2 + 600)) as lab:
+            counter = SynCounter(lab.device, lab.tap_expression())
             document["lab"] = {"namespace": lab.namespace, "block": str(lab.block),
-                               "device": lab.device, "link_v4": lab.link_v4}
+                               "device": lab.device, "hping3_target": lab.hping3_target,
+                               "own": lab.own}
             try:
                 run_all(args, lab, counter, settings, workdir, document, rounds, step)
             finally:

@@ -51,7 +51,7 @@ modules:
     prober: tcp
     timeout: {timeout}s
     tcp:
-      preferred_ip_protocol: ip6
+      preferred_ip_protocol: ip{family}
       ip_protocol_fallback: false
 """
 
@@ -73,10 +73,10 @@ def run_nping(lab: MonitorLab, counter: SynCounter, count: int, rounds: int) -> 
     # The interface, both MACs and the source given: left to itself, nping -6 sent nothing
     # over the lab link here (its own route and neighbour lookup), and a raw sender must not
     # pick an interface of its own.
-    argv = [find_tool("nping") or "nping", "-6", "--tcp", "-p", str(TARGET_PORT), "--flags",
-            "syn", "--rate", str(count), "-c", str(rounds), "-q", "-e", lab.device,
-            "--send-eth", "--source-mac", lab.source_mac, "--dest-mac", lab.target_mac,
-            "-S", lab.source_v6, *lab.targets(count)]
+    argv = [find_tool("nping") or "nping", *(["-6"] if lab.block.version == 6 else []),
+            "--tcp", "-p", str(TARGET_PORT), "--flags", "syn", "--rate", str(count), "-c",
+            str(rounds), "-q", "-e", lab.device, "--send-eth", "--source-mac", lab.source_mac,
+            "--dest-mac", lab.next_hop_mac, "-S", lab.source, *lab.targets(count)]
     run = run_child(argv, counter=counter, timeout_s=rounds + ALLOWANCE_S, env=command_env())
     text = "\n".join(run.stdout)
     counts = re.search(r"Raw packets sent: (\d+) .*?Rcvd: (\d+)", text)
@@ -90,7 +90,7 @@ def run_nping(lab: MonitorLab, counter: SynCounter, count: int, rounds: int) -> 
 def run_hping3(lab: MonitorLab, counter: SynCounter, count: int, rounds: int) -> dict[str, Any]:
     interval_us = max(1, round(1e6 / count))
     argv = [find_tool("hping3") or "hping3", "-S", "-p", str(TARGET_PORT), "-I", lab.device,
-            "-i", f"u{interval_us}", "-c", str(count * rounds), lab.link_v4]
+            "-i", f"u{interval_us}", "-c", str(count * rounds), lab.hping3_target]
     run = run_child(argv, counter=counter, timeout_s=rounds * 2 + ALLOWANCE_S,
                     env=command_env())
     text = "\n".join(run.stdout) + run.stderr
@@ -98,7 +98,7 @@ def run_hping3(lab: MonitorLab, counter: SynCounter, count: int, rounds: int) ->
     return record("hping3", count, run, int(counts[1]) if counts else None,
                   int(counts[2]) if counts else None, run.cpu_s, run.wall_s, run.syns,
                   interval_us=interval_us,
-                  note="one target (the link's IPv4 address) at N SYNs/s: hping3 takes one "
+                  note=f"one target ({lab.hping3_target}) at N SYNs/s: hping3 takes one "
                        "target and no IPv6")
 
 
@@ -124,7 +124,7 @@ def run_blackbox(lab: MonitorLab, counter: SynCounter, count: int, warmup: float
                  duration: float, timeout: float, workdir: Path,
                  connections: int) -> dict[str, Any]:
     config = workdir / "blackbox.yml"
-    config.write_text(BLACKBOX_CONFIG.format(timeout=timeout))
+    config.write_text(BLACKBOX_CONFIG.format(timeout=timeout, family=lab.block.version))
     targets_file = workdir / f"blackbox-targets-{count}.txt"
     targets_file.write_text("\n".join(lab.targets(count)) + "\n")
     port = free_port()
