@@ -71,7 +71,10 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     profiler = cProfile.Profile() if config.get("profile") else None
 
     async with Prober() as prober:
-        monitor = prober.monitor(targets, interval=interval, timeout=timeout, stop=stop)
+        try:
+            monitor = prober.monitor(targets, interval=interval, timeout=timeout, stop=stop)
+        except TypeError:  # a Monitor without `stop`: the loop below breaks out instead
+            monitor = prober.monitor(targets, interval=interval, timeout=timeout)
 
         def begin() -> None:
             nonlocal measuring

@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="pause between runs (default 2 s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the tables")
     parser.add_argument("--json-file", type=Path, help="also write the JSON here")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="only print the report of an earlier run's --json-file (no lab)")
     args = parser.parse_args(argv)
     if not 1 <= args.duration <= 3600 or not 0 <= args.warmup <= 60:
         parser.error("--duration must be 1-3600 s and --warmup 0-60 s")
@@ -122,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"not installed: {', '.join(missing)} (apt-get install {packages})")
     if args.peer_targets is None:
         args.peer_targets = args.targets
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and args.report is None:
         parser.error("run as root: the bench builds a network namespace and sends raw packets")
     return args
 
@@ -165,6 +167,15 @@ def planned_seconds(args: argparse.Namespace) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report is not None:
+        try:
+            document = json.loads(args.report.read_text())
+        except (OSError, ValueError) as error:
+            print(f"bench/monitor_scale: error: {args.report}: {error}", file=sys.stderr)
+            return 2
+        args.json_file = None
+        emit(args, document)
+        return 0
 
     def interrupted(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signum)
@@ -260,13 +271,15 @@ def run_all(args: argparse.Namespace, lab: MonitorLab, counter: SynCounter,
 
 
 def emit(args: argparse.Namespace, document: dict[str, Any]) -> None:
+    """The figures (added to `document`), then the JSON or the text report."""
+    settings = document["settings"]
     rows = [report.scale_figures(result) for result in document["scale"]]
     document["figures"] = {
         "scale": rows,
         "highest_holding": (report.highest_holding(rows) or {}).get("count"),
         "peers": [report.peer_figures(peer, rows) for peer in document["peers"]],
         "memory": None if document["memory"] is None
-        else report.memory_figures(document["memory"]),
+        else report.memory_figures(document["memory"], settings["interval"]),
     }
     if document["profile"] is not None:
         document["figures"]["profile"] = report.scale_figures(document["profile"]["run"])
@@ -283,14 +296,16 @@ def emit(args: argparse.Namespace, document: dict[str, Any]) -> None:
         print(f"  {tool}: {version}")
     lab = document.get("lab", {})
     print(f"targets: {lab.get('block')} port 80 in {lab.get('namespace')} via "
-          f"{lab.get('device')}; interval {args.interval:g} s, timeout {args.timeout:g} s, "
-          f"warm-up {args.warmup:g} s, window {args.duration:g} s")
+          f"{lab.get('device')}; interval {settings['interval']:g} s, timeout "
+          f"{settings['timeout']:g} s, warm-up {settings['warmup']:g} s, window "
+          f"{settings['duration']:g} s")
     if rows:
         print("\n".join(report.scale_table(rows)))
         print("sent/s: SYNs on the link over the window; µs/probe: the child's CPU (user+sys) "
-              "over the window / those SYNs; late: how late each probe left against its "
-              "schedule; >10 %: probes later than 10 % of the interval; other: answers "
-              "neither SYN/ACK nor RST nor no-response")
+              "over the window / those SYNs; CPU %: that CPU / the window (below 100 % while "
+              "behind its schedule: the child was not on a CPU all the time); late: how late "
+              "each probe left against its schedule; >10 %: probes later than 10 % of the "
+              "interval; other: answers neither SYN/ACK nor RST nor no-response")
         for result, row in zip(document["scale"], rows, strict=True):
             counters = result.get("target_counters", {})
             noted = {k: v for k, v in counters.items()
@@ -315,4 +330,5 @@ def emit(args: argparse.Namespace, document: dict[str, Any]) -> None:
             print("\n".join(profile_lines(path, figures["probes"])))
             print(f"profile: {path} (python -m pstats {path})")
     if document["figures"]["memory"] is not None:
-        print("\n".join(report.memory_lines(document["figures"]["memory"], args.memory)))
+        minutes = document["memory"]["settings"]["duration"] / 60
+        print("\n".join(report.memory_lines(document["figures"]["memory"], minutes)))

@@ -10,6 +10,9 @@ ANSWERED_REASONS = ("syn-ack", "rst")  # the peer's TCP answered (open or closed
 RATE_HOLDS = 0.99  # samples/s at least this share of N: the loop kept up
 MIB = 1024.0
 MEMORY_FIRST_AFTER_S = 60.0  # the memory run's first RSS figure: a minute into the window
+# Prober.monitor's default window: each target's rolling statistics keep this many rounds, so
+# the RSS rises until WINDOW_ROUNDS intervals have passed; growth is also given from there.
+WINDOW_ROUNDS = 100
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -52,6 +55,7 @@ def scale_figures(result: dict[str, Any]) -> dict[str, Any]:
         "late_max_s": late.get("max"),
         "late_over": int(tally.get("late_over", 0)),
         "cpu_s": cpu,
+        "cpu_share": cpu / window if window else None,
         "cpu_us_per_probe": cpu / probes * 1e6 if probes else None,
         "hwm_kib": int(result.get("hwm_kib") or outside.get("hwm_kib") or 0),
         "kernel_drops": engine.get("kernel_drops"),
@@ -78,24 +82,37 @@ def highest_holding(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return max(good, key=lambda row: row["count"], default=None)
 
 
-def memory_figures(result: dict[str, Any]) -> dict[str, Any]:
-    """RSS over the memory run's window: the first sample a minute in, the last, growth."""
+def memory_figures(result: dict[str, Any], interval: float = 1.0) -> dict[str, Any]:
+    """RSS over the memory run's window: the first sample a minute in, the last, the growth
+    between them; and the growth from the first sample once every target's statistics
+    window is full (WINDOW_ROUNDS intervals in)."""
     outside = result.get("outside") or {}
     samples = [(float(t), int(kib)) for t, kib in outside.get("rss_samples", [])]
     begin = outside.get("begin_s")
     end = outside.get("end_s")
     if begin is None:
         begin = samples[0][0] if samples else 0.0
-    inside = [(t, kib) for t, kib in samples
-              if t >= begin + MEMORY_FIRST_AFTER_S and (end is None or t <= end)]
+
+    def from_(offset: float) -> list[tuple[float, int]]:
+        return [(t, kib) for t, kib in samples
+                if t >= begin + offset and (end is None or t <= end)]
+
+    def growth(points: list[tuple[float, int]]) -> float | None:
+        if not points or not points[0][1]:
+            return None
+        return (points[-1][1] - points[0][1]) / points[0][1]
+
+    inside = from_(MEMORY_FIRST_AFTER_S)
+    full = from_(WINDOW_ROUNDS * interval)
     first = inside[0] if inside else None
     last = inside[-1] if inside else None
-    growth = (last[1] - first[1]) / first[1] if first and last and first[1] else None
     return {"count": result.get("count"), "samples": len(inside),
             "first_kib": first[1] if first else None, "first_at_s": first[0] if first else None,
             "last_kib": last[1] if last else None, "last_at_s": last[0] if last else None,
-            "growth": growth, "max_kib": max((kib for _, kib in inside), default=None),
-            "hwm_kib": result.get("hwm_kib")}
+            "growth": growth(inside), "max_kib": max((kib for _, kib in inside), default=None),
+            "full_window_kib": full[0][1] if full else None,
+            "full_window_at_s": full[0][0] - begin if full else None,
+            "growth_full_window": growth(full), "hwm_kib": result.get("hwm_kib")}
 
 
 def peer_figures(peer: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -126,8 +143,8 @@ def _ms(value: float | None) -> str:
 def scale_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = [f"{'targets':>8} {'samples/s':>9} {'sent/s':>8} {'open %':>7} {'no-resp':>7} "
              f"{'other':>5} {'kernel %':>8} {'late p50':>8} {'p99 ms':>7} {'max ms':>7} "
-             f"{'>10 %':>6} {'µs/probe':>8} {'RSS MiB':>7} {'kdrops':>6} {'invalid':>7} "
-             f"{'unrouted':>8} {'dropped':>7}  holds"]
+             f"{'>10 %':>6} {'CPU %':>5} {'µs/probe':>8} {'RSS MiB':>7} {'kdrops':>6} "
+             f"{'invalid':>7} {'unrouted':>8} {'dropped':>7}  holds"]
     for row in rows:
         if row["error"]:
             lines.append(f"{row['count']:>8,} error: {row['error']}")
@@ -141,6 +158,7 @@ def scale_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"{_num(None if kernel is None else kernel * 100, '.2f'):>8} "
             f"{_ms(row['late_p50_s']):>8} {_ms(row['late_p99_s']):>7} "
             f"{_ms(row['late_max_s']):>7} {row['late_over']:>6,} "
+            f"{_num(None if row['cpu_share'] is None else row['cpu_share'] * 100, '.0f'):>5} "
             f"{_num(row['cpu_us_per_probe'], '.1f'):>8} {row['hwm_kib'] / MIB:>7.1f} "
             f"{_num(row['kernel_drops'], ',d'):>6} {_num(row['invalid'], ',d'):>7} "
             f"{_num(row['unrouted'], ',d'):>8} {_num(row['dropped'], ',d'):>7}  "
@@ -158,14 +176,20 @@ def memory_lines(figures: dict[str, Any], minutes: float) -> list[str]:
     def mib(kib: int | None) -> str:
         return "-" if kib is None else f"{kib / MIB:.1f} MiB"
 
-    growth = figures["growth"]
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{value * 100:+.2f} %"
+
+    growth, full = figures["growth"], figures["growth_full_window"]
+    at = figures["full_window_at_s"]
     return [f"memory: {figures['count']:,} targets at 1 s for {minutes:g} min: RSS "
             f"{mib(figures['first_kib'])} a minute in, {mib(figures['last_kib'])} at the end "
             f"({figures['samples']} samples, highest {mib(figures['max_kib'])}, VmHWM "
-            f"{mib(figures['hwm_kib'])}): growth "
-            + ("-" if growth is None else f"{growth * 100:+.2f} %")
-            + (" (goal < 5 %: " + ("met" if growth is not None and growth < 0.05 else "not met")
-               + ")")]
+            f"{mib(figures['hwm_kib'])}): growth {percent(growth)} (goal < 5 %: "
+            + ("met" if growth is not None and growth < 0.05 else "not met") + ")",
+            f"  from {mib(figures['full_window_kib'])} at "
+            + ("-" if at is None else f"{at:.0f} s")
+            + f", once every target's statistics window ({WINDOW_ROUNDS} rounds) is full: "
+            f"{percent(full)}"]
 
 
 def peer_table(peers: Sequence[dict[str, Any]]) -> list[str]:

@@ -100,3 +100,13 @@ def test_a_peer_is_compared_with_prober_at_the_nearest_count() -> None:
     assert figures["prober_count"] == 5000
     assert figures["cpu_us_per_probe"] == pytest.approx(50.0)
     assert figures["ratio_to_prober"] == pytest.approx(50.0 / 20.0)
+
+
+def test_memory_growth_is_also_given_once_the_statistics_windows_are_full() -> None:
+    # Rising while each target's 100-round window fills, flat afterwards.
+    rss = [[t, 40_000 + min(t, 100) * 50] for t in range(0, 610, 10)]
+    figures = report.memory_figures({"count": 1000, "outside": {
+        "begin_s": 0.0, "end_s": 600.0, "rss_samples": rss}}, interval=1.0)
+    assert figures["growth"] == pytest.approx(2000 / 43_000)  # 60 s -> 600 s
+    assert figures["growth_full_window"] == 0.0  # 100 s -> 600 s
+    assert figures["full_window_at_s"] == 100.0
