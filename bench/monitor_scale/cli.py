@@ -240,14 +240,15 @@ def run_all(args: argparse.Namespace, lab: MonitorLab, counter: SynCounter,
         if count in peer_counts:
             for tool, runner in (("nping", peer_tools.run_nping),
                                  ("hping3", peer_tools.run_hping3)):
+                if tool not in args.peers:
+                    continue
                 if tool == "nping" and count > peer_tools.NPING_MAX_RATE:
                     document.setdefault("skipped", []).append(
                         f"nping at {count:,}: {peer_tools.NPING_LIMITS}")
                     continue
-                if tool in args.peers:
-                    document["peers"].append(step(
-                        f"{tool} at {count:,} SYN/s for {rounds} s",
-                        lambda runner=runner, count=count: runner(lab, counter, count, rounds)))
+                document["peers"].append(step(
+                    f"{tool} at {count:,} SYN/s for {rounds} s",
+                    lambda runner=runner, count=count: runner(lab, counter, count, rounds)))
     if "blackbox" in args.peers:
         for count in args.blackbox_targets:
             document["peers"].append(step(
