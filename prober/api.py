@@ -12,8 +12,9 @@ import ipaddress
 import secrets
 import socket
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from prober.core.timewait import TimeWaitProbe
     from prober.core.timewait_result import TimeWaitResult
     from prober.engine.scan.run import ScanRun
-    from prober.monitor.loop import MonitorSample
+    from prober.monitor.loop import Monitor
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -164,6 +165,7 @@ class Prober:
     def __init__(self, *, isn_key: IsnKey | None = None) -> None:
         self._isn_key = isn_key or IsnKey.random()
         self._engine: Engine | None = None
+        self._monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
 
     async def __aenter__(self) -> Prober:
         self._engine = Engine.acquire()
@@ -175,6 +177,8 @@ class Prober:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for running in list(self._monitors):  # a reader that broke out of its loop
+            await running.aclose()
         if self._engine is not None:
             self._engine.release()
             self._engine = None
@@ -747,7 +751,7 @@ class Prober:
         version: int | None = None,
         ttl: int = 64,
         stop: asyncio.Event | None = None,
-    ) -> AsyncIterator[MonitorSample]:
+    ) -> Monitor:
         """Probe every target once per ``interval``, each at its own phase, and yield one
         sample per target per round with its rolling statistics, until ``stop`` is set or
         the iterator is closed: ``async for sample in p.monitor([("198.18.0.18", 80)])``.
@@ -761,14 +765,16 @@ class Prober:
             version, ttl: as for ``syn``.
 
         Returns:
-            An async iterator of ``MonitorSample`` (frozen; ``to_dict()`` is the JSON line).
-            A name that stops resolving or a send that fails is a sample (``UNRESOLVED``,
-            ``SEND_FAILED``), never an exception.
+            A ``Monitor``: an async iterator of ``MonitorSample`` (frozen; ``to_dict()`` is
+            the JSON line), whose ``set_targets`` replaces the list while it runs. A name
+            that stops resolving or a send that fails is a sample (``UNRESOLVED``,
+            ``SEND_FAILED``), never an exception. Leaving the loop early: ``await
+            monitor.aclose()`` or ``async with`` it (the Prober closes it on exit anyway).
 
         Raises:
             UsageError: (on the first step) no targets, or timeout not in (0, interval].
         """
-        from prober.monitor.loop import monitor
+        from prober.monitor.loop import Monitor
 
         for _host, port in targets:
             _check_range("port", port, 1, 65535)
@@ -776,9 +782,11 @@ class Prober:
         _check_range("resolve every", resolve_every, 1.0)
         _check_range("window", window, 1)
         _check_range("ttl", ttl, 1, 255)
-        return monitor(self, targets, interval=interval, timeout=timeout,
-                       resolve_every=resolve_every, window=window, version=version, ttl=ttl,
-                       stop=stop)
+        running = Monitor(self, targets, interval=interval, timeout=timeout,
+                          resolve_every=resolve_every, window=window, version=version,
+                          ttl=ttl, stop=stop)
+        self._monitors.add(running)
+        return running
 
     async def _converse(
         self,

@@ -65,6 +65,7 @@ class Exit(IntEnum):
     FIREWALL = 9
     INCOMPLETE = 10  # scan: finished, but answers may be missing (kernel drops, unsent SYNs)
     NOT_CLOSED_FIRST = 11  # timewait: the peer did not close first; nothing to observe
+    LISTEN_FAILED = 12  # monitor: --listen cannot be bound (the port is taken, no such address)
     INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a process Ctrl-C ended
     STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, as a shell reports ping killed by SIGPIPE
 
@@ -606,13 +607,14 @@ def _stderr_is_tty() -> bool:
     return _isatty(sys.stderr)
 
 
-# `prober scan` and `prober timewait` live in modules of their own; importing them registers
-# the commands here, in order.
-from prober import cli_scan, cli_timewait  # noqa: E402
+# `prober scan`, `prober timewait` and `prober monitor` live in modules of their own;
+# importing them registers the commands here, in order.
+from prober import cli_monitor, cli_scan, cli_timewait  # noqa: E402
 from prober.cli_scan import ScanFormat, parse_shard, scan_format  # noqa: E402
 
 __all__ = [
-    "Exit", "ScanFormat", "app", "cli_scan", "cli_timewait", "main", "parse_shard", "scan_format",
+    "Exit", "ScanFormat", "app", "cli_monitor", "cli_scan", "cli_timewait", "main", "parse_shard",
+    "scan_format",
 ]
 
 

@@ -24,6 +24,7 @@ from prober.core.syn import PortState, Reason
 DEFAULT_WINDOW = 100  # rounds the percentiles and the loss look back over
 DEFAULT_EWMA_WEIGHT = 0.125  # RFC 6298's alpha: the weight of the newest RTT
 MAX_STATE_CHANGES = 16  # the latest state changes kept per target
+_NONE = float("nan")  # a round without an RTT, in the window's history
 _UNSENT = frozenset({Reason.SEND_FAILED, Reason.UNRESOLVED, Reason.INTERRUPTED})
 
 
@@ -110,8 +111,12 @@ class TargetStats:
         self.window = window
         self.ewma_weight = ewma_weight
         self._rounds = 0
-        # Per round in the window: its RTT (None: none) and whether it was sent / answered.
-        self._history: deque[tuple[float | None, bool, bool]] = deque()
+        # Per round in the window: its RTT (NaN: none) and whether it was sent (bit 0) and
+        # answered (bit 1). Floats and small ints, not a tuple per round: at 10,000 targets
+        # the window holds a million rounds, which the cyclic GC would walk on every full
+        # collection if they were tuples.
+        self._rtts: deque[float] = deque()
+        self._flags: deque[int] = deque()
         self._sorted: list[float] = []  # the window's RTTs, sorted
         self._sent = 0
         self._answered = 0
@@ -127,7 +132,8 @@ class TargetStats:
         self._rounds += 1
         sent = reason not in _UNSENT
         answered = sent and reason is not Reason.NO_RESPONSE
-        self._history.append((rtt_s, sent, answered))
+        self._rtts.append(_NONE if rtt_s is None else rtt_s)
+        self._flags.append(sent | answered << 1)
         self._sent += sent
         self._answered += answered
         if rtt_s is not None:
@@ -136,11 +142,11 @@ class TargetStats:
             self._ewma = rtt_s if self._ewma is None else (
                 (1 - weight) * self._ewma + weight * rtt_s
             )
-        if len(self._history) > self.window:
-            old_rtt, old_sent, old_answered = self._history.popleft()
-            self._sent -= old_sent
-            self._answered -= old_answered
-            if old_rtt is not None:
+        if len(self._flags) > self.window:
+            old_rtt, old_flags = self._rtts.popleft(), self._flags.popleft()
+            self._sent -= old_flags & 1
+            self._answered -= old_flags >> 1
+            if old_rtt == old_rtt:  # not NaN
                 del self._sorted[bisect.bisect_left(self._sorted, old_rtt)]
         if state is not self._state:
             self._changes.append(StateChange(at, self._state, state))
@@ -148,7 +154,7 @@ class TargetStats:
         ordered = self._sorted
         return RollingStats(
             rounds=self._rounds,
-            window_rounds=len(self._history),
+            window_rounds=len(self._flags),
             last_rtt_s=rtt_s,
             ewma_rtt_s=self._ewma,
             min_rtt_s=ordered[0] if ordered else None,
@@ -156,7 +162,7 @@ class TargetStats:
             p50_rtt_s=_percentile(ordered, 0.50),
             p99_rtt_s=_percentile(ordered, 0.99),
             loss=None if not self._sent else (self._sent - self._answered) / self._sent,
-            unsent=len(self._history) - self._sent,
+            unsent=len(self._flags) - self._sent,
             state=state,
             state_changes=tuple(self._changes),
         )

@@ -292,7 +292,9 @@ class Engine:
         for segment in probe.segments_to_send():
             self._send_segment(flight, segment)
         deadline = probe.next_deadline()
-        if deadline is not None and deadline != flight.scheduled_for and not flight.closed:
+        if deadline is None:
+            flight.scheduled_for = None  # its heap entry, if any, is stale now
+        elif deadline != flight.scheduled_for and not flight.closed:
             # Older heap entries of this flight become stale and are skipped when popped.
             flight.scheduled_for = deadline
             heapq.heappush(self._timer.heap, (deadline, next(self._tiebreak), flight))
@@ -413,7 +415,9 @@ class Engine:
         timer = self._timer
         timer.handle = None
         timer.armed_for = None
-        self._drain_tx_stamps()
+        # The capture first (it drains the TX stamps too): an answer that arrived before a
+        # deadline is taken before the timeout is declared, even when the loop is behind.
+        self._on_readable()
         now = self._loop.time()
         due: list[Flight] = []
         while timer.heap and timer.heap[0][0] <= now:

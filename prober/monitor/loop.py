@@ -3,8 +3,14 @@
 One SYN per target per round, each target at its own phase of the interval (a hash of its
 name: ``prober.core.monitor_stats.phase_of``), so a round is spread over the interval, not
 a burst, and one slow or silent target never moves another's schedule: each probe ends by
-its own timeout (at most the interval), and the schedule is a heap of due times, not a
-loop that waits on answers.
+its own timeout (at most the interval), and the schedule is a heap of due times served by a
+timer callback, not by the reader: a caller that is slow to read delays no probe (its
+samples wait in a bounded queue; the oldest are dropped and counted beyond it).
+
+Probes due within one tick (``TICK_S``, at most a hundredth of the interval) leave together:
+at 10,000 probes a second that is 50 sends per wake-up instead of one, and their answers are
+read in one wake-up too. A probe leaves at most a tick late when the process keeps up; each
+sample says how late it left (``late_s``), so a process that does not keep up shows it.
 
 A name is resolved before its first round and again every ``resolve_every`` seconds in the
 background; a name that does not resolve (any more) gives a sample with reason
@@ -22,22 +28,26 @@ import ipaddress
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prober.core.monitor_stats import DEFAULT_WINDOW, RollingStats, TargetStats, phase_of
 from prober.core.packets import template
-from prober.core.syn import PortState, Reason, SynProbe, SynProbeResult
+from prober.core.syn import STATE_OF_REASON, PortState, Reason, SynProbe
 from prober.core.wire import TcpFlags
+from prober.engine.engine import fewer_full_collections
 from prober.errors import ResolutionError, UsageError
 
 if TYPE_CHECKING:
     from prober.api import Address, Prober
-    from prober.engine.engine import Flight
+    from prober.engine.engine import Engine, Flight
 
 # Samples waiting for a slow reader before the oldest are dropped (and counted).
 MAX_QUEUED_SAMPLES = 100_000
+# Probes due within this long of each other leave in one batch (and never more than a
+# hundredth of the interval late for it).
+TICK_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,175 +90,393 @@ class MonitorSample:
         }
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Target:
     host: str
     port: int
     literal: bool
     stats: TargetStats
     address: Address | None = None
+    address_text: str | None = None  # str(address), once: ipaddress's __str__ is slow
     source: Address | None = None
     resolve_error: str | None = None
     rounds: int = 0
+    removed: bool = False  # set_targets dropped it: its heap entry and answer are ignored
 
     @property
     def name(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-async def _resolve(target: _Target, version: int | None) -> None:
-    from prober.api import resolve, source_address_for
+@dataclass(eq=False, slots=True)
+class _Round:
+    """One probe's context until its outcome: one object, not a closure and its cells."""
 
+    monitor: Monitor
+    target: _Target
+    probe: SynProbe
+    at: float
+    late: float
+
+    def __call__(self, flight: Flight) -> None:  # may run inside engine.launch (failed send)
+        self.monitor._done(flight, self.target, self.probe, self.at, self.late)
+
+
+def _is_literal(host: str) -> bool:
     try:
-        address = await resolve(target.host, version)
-        source = source_address_for(address)
-    except (ResolutionError, UsageError) as exc:
-        target.address = target.source = None
-        target.resolve_error = str(exc)
-        return
-    target.address, target.source, target.resolve_error = address, source, None
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
-async def monitor(
-    prober: Prober,
-    targets: Sequence[tuple[str, int]],
-    *,
-    interval: float,
-    timeout: float,
-    resolve_every: float,
-    window: int = DEFAULT_WINDOW,
-    version: int | None = None,
-    ttl: int = 64,
-    stop: asyncio.Event | None = None,
-) -> AsyncIterator[MonitorSample]:
-    """The samples of every target, round after round, until ``stop`` is set (or the
-    iterator is closed). See ``Prober.monitor``."""
-    if not targets:
-        raise UsageError("monitor needs at least one target")
-    if not 0 < timeout <= interval:
-        raise UsageError("timeout must be > 0 and at most the interval")
-    engine = prober.engine
-    loop = asyncio.get_running_loop()
-    stop = stop or asyncio.Event()
-    state: list[_Target] = []
-    for host, port in targets:
-        try:
-            ipaddress.ip_address(host)
-            literal = True
-        except ValueError:
-            literal = False
-        state.append(_Target(host, port, literal, TargetStats(window=window)))
-    await asyncio.gather(*(_resolve(t, version) for t in state))
-    queue: deque[MonitorSample] = deque()
-    dropped = 0
-    ready = asyncio.Event()
-    ports = engine.ports
-    in_flight: set[Flight] = set()  # launched, no outcome yet
-    settled: deque[tuple[float, Flight]] = deque()
-    numbers = itertools.count(1)
-    start = loop.time()
-    due: list[tuple[float, int, int]] = [
-        (start + phase_of(t.name, interval), i, 0) for i, t in enumerate(state)
-    ]
-    heapq.heapify(due)
+class Monitor:
+    """The running monitor that ``Prober.monitor`` returns: an async iterator of
+    ``MonitorSample``, one per target per round, until ``stop`` is set or ``aclose()``.
 
-    def emit(sample: MonitorSample) -> None:
-        nonlocal dropped
-        if len(queue) >= MAX_QUEUED_SAMPLES:
-            queue.popleft()
-            dropped += 1
-        queue.append(sample)
-        ready.set()
+    It starts on the first ``__anext__`` (which resolves the names first). ``set_targets``
+    replaces the list while it runs.
+    """
 
-    def sample_of(target: _Target, at: float, late: float, result: SynProbeResult | None,
-                  reason: Reason, error: str | None) -> MonitorSample:
-        target.rounds += 1
-        rtt = None if result is None or result.rtt is None else result.rtt
-        state_ = PortState.UNKNOWN if result is None else result.state
-        rtt_s = None if rtt is None else rtt.ns / 1e9
-        stats = target.stats.update(state_, reason, rtt_s, at)
-        return MonitorSample(
-            target=target.name, host=target.host, port=target.port,
-            address=None if target.address is None else str(target.address),
-            round=target.rounds, at=at, state=state_, reason=reason, rtt_s=rtt_s,
-            rtt_clock=None if rtt is None else rtt.clock.value, late_s=late,
-            error=error, stats=stats,
-        )
+    def __init__(
+        self,
+        prober: Prober,
+        targets: Sequence[tuple[str, int]],
+        *,
+        interval: float,
+        timeout: float,
+        resolve_every: float,
+        window: int = DEFAULT_WINDOW,
+        version: int | None = None,
+        ttl: int = 64,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self._prober = prober
+        self._interval = interval
+        self._timeout = timeout
+        self._resolve_every = resolve_every
+        self._window = window
+        self._version = version
+        self._ttl = ttl
+        self._stop = stop
+        self._targets: dict[tuple[str, int], _Target] = {}
+        self._pending: list[tuple[str, int]] | None = list(dict.fromkeys(targets))
+        self._queue: deque[MonitorSample] = deque()
+        self._dropped = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._started = False
+        self._closed = False
+        self._due: list[tuple[float, int, _Target, int]] = []  # (when, tiebreak, target, round)
+        self._tiebreak = itertools.count()
+        self._numbers = itertools.count(1)
+        self._in_flight: set[Flight] = set()
+        self._settled: deque[tuple[float, Flight]] = deque()
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._engine: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start = 0.0
+        self._skipped = 0
+        self._scope = contextlib.ExitStack()  # what the run holds until aclose
+        self._failure: BaseException | None = None
 
-    def launch(target: _Target, late: float) -> None:
-        at = time.time()
-        if target.address is None or target.source is None:
-            emit(sample_of(target, at, late, None, Reason.UNRESOLVED, target.resolve_error))
+    # -- the public face -------------------------------------------------------------------
+    @property
+    def targets(self) -> tuple[tuple[str, int], ...]:
+        """The (host, port) pairs being monitored, in the order given."""
+        if self._pending is not None:
+            return tuple(self._pending)
+        return tuple(self._targets)
+
+    @property
+    def dropped(self) -> int:
+        """Samples dropped because the reader lagged more than MAX_QUEUED_SAMPLES behind."""
+        return self._dropped
+
+    @property
+    def skipped(self) -> int:
+        """Rounds not sent because the process stalled for longer than an interval (each
+        target resumes at its next phase instead of catching up in a burst)."""
+        return self._skipped
+
+    def set_targets(self, targets: Iterable[tuple[str, int]]) -> None:
+        """Monitor ``targets`` from now on: a (host, port) kept keeps its statistics and
+        phase, one removed gives no more samples (not even for a probe in flight), a new
+        one is resolved and starts at its phase.
+
+        Raises:
+            UsageError: an empty list, or a port out of range.
+        """
+        wanted = list(dict.fromkeys(targets))
+        if not wanted:
+            raise UsageError("monitor needs at least one target")
+        for _host, port in wanted:
+            if not 1 <= port <= 65535:
+                raise UsageError(f"invalid port {port}: expected a number from 1 to 65535")
+        if not self._started:
+            self._pending = wanted
             return
-        address, source = target.address, target.source
-        sport = ports.acquire(share=True)
-        number = next(numbers)
-        src, dst = source.packed, address.packed
-        probe = SynProbe(
-            number=number,
-            template=template(address.version, TcpFlags.SYN, ttl=ttl),
-            src=src, dst=dst, sport=sport, dport=target.port,
-            isn=prober._isn_key.isn(src, dst, sport, target.port, number),
-            timeout=timeout,
-            tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
-        )
+        keep = set(wanted)
+        for key, target in list(self._targets.items()):
+            if key not in keep:
+                target.removed = True
+                del self._targets[key]
+        added = [self._new_target(host, port) for host, port in wanted
+                 if (host, port) not in self._targets]
+        # Insertion order follows the new list (kept targets first, then the new ones).
+        ordered = {key: self._targets.get(key) for key in wanted}
+        for target in added:
+            ordered[(target.host, target.port)] = target
+        self._targets = {key: t for key, t in ordered.items() if t is not None}
+        if added:
+            self._spawn(self._begin(added))
 
-        def on_done(flight: Flight) -> None:  # may run inside engine.launch (a failed send)
-            in_flight.discard(flight)
-            settled.append((loop.time(), flight))
-            result = probe.result()
-            emit(sample_of(target, at, late, result, result.reason, result.error))
+    def __aiter__(self) -> Monitor:
+        return self
 
-        flight = engine.launch(probe, address.version, str(address), (dst, target.port, sport),
-                               on_done)
-        if not flight.reported:
-            in_flight.add(flight)
+    async def __aenter__(self) -> Monitor:
+        return self
 
-    def retire_settled(now: float) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def __anext__(self) -> MonitorSample:
+        if not self._started:
+            await self._first_start()
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                await self.aclose()
+                raise failure
+            if self._closed or (self._stop is not None and self._stop.is_set()):
+                await self.aclose()
+                raise StopAsyncIteration
+            loop = self._loop
+            assert loop is not None
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def aclose(self) -> None:
+        """Stop probing; probes in flight are abandoned (their rounds give no sample)."""
+        if self._closed and not self._tasks and not self._in_flight and not self._settled:
+            return
+        self._closed = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        for task in list(self._tasks):
+            task.cancel()
+        engine = self._engine
+        if engine is not None:
+            for flight in list(self._in_flight):
+                engine.retire(flight)
+                engine.ports.release(flight.key[2])
+            for _, flight in self._settled:
+                engine.retire(flight)
+                engine.ports.release(flight.key[2])
+        self._in_flight.clear()
+        self._settled.clear()
+        self._scope.close()
+        tasks = list(self._tasks)
+        if tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        self._wake()
+
+    # -- starting, resolving ---------------------------------------------------------------
+    async def _first_start(self) -> None:
+        pending = self._pending or []
+        if not pending:
+            raise UsageError("monitor needs at least one target")
+        if not 0 < self._timeout <= self._interval:
+            raise UsageError("timeout must be > 0 and at most the interval")
+        self._loop = asyncio.get_running_loop()
+        self._engine = self._prober.engine
+        self._started = True
+        self._pending = None
+        self._start = self._loop.time()
+        # Each round's objects outlive young collections (a probe waits up to its timeout),
+        # so full collections would come every few seconds and walk every target's state:
+        # pauses of tens of ms at 10,000 targets, each one making a batch of probes late.
+        self._scope.enter_context(fewer_full_collections())
+        targets = [self._new_target(host, port) for host, port in pending]
+        self._targets = {(t.host, t.port): t for t in targets}
+        await self._begin(targets)
+        self._spawn(self._resolver())
+        if self._stop is not None:
+            self._spawn(self._watch_stop(self._stop))
+
+    def _new_target(self, host: str, port: int) -> _Target:
+        return _Target(host, port, _is_literal(host), TargetStats(window=self._window))
+
+    async def _begin(self, targets: list[_Target]) -> None:
+        """Resolve new targets, then put each on the schedule at its next phase."""
+        await asyncio.gather(*(self._resolve(t) for t in targets))
+        assert self._loop is not None
+        now = self._loop.time()
+        interval = self._interval
+        for target in targets:
+            if target.removed:
+                continue
+            phase = self._start + phase_of(target.name, interval)
+            rounds = max(0, -(-(now - phase) // interval))  # the first phase not yet past
+            self._push(phase + rounds * interval, target, 0)
+        self._arm()
+
+    async def _resolve(self, target: _Target) -> None:
+        from prober.api import resolve, source_address_for
+
+        try:
+            address = await resolve(target.host, self._version)
+            source = source_address_for(address)
+        except (ResolutionError, UsageError) as exc:
+            target.address = target.source = target.address_text = None
+            target.resolve_error = str(exc)
+            return
+        target.address, target.source, target.resolve_error = address, source, None
+        target.address_text = str(address)
+
+    async def _resolver(self) -> None:
+        while True:
+            await asyncio.sleep(self._resolve_every)
+            names = [t for t in self._targets.values() if not t.literal]
+            await asyncio.gather(*(self._resolve(t) for t in names))
+
+    async def _watch_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not a state of a target: raised to the reader rather than hidden.
+            self._failure = task.exception()
+            self._wake()
+
+    # -- the schedule ----------------------------------------------------------------------
+    def _push(self, when: float, target: _Target, round_: int) -> None:
+        heapq.heappush(self._due, (when, next(self._tiebreak), target, round_))
+
+    def _arm(self) -> None:
+        if self._closed or not self._due:
+            return
+        assert self._loop is not None
+        when = self._due[0][0]
+        if self._tick_at is not None and self._tick_at <= when:
+            return
+        if self._tick is not None:
+            self._tick.cancel()
+        self._tick_at = when
+        self._tick = self._loop.call_at(when, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = self._tick_at = None
+        if self._closed or (self._stop is not None and self._stop.is_set()):
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        due, interval = self._due, self._interval
+        batch_end = now + min(TICK_S, interval / 100)
+        while due and due[0][0] <= batch_end:
+            when, _, target, round_ = heapq.heappop(due)
+            if target.removed:
+                continue
+            self._launch(target, max(0.0, now - when))
+            following = when + interval
+            if following <= now:
+                # The process stalled for more than an interval: the rounds it missed are
+                # counted, not sent in a burst to catch up; the phase stays.
+                missed = int((now - following) // interval) + 1
+                self._skipped += missed
+                following += missed * interval
+            self._push(following, target, round_ + 1)
+        self._retire_settled(now)
+        if due:
+            # Not sooner than a tick from now: what falls due meanwhile leaves together.
+            next_at = max(due[0][0], now + min(TICK_S, interval / 100))
+            self._tick_at = next_at
+            self._tick = self._loop.call_at(next_at, self._on_tick)
+
+    def _retire_settled(self, now: float) -> None:
+        engine, settled, timeout = self._engine, self._settled, self._timeout
+        assert engine is not None
         while settled and settled[0][0] + timeout <= now:
             flight = settled.popleft()[1]
             engine.retire(flight)
-            ports.release(flight.key[2])
+            engine.ports.release(flight.key[2])
 
-    async def resolver() -> None:
-        names = [t for t in state if not t.literal]
-        while names:
-            await asyncio.sleep(resolve_every)
-            await asyncio.gather(*(_resolve(t, version) for t in names))
+    # -- one probe -------------------------------------------------------------------------
+    def _launch(self, target: _Target, late: float) -> None:
+        at = time.time()
+        address, source, address_text = target.address, target.source, target.address_text
+        if address is None or source is None or address_text is None:
+            self._emit(self._sample(target, at, late, PortState.UNKNOWN, Reason.UNRESOLVED,
+                                    None, None, target.resolve_error))
+            return
+        engine, loop = self._engine, self._loop
+        assert engine is not None and loop is not None
+        sport = engine.ports.acquire(share=True)
+        number = next(self._numbers)
+        src, dst = source.packed, address.packed
+        probe = SynProbe(
+            number=number,
+            template=template(address.version, TcpFlags.SYN, ttl=self._ttl),
+            src=src, dst=dst, sport=sport, dport=target.port,
+            isn=self._prober._isn_key.isn(src, dst, sport, target.port, number),
+            timeout=self._timeout,
+            tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
+        )
+        flight = engine.launch(probe, address.version, address_text,
+                               (dst, target.port, sport), _Round(self, target, probe, at, late))
+        if not flight.reported:
+            self._in_flight.add(flight)
 
-    resolving = asyncio.ensure_future(resolver())
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            now = loop.time()
-            while due and due[0][0] <= now:
-                when, index, round_ = heapq.heappop(due)
-                launch(state[index], now - when)
-                heapq.heappush(due, (start + phase_of(state[index].name, interval)
-                                     + (round_ + 1) * interval, index, round_ + 1))
-            retire_settled(now)
-            while queue:
-                yield queue.popleft()
-                if stop.is_set():
-                    break
-            if stop.is_set():
-                break
-            ready.clear()
-            wait = max(0.0, due[0][0] - loop.time()) if due else interval
-            waiter = asyncio.ensure_future(ready.wait())
-            await asyncio.wait((waiter, stopping), timeout=wait,
-                               return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-    finally:
-        resolving.cancel()
-        stopping.cancel()
-        for flight in list(in_flight):
-            engine.retire(flight)
-            ports.release(flight.key[2])
-        for _, flight in settled:
-            engine.retire(flight)
-            ports.release(flight.key[2])
-        in_flight.clear()
-        settled.clear()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(resolving, stopping, return_exceptions=True)
+    def _done(self, flight: Flight, target: _Target, probe: SynProbe, at: float,
+              late: float) -> None:
+        assert self._loop is not None
+        self._in_flight.discard(flight)
+        self._settled.append((self._loop.time(), flight))
+        if target.removed:
+            return
+        reason, rtt, error = probe.outcome()
+        self._emit(self._sample(
+            target, at, late, STATE_OF_REASON[reason], reason,
+            None if rtt is None else rtt.ns / 1e9,
+            None if rtt is None else rtt.clock.value, error,
+        ))
+
+    def _sample(self, target: _Target, at: float, late: float, state: PortState,
+                reason: Reason, rtt_s: float | None, rtt_clock: str | None,
+                error: str | None) -> MonitorSample:
+        target.rounds += 1
+        stats = target.stats.update(state, reason, rtt_s, at)
+        return MonitorSample(
+            target=target.name, host=target.host, port=target.port,
+            address=target.address_text,
+            round=target.rounds, at=at, state=state, reason=reason, rtt_s=rtt_s,
+            rtt_clock=rtt_clock, late_s=late, error=error, stats=stats,
+        )
+
+    def _emit(self, sample: MonitorSample) -> None:
+        queue = self._queue
+        if len(queue) >= MAX_QUEUED_SAMPLES:
+            queue.popleft()
+            self._dropped += 1
+        queue.append(sample)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

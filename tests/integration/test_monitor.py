@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import os
+import subprocess
 import time
 from collections import defaultdict
 
@@ -16,7 +18,8 @@ import uvloop
 
 from prober import Prober
 from prober.core.syn import PortState, Reason
-from prober.lab import SynTopology, hosts_entry
+from prober.lab import SynTopology, Topology, hosts_entry
+from prober.lab.topologies import build_syn_topology
 from prober.monitor.loop import MonitorSample
 
 pytestmark = pytest.mark.integration
@@ -94,3 +97,62 @@ def test_a_name_that_stops_resolving_is_a_state(syn_topology: SynTopology) -> No
     assert seen[-1].reason is Reason.UNRESOLVED and seen[-1].address is None
     assert seen[-1].error and name in seen[-1].error
     assert [s.round for s in seen] == list(range(1, len(seen) + 1))
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def test_our_interface_going_down_and_up_is_a_state(_sweep_stale_lab: None) -> None:
+    # A private topology: its root-side link goes down mid-run. Down, the kernel drops the
+    # routes over it; an `unreachable` route of the same prefix (higher metric) keeps the
+    # probes from taking the machine's default route meanwhile, so a send fails at once
+    # (no route to host) instead of leaving the lab.
+    with Topology.create() as topology:
+        topo = build_syn_topology(topology)
+        # The route to the target is its link's /28 (prober.lab.addresses: links are /28).
+        network = ipaddress.ip_network(f"{topo.target_v4}/28", strict=False)
+        gateway, device = str(topo.router_v4), topo.root_interface
+        _ip("route", "add", "unreachable", str(network), "metric", "30000")
+        try:
+            seen = _monitor_through_link_flap(topo, str(network), gateway, device)
+        finally:
+            _ip("link", "set", device, "up")
+            subprocess.run(["ip", "route", "del", "unreachable", str(network), "metric",
+                            "30000"], capture_output=True, timeout=10)
+    reasons = [s.reason for s in seen]
+    first_failed = reasons.index(Reason.SEND_FAILED)
+    assert set(reasons[:first_failed]) == {Reason.SYN_ACK}
+    failed = [s for s in seen if s.reason is Reason.SEND_FAILED]
+    assert all(s.state is PortState.UNKNOWN and s.error for s in failed)
+    assert reasons[-1] is Reason.SYN_ACK  # back once the link is
+    assert [s.round for s in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1].stats.unsent >= 1 and seen[-1].stats.loss == 0.0  # unsent is no loss
+
+
+def _monitor_through_link_flap(topo: SynTopology, network: str, gateway: str,
+                               device: str) -> list[MonitorSample]:
+    async def run() -> list[MonitorSample]:
+        seen: list[MonitorSample] = []
+        stop = asyncio.Event()
+        deadline = time.monotonic() + 10
+        phase = "up"
+        async with Prober() as prober:
+            async for sample in prober.monitor([(str(topo.target_v4), SynTopology.OPEN_PORT)],
+                                               interval=INTERVAL, timeout=0.25, stop=stop):
+                seen.append(sample)
+                if phase == "up" and len(seen) == 3:
+                    _ip("link", "set", device, "down")
+                    phase = "down"
+                elif phase == "down" and sample.reason is Reason.SEND_FAILED:
+                    _ip("link", "set", device, "up")
+                    # Up again, the link's own prefix returns; the route through it does not.
+                    _ip("route", "replace", network, "via", gateway, "dev", device)
+                    phase = "back"
+                elif phase == "back" and sample.reason is Reason.SYN_ACK:
+                    stop.set()
+                if time.monotonic() > deadline:
+                    stop.set()
+        return seen
+
+    return uvloop.run(run())

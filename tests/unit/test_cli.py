@@ -115,8 +115,8 @@ def command_at(path: tuple[str, ...]) -> Any:
 
 def test_every_command_is_checked() -> None:
     assert {" ".join(p) for p in command_paths()} == {
-        "", "syn", "halfopen", "close", "scan", "timewait", "lab", "lab up", "lab down",
-        "lab status"}
+        "", "syn", "halfopen", "close", "scan", "timewait", "monitor", "lab", "lab up",
+        "lab down", "lab status"}
 
 
 @pytest.mark.parametrize("path", list(command_paths()), ids=lambda p: " ".join(p) or "prober")

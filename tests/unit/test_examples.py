@@ -26,6 +26,8 @@ BAD_ARGUMENTS = {
     "library_scan.py": [[], [BLOCK, "--rate", "0"], [BLOCK, "--rate", "x"],
                         [BLOCK, "--shard", "0/4"], [BLOCK, "--shard", "5/4"],
                         [BLOCK, "--wait", "-1"], [BLOCK, "--seed", "1.5"], [BLOCK, "--bogus"]],
+    "library_monitor.py": [[], ["198.18.0.18"], ["198.18.0.18:80", "--rounds", "0"],
+                           ["198.18.0.18:80", "--bogus"]],
 }
 K8S = EXAMPLES / "k8s"
 

@@ -426,3 +426,30 @@ def test_an_answer_read_after_the_deadline_is_late_whichever_ran_first() -> None
     result = probe.result()
     assert (result.reason, result.late) == (Reason.NO_RESPONSE, 1)
     assert probe.next_deadline() is None
+
+
+@pytest.mark.parametrize(
+    ("arrived_ns", "reason", "late"),
+    [
+        (1_000_000_500 + 999_000_000, Reason.SYN_ACK, 0),  # in time, read late: an answer
+        (1_000_000_500 + 1_000_000_000, Reason.SYN_ACK, 0),  # exactly the timeout
+        (1_000_000_500 + 1_000_000_001, Reason.NO_RESPONSE, 1),  # arrived after it: late
+        (999_999_000, Reason.NO_RESPONSE, 1),  # before the send (a clock step): not trusted
+    ],
+)
+def test_an_answer_read_after_the_deadline_is_judged_by_when_it_arrived(
+    arrived_ns: int, reason: Reason, late: int
+) -> None:
+    # A loop that fell behind reads answers after their deadline; their kernel RX stamps
+    # (CLOCK_REALTIME, as the TX stamp) say whether they came within the timeout.
+    probe = sent_probe(now=0.0)
+    answer = parse_packet(reply(probe, "SA", probe.isn + 1))
+    assert probe.receive(answer, 1.5, Stamp(user_ns=arrived_ns + 10**8, kernel_ns=arrived_ns))
+    result = probe.result()
+    assert (result.reason, result.late) == (reason, late)
+    assert probe.next_deadline() is None
+    outcome_reason, rtt, error = probe.outcome()
+    assert outcome_reason is reason and error is None
+    assert (rtt is not None) == (reason is Reason.SYN_ACK)
+    if rtt is not None:
+        assert rtt.clock is Clock.KERNEL and rtt.ns == arrived_ns - 1_000_000_500

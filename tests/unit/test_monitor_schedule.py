@@ -1,0 +1,184 @@
+"""`Monitor`'s schedule and target set on a fake engine: no root, no sockets.
+
+The fake engine fails every send at once (a ``send-failed`` sample), which is all the
+schedule needs: when each target's rounds come, which targets give samples after
+``set_targets``, what a stalled process skips, and that closing lets go of everything."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from prober.core.cookies import IsnKey
+from prober.core.syn import Reason, SynProbe
+from prober.engine.engine import Flight, RouteKey
+from prober.errors import UsageError
+from prober.monitor.loop import Monitor, MonitorSample
+
+
+class FakePorts:
+    def __init__(self) -> None:
+        self.held: Counter[int] = Counter()
+
+    def acquire(self, *, share: bool = False) -> int:
+        port = 40000 + len(self.held)
+        self.held[port] += 1
+        return port
+
+    def release(self, port: int, *, rest_s: float = 0.0) -> None:
+        self.held[port] -= 1
+        if not self.held[port]:
+            del self.held[port]
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.ports = FakePorts()
+        self.live: set[Flight] = set()
+        self.sends: list[float] = []
+
+    def launch(self, probe: SynProbe, version: int, destination: str, key: RouteKey,
+               on_done: Callable[[Flight], None]) -> Flight:
+        flight = Flight(probe, version, destination, key, on_done)
+        self.live.add(flight)
+        probe.start(asyncio.get_running_loop().time())
+        probe.segments_to_send()
+        self.sends.append(time.monotonic())
+        probe.send_failed(0, "fake: no network")
+        flight.reported = True
+        on_done(flight)
+        return flight
+
+    def retire(self, flight: Flight) -> None:
+        self.live.discard(flight)
+
+
+class FakeProber:
+    def __init__(self) -> None:
+        self.engine = FakeEngine()
+        self._isn_key = IsnKey(b"0123456789abcdef")
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coroutine, 20))
+
+
+A, B, C = ("198.18.0.18", 80), ("198.18.0.18", 81), ("198.18.0.34", 80)
+
+
+def monitor(targets: list[tuple[str, int]], interval: float = 0.1) -> tuple[Monitor, FakeProber]:
+    prober = FakeProber()
+    return Monitor(prober, targets, interval=interval, timeout=interval / 2,  # type: ignore[arg-type]
+                   resolve_every=60.0), prober
+
+
+def test_every_target_once_per_interval_at_its_own_phase() -> None:
+    async def go() -> list[MonitorSample]:
+        mon, _ = monitor([A, B, C])
+        seen = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 12:
+                await mon.aclose()
+        return seen
+
+    seen = run(go())
+    by_target: dict[str, list[MonitorSample]] = {}
+    for sample in seen:
+        by_target.setdefault(sample.target, []).append(sample)
+    assert set(by_target) == {"198.18.0.18:80", "198.18.0.18:81", "198.18.0.34:80"}
+    for samples in by_target.values():
+        assert [s.round for s in samples] == list(range(1, len(samples) + 1))
+        assert {s.reason for s in samples} == {Reason.SEND_FAILED}
+        assert all(s.error == "fake: no network" for s in samples)
+        gaps = [b.at - a.at for a, b in itertools.pairwise(samples)]
+        assert all(abs(gap - 0.1) < 0.03 for gap in gaps), gaps
+
+
+def test_set_targets_keeps_stats_stops_removed_and_starts_new() -> None:
+    async def go() -> tuple[list[MonitorSample], Monitor]:
+        mon, _ = monitor([A, B])
+        seen: list[MonitorSample] = []
+        switched = False
+        async for sample in mon:
+            seen.append(sample)
+            if not switched and sum(s.target == "198.18.0.18:80" for s in seen) == 3:
+                mon.set_targets([A, C])
+                switched = True
+                cut = len(seen)
+            if switched and sum(s.target == "198.18.0.34:80" for s in seen[cut:]) == 3:
+                break
+        await mon.aclose()
+        return seen[cut:], mon
+
+    after, mon = run(go())
+    assert mon.targets == (A, C)
+    assert "198.18.0.18:81" not in {s.target for s in after}
+    kept = [s for s in after if s.target == "198.18.0.18:80"]
+    assert kept and kept[0].round == 4  # its count (and statistics) go on
+    assert kept[0].stats.rounds == 4
+    new = [s for s in after if s.target == "198.18.0.34:80"]
+    assert [s.round for s in new] == [1, 2, 3]
+
+
+def test_a_stalled_process_skips_rounds_instead_of_bursting() -> None:
+    async def go() -> tuple[list[MonitorSample], Monitor, FakeProber]:
+        mon, prober = monitor([A], interval=0.05)
+        seen: list[MonitorSample] = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 2:
+                time.sleep(0.3)  # the whole loop stalls: about 6 rounds pass unsent
+            if len(seen) == 5:
+                break
+        await mon.aclose()
+        return seen, mon, prober
+
+    seen, mon, prober = run(go())
+    assert mon.skipped >= 4
+    sends = prober.engine.sends
+    # After the stall, one late probe, then the schedule resumes one interval apart.
+    assert all(b - a > 0.03 for a, b in itertools.pairwise(sends[2:])), sends
+    assert seen[2].late_s > 0.2
+
+
+def test_aclose_lets_go_of_every_port_and_route() -> None:
+    async def go() -> FakeProber:
+        mon, prober = monitor([A, B, C])
+        async with mon:
+            async for sample in mon:
+                if sample.round == 3:
+                    break
+        return prober
+
+    prober = run(go())
+    assert not prober.engine.live and not prober.engine.ports.held
+
+
+def test_stop_ends_the_iteration() -> None:
+    async def go() -> int:
+        stop = asyncio.Event()
+        prober = FakeProber()
+        mon = Monitor(prober, [A], interval=0.05, timeout=0.02,  # type: ignore[arg-type]
+                      resolve_every=60.0, stop=stop)
+        count = 0
+        async for _ in mon:
+            count += 1
+            if count == 3:
+                asyncio.get_running_loop().call_later(0.01, stop.set)
+        return count
+
+    assert 3 <= run(go()) <= 5
+
+
+@pytest.mark.parametrize("targets", [[], [("198.18.0.18", 0)]])
+def test_set_targets_refuses_what_the_call_refuses(targets: list[tuple[str, int]]) -> None:
+    mon, _ = monitor([A])
+    with pytest.raises(UsageError):
+        mon.set_targets(targets)
