@@ -5,15 +5,16 @@
 CONFIG_JSON: {"targets_file", "port", "interval", "timeout", "warmup", "duration",
 "profile" (a path or null)}. The monitor runs `warmup` seconds first (every target's first
 round, the engine's sockets and port block opened), then the window: `duration` seconds
-between two timer callbacks, each of which takes the process's rusage and the engine's
-counters and prints one line (``begin`` / ``end``, flushed) so the parent reads the link's
-SYN counter at the same moments. Samples are counted while the window is open. The last
-stdout line is the result, one JSON object. With "profile", cProfile runs over the window
+between two timer callbacks, each of which takes the process's rusage, the engine's
+counters and the Monitor's `dropped` and `skipped` (when it has them), and prints one line
+(``begin`` / ``end``, flushed) so the parent reads the link's SYN counter at the same
+moments. Samples are counted while the window is open. The last stdout line is the result,
+one JSON object. With "profile", cProfile runs over the window
 only and its stats are written there.
 
 Written against ``async for sample in prober.monitor(...)``, which both the first loop (an
-async generator) and the Monitor object support; ``stop`` ends either, ``dropped`` is read
-when the object has it.
+async generator) and the Monitor object support; ``stop`` ends either, and ``aclose()`` is
+awaited when there is one.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
             nonlocal measuring
             measuring = True
             window["begin"] = {"loop_s": loop.time(), "late_s": loop.time() - begin_at,
-                               "cpu": cpu_s(), "engine": engine_counters(prober)}
+                               "cpu": cpu_s(), "engine": engine_counters(prober),
+                               "skipped": getattr(monitor, "skipped", None)}
             print("begin", flush=True)
             if profiler is not None:
                 profiler.enable()
@@ -93,7 +95,8 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
             window["end"] = {"loop_s": loop.time(), "late_s": loop.time() - end_at,
                              "cpu": cpu_s(), "engine": engine_counters(prober),
                              "rss_kib": proc_status_kib("VmRSS"),
-                             "dropped": getattr(monitor, "dropped", None)}
+                             "dropped": getattr(monitor, "dropped", None),
+                             "skipped": getattr(monitor, "skipped", None)}
             print("end", flush=True)
             stop.set()
 
@@ -129,7 +132,9 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
             engine={key: end_w["engine"][key] - begin_w["engine"].get(key, 0)
                     for key in end_w["engine"]},
             timer_late_s=[begin_w["late_s"], end_w["late_s"]],
-            rss_kib=end_w["rss_kib"], dropped=end_w["dropped"])
+            rss_kib=end_w["rss_kib"], dropped=end_w["dropped"],
+            skipped=None if end_w["skipped"] is None or begin_w["skipped"] is None
+            else end_w["skipped"] - begin_w["skipped"])
     return result
 
 

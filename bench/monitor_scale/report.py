@@ -62,18 +62,20 @@ def scale_figures(result: dict[str, Any]) -> dict[str, Any]:
         "invalid": engine.get("invalid"),
         "unrouted": engine.get("unrouted"),
         "dropped": result.get("dropped"),
+        "skipped": result.get("skipped"),
         "rtt_p50_s": (tally.get("rtt_s") or {}).get("p50"),
     }
 
 
 def holds(row: dict[str, Any]) -> bool:
     """Every probe answered, none late by more than 10 % of the interval, every RTT on the
-    kernel clock, and the samples came at (nearly) N per second."""
+    kernel clock, no round skipped, and the samples came at (nearly) N per second."""
     rate = row["samples_per_s"]
     return bool(
         row["error"] is None and row["samples"] and row["not_answered"] == 0
         and row["late_over"] == 0 and row["kernel_share"] == 1.0
         and rate is not None and rate >= RATE_HOLDS * row["count"]
+        and not row.get("skipped")
     )
 
 
@@ -144,7 +146,7 @@ def scale_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = [f"{'targets':>8} {'samples/s':>9} {'sent/s':>8} {'open %':>7} {'no-resp':>7} "
              f"{'other':>5} {'kernel %':>8} {'late p50':>8} {'p99 ms':>7} {'max ms':>7} "
              f"{'>10 %':>6} {'CPU %':>5} {'µs/probe':>8} {'RSS MiB':>7} {'kdrops':>6} "
-             f"{'invalid':>7} {'unrouted':>8} {'dropped':>7}  holds"]
+             f"{'invalid':>7} {'unrouted':>8} {'dropped':>7} {'skipped':>7}  holds"]
     for row in rows:
         if row["error"]:
             lines.append(f"{row['count']:>8,} error: {row['error']}")
@@ -161,11 +163,12 @@ def scale_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"{_num(None if row['cpu_share'] is None else row['cpu_share'] * 100, '.0f'):>5} "
             f"{_num(row['cpu_us_per_probe'], '.1f'):>8} {row['hwm_kib'] / MIB:>7.1f} "
             f"{_num(row['kernel_drops'], ',d'):>6} {_num(row['invalid'], ',d'):>7} "
-            f"{_num(row['unrouted'], ',d'):>8} {_num(row['dropped'], ',d'):>7}  "
+            f"{_num(row['unrouted'], ',d'):>8} {_num(row['dropped'], ',d'):>7} "
+            f"{_num(row.get('skipped'), ',d'):>7}  "
             f"{'yes' if holds(row) else 'no'}")
     best = highest_holding(rows)
     lines.append("highest N that holds (every probe answered, none late > 10 % of the interval, "
-                 "all RTTs kernel, samples/s >= 99 % of N): "
+                 "all RTTs kernel, no round skipped, samples/s >= 99 % of N): "
                  + ("none of the runs" if best is None else
                     f"{best['count']:,} targets, {best['cpu_us_per_probe']:.1f} µs CPU per "
                     f"probe, {best['hwm_kib'] / MIB:.1f} MiB peak RSS"))
