@@ -1,0 +1,1 @@
+"""bench/monitor_scale: Prober.monitor at scale (see bench/README.md)."""
