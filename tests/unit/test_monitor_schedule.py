@@ -182,3 +182,53 @@ def test_set_targets_refuses_what_the_call_refuses(targets: list[tuple[str, int]
     mon, _ = monitor([A])
     with pytest.raises(UsageError):
         mon.set_targets(targets)
+
+
+class FirstSilentEngine(FakeEngine):
+    """A target's first probe draws nothing and ends a little after its deadline (as a
+    busy loop's timer runs late); every later one fails at once."""
+
+    def launch(self, probe: SynProbe, version: int, destination: str, key: RouteKey,
+               on_done: Callable[[Flight], None]) -> Flight:
+        if self.sends:
+            return super().launch(probe, version, destination, key, on_done)
+        loop = asyncio.get_running_loop()
+        flight = Flight(probe, version, destination, key, on_done)
+        self.live.add(flight)
+        probe.start(loop.time())
+        probe.segments_to_send()
+        self.sends.append(time.monotonic())
+
+        def time_out() -> None:
+            probe.handle_timer(loop.time())
+            flight.reported = True
+            on_done(flight)
+
+        deadline = probe.next_deadline()
+        assert deadline is not None
+        loop.call_at(deadline + 0.03, time_out)
+        return flight
+
+
+def test_a_round_that_ends_first_waits_for_the_earlier_round() -> None:
+    # timeout == interval: round 2 fails (ends) before round 1's timeout has run. Its sample
+    # must still come second, or round 1's silence would be the target's "current" state.
+    async def go() -> list[MonitorSample]:
+        prober = FakeProber()
+        prober.engine = FirstSilentEngine()
+        mon = Monitor(prober, [A], interval=0.1, timeout=0.1,  # type: ignore[arg-type]
+                      resolve_every=60.0)
+        seen = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 3:
+                break
+        await mon.aclose()
+        return seen
+
+    seen = run(go())
+    assert [s.reason for s in seen] == [Reason.NO_RESPONSE, Reason.SEND_FAILED,
+                                        Reason.SEND_FAILED]
+    assert [s.round for s in seen] == [1, 2, 3]
+    assert seen[0].at < seen[1].at < seen[2].at
+    assert seen[-1].stats.state_changes[-1].after is seen[-1].state
