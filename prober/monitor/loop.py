@@ -93,6 +93,9 @@ class MonitorSample:
 # One round's outcome until its sample is made: (at, late, state, reason, rtt_s, rtt_clock,
 # error), the arguments of Monitor._sample after the target.
 _Outcome = tuple[float, float, PortState, Reason, float | None, str | None, str | None]
+# The answers whose RTT is the target's: an ICMP error's is a router's (or the host's ICMP's),
+# which the samples, the statistics and the metrics leave out.
+_RTT_REASONS = frozenset({Reason.SYN_ACK, Reason.RST})
 
 
 @dataclass(eq=False, slots=True)
@@ -464,6 +467,8 @@ class Monitor:
         if target.removed:
             return
         reason, rtt, error = probe.outcome()
+        if reason not in _RTT_REASONS:
+            rtt = None
         self._settle(target, round_number, (
             at, late, STATE_OF_REASON[reason], reason,
             None if rtt is None else rtt.ns / 1e9,
