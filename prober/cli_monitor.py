@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from prober.output.monitor import StateChanges
 
 DEFAULT_LISTEN = "127.0.0.1:9108"  # prober.monitor.exporter.DEFAULT_LISTEN (not imported here)
+MAX_INTERVAL_S = 86_400.0  # prober.api.MAX_MONITOR_INTERVAL_S (not imported here)
 COUNTS_EVERY_S = 1.0  # how often the kernel's and the monitor's drop counts are read
 SINK_BACKLOG_BYTES = 8 << 20  # stdout lagging by more: stop reading samples until it drains
 
@@ -200,8 +201,9 @@ def monitor(
                      "('-': stdin, read once).", show_default=False),
     ],
     interval: Annotated[
-        float, _seconds("-i", "--interval", text="Seconds between two probes of a target.",
-                        minimum=0.01),
+        float, typer.Option("-i", "--interval", metavar="SECONDS",
+                            help="Seconds between two probes of a target (at most a day).",
+                            min=0.01, max=MAX_INTERVAL_S),
     ] = 5.0,
     timeout: Annotated[
         float, _seconds("-W", "--timeout", text="Seconds to wait for each answer (at most "

@@ -79,6 +79,15 @@ def test_a_bad_line_in_the_file_is_file_and_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("never_probed")
+@pytest.mark.parametrize("interval", ["inf", "86401", "nan"])
+def test_an_interval_past_a_day_is_usage(targets: Path, interval: str) -> None:
+    # inf was a traceback (NaN phases); 1e12 ran with its first round centuries away.
+    result = run("-f", str(targets), "--interval", interval)
+    assert result.exit_code == Exit.USAGE, result.output
+    assert "Traceback" not in result.output and "'--interval'" in result.output
+
+
+@pytest.mark.usefixtures("never_probed")
 def test_missing_file_option_is_usage() -> None:
     result = run()
     assert result.exit_code == Exit.USAGE and "'-f' / '--file'" in result.output
