@@ -345,13 +345,15 @@ def monitor(
                     await one_shot.drain()
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
+            # On the loop: a sink that had nothing to write yet (SIGTERM before the first
+            # --json sample, raw sockets refused) opens its writer now, which needs the loop.
+            sink.flush(final=True)
 
     try:
         _run(main)
     finally:
         if exporter is not None:
             exporter.close()
-        sink.flush(final=True)
     _stdout.exit_if_closed()
     if sink.error is not None:
         raise _fail(sink.error, Exit.USAGE)
