@@ -359,8 +359,10 @@ class Monitor:
     async def _resolver(self) -> None:
         while True:
             await asyncio.sleep(self._resolve_every)
-            names = [t for t in self._targets.values() if not t.literal]
-            await asyncio.gather(*(self._resolve(t) for t in names))
+            # Names, and addresses that had no route: a literal needs no DNS, but its route
+            # may come up after the start (an interface not up yet when the service began).
+            again = [t for t in self._targets.values() if not t.literal or t.address is None]
+            await asyncio.gather(*(self._resolve(t) for t in again))
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()

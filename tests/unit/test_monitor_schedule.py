@@ -232,3 +232,39 @@ def test_a_round_that_ends_first_waits_for_the_earlier_round() -> None:
     assert [s.round for s in seen] == [1, 2, 3]
     assert seen[0].at < seen[1].at < seen[2].at
     assert seen[-1].stats.state_changes[-1].after is seen[-1].state
+
+
+def test_an_address_without_a_route_at_the_start_is_tried_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A literal needs no DNS, so it was resolved once: without a route at the start (an
+    # interface not up yet), it stayed `unresolved` for as long as the monitor ran.
+    import prober.api
+
+    real = prober.api.source_address_for
+    routes = {"up": False}
+
+    def source_address_for(address: Any) -> Any:
+        if not routes["up"]:
+            raise UsageError(f"no route to {address}: Network is unreachable")
+        return real(address)
+
+    monkeypatch.setattr(prober.api, "source_address_for", source_address_for)
+
+    async def go() -> list[MonitorSample]:
+        prober_ = FakeProber()
+        mon = Monitor(prober_, [("127.0.0.1", 80)], interval=0.05,  # type: ignore[arg-type]
+                      timeout=0.02, resolve_every=0.1)
+        seen: list[MonitorSample] = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 2:
+                routes["up"] = True
+            if sample.reason is not Reason.UNRESOLVED or len(seen) == 40:
+                break
+        await mon.aclose()
+        return seen
+
+    seen = run(go())
+    assert seen[0].reason is Reason.UNRESOLVED and "no route" in (seen[0].error or "")
+    assert seen[-1].reason is Reason.SEND_FAILED  # sent again (the fake engine fails it)
+    assert seen[-1].address == "127.0.0.1"
