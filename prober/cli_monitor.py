@@ -61,6 +61,7 @@ class _Session:
         self.options = options
         self._monitor: Monitor | None = None
         self._reloading = False
+        self._reload_again = False  # a SIGHUP came while a reload was reading the file
         self._flush_pending = False
 
     async def run(self, prober: Prober, stop: asyncio.Event) -> None:
@@ -124,7 +125,10 @@ class _Session:
             typer.echo("prober: SIGHUP ignored: the targets were read from stdin", err=True)
             return
         if self._reloading:
-            return  # one reload at a time; the one under way reads the file as it is now
+            # One reload at a time; the one under way may have read the file before this
+            # edit, so the file is read once more when it ends (several SIGHUPs: once).
+            self._reload_again = True
+            return
         self._reloading = True
         loop = asyncio.get_running_loop()  # (a signal handler runs on the loop)
         future = loop.run_in_executor(None, read_targets_file, self.path)
@@ -135,6 +139,9 @@ class _Session:
         from prober.output.monitor import reloaded
 
         self._reloading = False
+        if self._reload_again:
+            self._reload_again = False
+            asyncio.get_running_loop().call_soon(self.on_hangup)  # after this one is taken
         try:
             new = future.result()
             if self._monitor is not None:

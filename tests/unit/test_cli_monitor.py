@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,6 +279,53 @@ def test_sighup_reloads_the_file(fake: FakeRun, targets: Path,
         "198.18.0.18:80 new -> open (syn-ack, rtt 0.100 ms)",
         "[2001:2::18]:443 new -> closed (rst, rtt 0.200 ms)",
     ]
+
+
+def test_a_sighup_during_a_reload_reads_the_file_again(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The second SIGHUP came while the first reload was reading the file (as it was before
+    # the edit) and was dropped: the edit was never taken.
+    from prober import cli_monitor
+    from prober.monitor import targets_file
+    from prober.monitor.metrics import MonitorCollector
+    from prober.output.monitor import StateChanges
+
+    path = tmp_path / "targets.txt"
+    path.write_text("198.18.0.18:80\n")
+    first_read_may_end = threading.Event()
+    real = targets_file.read_targets_file
+    reads: list[object] = []
+
+    def slow_read(name: str, stdin: Any = None) -> Any:
+        got = real(name)
+        reads.append(got)
+        if len(reads) == 1:
+            first_read_may_end.wait(5)
+        return got
+
+    monkeypatch.setattr(targets_file, "read_targets_file", slow_read)
+    both = (("198.18.0.18", 80), ("198.18.0.18", 81))
+
+    async def go() -> Any:
+        session = cli_monitor._Session(str(path), (("198.18.0.34", 80),), MonitorCollector("v"),
+                                       None, StateChanges(), {})  # type: ignore[arg-type]
+        session.on_hangup()
+        for _ in range(500):
+            if reads:
+                break
+            await asyncio.sleep(0.01)
+        path.write_text("198.18.0.18:80\n198.18.0.18:81\n")
+        session.on_hangup()  # while the first reload still runs
+        first_read_may_end.set()
+        for _ in range(500):
+            if session.targets == both:
+                break
+            await asyncio.sleep(0.01)
+        return session
+
+    session = asyncio.run(asyncio.wait_for(go(), 20))
+    assert session.targets == both
+    assert len(reads) == 2
 
 
 def test_lines_for_a_person() -> None:
