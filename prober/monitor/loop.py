@@ -37,7 +37,7 @@ from prober.core.packets import template
 from prober.core.syn import STATE_OF_REASON, PortState, Reason, SynProbe
 from prober.core.wire import TcpFlags
 from prober.engine.engine import fewer_full_collections
-from prober.errors import ResolutionError, UsageError
+from prober.errors import PortsExhausted, ResolutionError, UsageError
 
 if TYPE_CHECKING:
     from prober.api import Address, Prober
@@ -444,7 +444,15 @@ class Monitor:
             return
         engine, loop = self._engine, self._loop
         assert engine is not None and loop is not None
-        sport = engine.ports.acquire(share=True)
+        try:
+            sport = engine.ports.acquire(share=True)
+        except PortsExhausted as exc:
+            # No source port (the ephemeral range or the descriptors ran out): nothing sent,
+            # a state of this round. Raised here, in the timer, it stopped every target's
+            # schedule for good, with a traceback on stderr and no sample.
+            self._settle(target, round_number, (at, late, PortState.UNKNOWN,
+                                                Reason.SEND_FAILED, None, None, str(exc)))
+            return
         number = next(self._numbers)
         src, dst = source.packed, address.packed
         probe = SynProbe(

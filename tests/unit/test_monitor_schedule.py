@@ -18,7 +18,7 @@ import pytest
 from prober.core.cookies import IsnKey
 from prober.core.syn import Reason, SynProbe
 from prober.engine.engine import Flight, RouteKey
-from prober.errors import UsageError
+from prober.errors import PortsExhausted, UsageError
 from prober.monitor.loop import Monitor, MonitorSample
 
 
@@ -268,3 +268,32 @@ def test_an_address_without_a_route_at_the_start_is_tried_again(
     assert seen[0].reason is Reason.UNRESOLVED and "no route" in (seen[0].error or "")
     assert seen[-1].reason is Reason.SEND_FAILED  # sent again (the fake engine fails it)
     assert seen[-1].address == "127.0.0.1"
+
+
+def test_no_source_port_is_a_send_failed_round_not_a_dead_schedule() -> None:
+    class NoPortsAtFirst(FakePorts):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 2
+
+        def acquire(self, *, share: bool = False) -> int:
+            if self.refusals:
+                self.refusals -= 1
+                raise PortsExhausted("no source port can be reserved")
+            return super().acquire(share=share)
+
+    async def go() -> list[MonitorSample]:
+        mon, prober_ = monitor([A])
+        prober_.engine.ports = NoPortsAtFirst()
+        seen = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 4:
+                break
+        await mon.aclose()
+        return seen
+
+    seen = run(go())
+    assert [s.reason for s in seen] == [Reason.SEND_FAILED] * 4
+    assert [s.error for s in seen[:2]] == ["no source port can be reserved"] * 2
+    assert seen[2].error == "fake: no network"  # the schedule went on
