@@ -52,13 +52,16 @@ class _Session:
     (``Monitor.set_targets``: kept targets keep their statistics and phase)."""
 
     def __init__(self, path: str, targets: TargetList, collector: MonitorCollector,
-                 sink: _ScanSink, changes: StateChanges | None, options: dict[str, Any]) -> None:
+                 sink: _ScanSink, changes: StateChanges | None, options: dict[str, Any], *,
+                 endpoint: bool = False) -> None:
         self.path = path
         self.targets = targets
         self.collector = collector
         self.sink = sink
         self.changes = changes  # None: --json
         self.options = options
+        self.endpoint = endpoint  # /metrics is served: it must not wait for stdout
+        self._left_out = 0  # lines not written while stdout lagged (the metrics took them)
         self._monitor: Monitor | None = None
         self._reloading = False
         self._reload_again = False  # a SIGHUP came while a reload was reading the file
@@ -84,24 +87,43 @@ class _Session:
                     gc.freeze()
                     frozen = True
                 observe(sample)
-                if changes is None:
-                    sink.write(jsonl.dumps(sample.to_dict()) + "\n")
-                else:
-                    line = changes.line(sample)
-                    if line is None:
+                line = None if changes is None else changes.line(sample)
+                if changes is not None and line is None:
+                    continue
+                if sink.backlog > SINK_BACKLOG_BYTES:
+                    if self.endpoint:
+                        # Waiting for stdout here would stop the samples reaching /metrics,
+                        # which would serve values of minutes ago as the last round's: the
+                        # line is left out (and counted on stderr) instead.
+                        self._leave_out()
                         continue
-                    sink.write(line + "\n")
+                    await sink.drained()  # the monitor queues (and counts what it drops)
+                elif self._left_out:
+                    self._caught_up()
+                sink.write(jsonl.dumps(sample.to_dict()) + "\n" if line is None else line + "\n")
                 if not self._flush_pending:
                     # The monitor hands over the samples it has without awaiting: this runs
                     # once they are written, so stdout gets one write per batch.
                     self._flush_pending = True
                     loop.call_soon(self._flush)
-                if sink.backlog > SINK_BACKLOG_BYTES:
-                    await sink.drained()  # the monitor queues (and counts what it drops)
         finally:
             ticker.cancel()
             await monitor.aclose()
             self._flush()
+            if self._left_out:
+                self._caught_up()
+
+    def _leave_out(self) -> None:
+        if not self._left_out:
+            typer.echo(f"prober: stdout fell {SINK_BACKLOG_BYTES >> 20} MiB behind: lines are "
+                       "left out of it until it catches up (/metrics still takes every "
+                       "sample)", err=True)
+        self._left_out += 1
+
+    def _caught_up(self) -> None:
+        typer.echo(f"prober: stdout: {self._left_out:,} lines were left out while it lagged",
+                   err=True)
+        self._left_out = 0
 
     def _flush(self) -> None:
         self._flush_pending = False
@@ -313,7 +335,7 @@ def monitor(
     options = {"interval": interval, "timeout": timeout, "resolve_every": resolve_every,
                "window": window, "version": version, "ttl": ttl}
     session = _Session(file, targets, collector, sink, None if json_output else StateChanges(),
-                       options)
+                       options, endpoint=exporter is not None)
     terminated = False
 
     async def main(stop: asyncio.Event) -> None:

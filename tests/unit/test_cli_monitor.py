@@ -328,6 +328,55 @@ def test_a_sighup_during_a_reload_reads_the_file_again(tmp_path: Path,
     assert len(reads) == 2
 
 
+@pytest.mark.parametrize("endpoint", [True, False])
+def test_a_stuck_stdout_does_not_hold_the_metrics(fake: FakeRun, targets: Path, endpoint: bool,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # --json beside /metrics: a reader of stdout that stopped reading made the session wait
+    # for it, so no sample reached the metrics, which went on serving the last values.
+    from prober import cli_monitor
+    from prober.api import Prober
+    from prober.monitor.metrics import MonitorCollector
+
+    class StuckSink:
+        backlog = cli_monitor.SINK_BACKLOG_BYTES + 1
+
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.lines.append(text)
+
+        def flush(self, final: bool = False) -> None:
+            pass
+
+        async def drained(self) -> None:
+            await asyncio.sleep(3600)  # the reader never comes back
+
+    collector = MonitorCollector("v", [("198.18.0.18", 80)])
+    sink = StuckSink()
+    session = cli_monitor._Session(str(targets), (("198.18.0.18", 80),), collector,
+                                   sink, None, {},  # type: ignore[arg-type]
+                                   endpoint=endpoint)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        fake.script = [([sample("198.18.0.18", 80, OPEN, 0.0001, round_=n)
+                         for n in range(1, 6)], stop.set)]
+        await session.run(Prober(), stop)
+
+    if not endpoint:  # stdout is the only output: it is waited for (the monitor counts)
+        with pytest.raises(TimeoutError):
+            asyncio.run(asyncio.wait_for(go(), 1))
+        return
+    asyncio.run(asyncio.wait_for(go(), 10))
+    assert 'prober_probes_total{target="198.18.0.18",port="80",vantage="v",result="syn-ack"} 5' \
+        in collector.render()
+    assert sink.lines == []
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("prober: stdout fell 8 MiB behind: lines are left out")
+    assert err[1] == "prober: stdout: 5 lines were left out while it lagged"
+
+
 def test_lines_for_a_person() -> None:
     from dataclasses import replace
 
