@@ -130,12 +130,22 @@ class _Session:
         self.sink.flush()
 
     async def _read_counts(self, prober: Prober) -> None:
+        from prober.output.monitor import losses
+
         collector = self.collector
+        reported = (0, 0, 0)
         while True:
             collector.kernel_drops = prober.engine.take_kernel_drops()
             if self._monitor is not None:
                 collector.samples_dropped = self._monitor.dropped
                 collector.rounds_skipped = self._monitor.skipped
+            counts = (collector.samples_dropped, collector.rounds_skipped,
+                      collector.kernel_drops)
+            if not self.endpoint and counts != reported:
+                # No /metrics to show these counters: what was lost is said on stderr (at
+                # most once per tick), or --json --no-listen would lose samples silently.
+                typer.echo(losses(*counts), err=True)
+                reported = counts
             await asyncio.sleep(COUNTS_EVERY_S)
 
     # -- SIGHUP ---------------------------------------------------------------------------

@@ -377,6 +377,37 @@ def test_a_stuck_stdout_does_not_hold_the_metrics(fake: FakeRun, targets: Path, 
     assert err[1] == "prober: stdout: 5 lines were left out while it lagged"
 
 
+def test_without_an_endpoint_what_is_lost_goes_to_stderr(
+        fake: FakeRun, targets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --json --no-listen: samples dropped, rounds skipped and kernel drops were counted only
+    # for a /metrics that does not exist: lost without a word.
+    from prober import cli_monitor
+
+    monkeypatch.setattr(cli_monitor, "COUNTS_EVERY_S", 0.01)
+    monkeypatch.setattr(FakeEngine, "take_kernel_drops", lambda self: 3)
+    monitors: list[FakeMonitor] = []
+    real_init = FakeMonitor.__init__
+
+    def remembered(self: FakeMonitor, fake_run: FakeRun, stop: asyncio.Event) -> None:
+        real_init(self, fake_run, stop)
+        monitors.append(self)
+
+    monkeypatch.setattr(FakeMonitor, "__init__", remembered)
+
+    def lose_then_stop() -> None:
+        monitors[0].dropped, monitors[0].skipped = 7, 1
+        asyncio.get_running_loop().call_later(0.3, sigterm)
+
+    fake.script = [([sample("198.18.0.18", 80, OPEN, 0.0001)], lose_then_stop)]
+    result = run("-f", str(targets), "--json", "--no-listen")
+    assert result.exit_code == 0, result.output
+    assert ("prober: lost so far: 7 samples dropped (the reader of stdout fell behind), 1 "
+            "round skipped (the process stalled), 3 captured frames dropped by the kernel"
+            ) in result.stderr.splitlines()
+    with_endpoint = run("-f", str(targets), "--json", "--listen", "127.0.0.1:0")
+    assert "lost so far" not in with_endpoint.stderr  # /metrics has them
+
+
 def test_lines_for_a_person() -> None:
     from dataclasses import replace
 
