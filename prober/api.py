@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# The longest monitor interval: a day. Beyond it the first round (at the target's phase of
+# the interval) could be years away, and an infinite one was a traceback (NaN phases).
+MAX_MONITOR_INTERVAL_S = 86_400.0
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -150,7 +154,8 @@ class PortReservations:
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
+    # Written so that NaN, which every comparison refuses, is out of range too.
+    if not value >= low or (high is not None and not value <= high):
         bound = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise UsageError(f"invalid {name} {value}: must be {bound}")
 
@@ -778,7 +783,7 @@ class Prober:
 
         for _host, port in targets:
             _check_range("port", port, 1, 65535)
-        _check_range("interval", interval, 0.01)
+        _check_range("interval", interval, 0.01, MAX_MONITOR_INTERVAL_S)
         _check_range("resolve every", resolve_every, 1.0)
         _check_range("window", window, 1)
         _check_range("ttl", ttl, 1, 255)

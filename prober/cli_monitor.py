@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from prober.output.monitor import StateChanges
 
 DEFAULT_LISTEN = "127.0.0.1:9108"  # prober.monitor.exporter.DEFAULT_LISTEN (not imported here)
+MAX_INTERVAL_S = 86_400.0  # prober.api.MAX_MONITOR_INTERVAL_S (not imported here)
 COUNTS_EVERY_S = 1.0  # how often the kernel's and the monitor's drop counts are read
 SINK_BACKLOG_BYTES = 8 << 20  # stdout lagging by more: stop reading samples until it drains
 
@@ -51,15 +52,19 @@ class _Session:
     (``Monitor.set_targets``: kept targets keep their statistics and phase)."""
 
     def __init__(self, path: str, targets: TargetList, collector: MonitorCollector,
-                 sink: _ScanSink, changes: StateChanges | None, options: dict[str, Any]) -> None:
+                 sink: _ScanSink, changes: StateChanges | None, options: dict[str, Any], *,
+                 endpoint: bool = False) -> None:
         self.path = path
         self.targets = targets
         self.collector = collector
         self.sink = sink
         self.changes = changes  # None: --json
         self.options = options
+        self.endpoint = endpoint  # /metrics is served: it must not wait for stdout
+        self._left_out = 0  # lines not written while stdout lagged (the metrics took them)
         self._monitor: Monitor | None = None
         self._reloading = False
+        self._reload_again = False  # a SIGHUP came while a reload was reading the file
         self._flush_pending = False
 
     async def run(self, prober: Prober, stop: asyncio.Event) -> None:
@@ -82,36 +87,65 @@ class _Session:
                     gc.freeze()
                     frozen = True
                 observe(sample)
-                if changes is None:
-                    sink.write(jsonl.dumps(sample.to_dict()) + "\n")
-                else:
-                    line = changes.line(sample)
-                    if line is None:
+                line = None if changes is None else changes.line(sample)
+                if changes is not None and line is None:
+                    continue
+                if sink.backlog > SINK_BACKLOG_BYTES:
+                    if self.endpoint:
+                        # Waiting for stdout here would stop the samples reaching /metrics,
+                        # which would serve values of minutes ago as the last round's: the
+                        # line is left out (and counted on stderr) instead.
+                        self._leave_out()
                         continue
-                    sink.write(line + "\n")
+                    await sink.drained()  # the monitor queues (and counts what it drops)
+                elif self._left_out:
+                    self._caught_up()
+                sink.write(jsonl.dumps(sample.to_dict()) + "\n" if line is None else line + "\n")
                 if not self._flush_pending:
                     # The monitor hands over the samples it has without awaiting: this runs
                     # once they are written, so stdout gets one write per batch.
                     self._flush_pending = True
                     loop.call_soon(self._flush)
-                if sink.backlog > SINK_BACKLOG_BYTES:
-                    await sink.drained()  # the monitor queues (and counts what it drops)
         finally:
             ticker.cancel()
             await monitor.aclose()
             self._flush()
+            if self._left_out:
+                self._caught_up()
+
+    def _leave_out(self) -> None:
+        if not self._left_out:
+            typer.echo(f"prober: stdout fell {SINK_BACKLOG_BYTES >> 20} MiB behind: lines are "
+                       "left out of it until it catches up (/metrics still takes every "
+                       "sample)", err=True)
+        self._left_out += 1
+
+    def _caught_up(self) -> None:
+        typer.echo(f"prober: stdout: {self._left_out:,} lines were left out while it lagged",
+                   err=True)
+        self._left_out = 0
 
     def _flush(self) -> None:
         self._flush_pending = False
         self.sink.flush()
 
     async def _read_counts(self, prober: Prober) -> None:
+        from prober.output.monitor import losses
+
         collector = self.collector
+        reported = (0, 0, 0)
         while True:
             collector.kernel_drops = prober.engine.take_kernel_drops()
             if self._monitor is not None:
                 collector.samples_dropped = self._monitor.dropped
                 collector.rounds_skipped = self._monitor.skipped
+            counts = (collector.samples_dropped, collector.rounds_skipped,
+                      collector.kernel_drops)
+            if not self.endpoint and counts != reported:
+                # No /metrics to show these counters: what was lost is said on stderr (at
+                # most once per tick), or --json --no-listen would lose samples silently.
+                typer.echo(losses(*counts), err=True)
+                reported = counts
             await asyncio.sleep(COUNTS_EVERY_S)
 
     # -- SIGHUP ---------------------------------------------------------------------------
@@ -123,7 +157,10 @@ class _Session:
             typer.echo("prober: SIGHUP ignored: the targets were read from stdin", err=True)
             return
         if self._reloading:
-            return  # one reload at a time; the one under way reads the file as it is now
+            # One reload at a time; the one under way may have read the file before this
+            # edit, so the file is read once more when it ends (several SIGHUPs: once).
+            self._reload_again = True
+            return
         self._reloading = True
         loop = asyncio.get_running_loop()  # (a signal handler runs on the loop)
         future = loop.run_in_executor(None, read_targets_file, self.path)
@@ -134,6 +171,9 @@ class _Session:
         from prober.output.monitor import reloaded
 
         self._reloading = False
+        if self._reload_again:
+            self._reload_again = False
+            asyncio.get_running_loop().call_soon(self.on_hangup)  # after this one is taken
         try:
             new = future.result()
             if self._monitor is not None:
@@ -200,8 +240,9 @@ def monitor(
                      "('-': stdin, read once).", show_default=False),
     ],
     interval: Annotated[
-        float, _seconds("-i", "--interval", text="Seconds between two probes of a target.",
-                        minimum=0.01),
+        float, typer.Option("-i", "--interval", metavar="SECONDS",
+                            help="Seconds between two probes of a target (at most a day).",
+                            min=0.01, max=MAX_INTERVAL_S),
     ] = 5.0,
     timeout: Annotated[
         float, _seconds("-W", "--timeout", text="Seconds to wait for each answer (at most "
@@ -304,7 +345,7 @@ def monitor(
     options = {"interval": interval, "timeout": timeout, "resolve_every": resolve_every,
                "window": window, "version": version, "ttl": ttl}
     session = _Session(file, targets, collector, sink, None if json_output else StateChanges(),
-                       options)
+                       options, endpoint=exporter is not None)
     terminated = False
 
     async def main(stop: asyncio.Event) -> None:
@@ -343,13 +384,15 @@ def monitor(
                     await one_shot.drain()
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
+            # On the loop: a sink that had nothing to write yet (SIGTERM before the first
+            # --json sample, raw sockets refused) opens its writer now, which needs the loop.
+            sink.flush(final=True)
 
     try:
         _run(main)
     finally:
         if exporter is not None:
             exporter.close()
-        sink.flush(final=True)
     _stdout.exit_if_closed()
     if sink.error is not None:
         raise _fail(sink.error, Exit.USAGE)

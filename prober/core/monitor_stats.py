@@ -32,7 +32,7 @@ _UNSENT = frozenset({Reason.SEND_FAILED, Reason.UNRESOLVED, Reason.INTERRUPTED})
 
 def phase_of(key: str, interval: float) -> float:
     """Seconds into each interval at which target ``key`` is probed: uniform over targets,
-    stable across runs and reloads (a keyed hash, not the order in the file)."""
+    stable across runs and reloads (a hash of the name, unkeyed, not the order in the file)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 * interval
 

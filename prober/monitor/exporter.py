@@ -116,7 +116,7 @@ class _ProbeGauges:
     """The one-shot metrics of ``/probe``, as a collector for ``generate_latest``."""
 
     def __init__(self, result: SynProbeResult | None, duration: float) -> None:
-        self.result = result  # None: the name did not resolve
+        self.result = result  # None: the name did not resolve, or no route to the address
         self.duration = duration
 
     def collect(self) -> Iterator[Metric]:
@@ -257,10 +257,11 @@ class Exporter:
         try:
             future = asyncio.run_coroutine_threadsafe(_awaited(probe(host, port, timeout)), loop)
             result = future.result(timeout + MAX_PROBE_TIMEOUT_S)
-        except ResolutionError:
-            result = None  # as blackbox: the name did not resolve -> probe_success 0
-        except UsageError as exc:
-            return _answer(start_response, "400 Bad Request", f"{exc}\n")
+        except (ResolutionError, UsageError):
+            # The target is well formed (checked above): a name that does not resolve, or an
+            # address without a route (our interface is down), is the target's state, as
+            # blackbox has it: probe_success 0 in a scrape that worked, not a bad request.
+            result = None
         except (ProberError, RuntimeError, TimeoutError) as exc:
             return _answer(start_response, "503 Service Unavailable", f"probe failed: {exc}\n")
         finally:

@@ -37,7 +37,7 @@ from prober.core.packets import template
 from prober.core.syn import STATE_OF_REASON, PortState, Reason, SynProbe
 from prober.core.wire import TcpFlags
 from prober.engine.engine import fewer_full_collections
-from prober.errors import ResolutionError, UsageError
+from prober.errors import PortsExhausted, ResolutionError, UsageError
 
 if TYPE_CHECKING:
     from prober.api import Address, Prober
@@ -90,6 +90,14 @@ class MonitorSample:
         }
 
 
+# One round's outcome until its sample is made: (at, late, state, reason, rtt_s, rtt_clock,
+# error), the arguments of Monitor._sample after the target.
+_Outcome = tuple[float, float, PortState, Reason, float | None, str | None, str | None]
+# The answers whose RTT is the target's: an ICMP error's is a router's (or the host's ICMP's),
+# which the samples, the statistics and the metrics leave out.
+_RTT_REASONS = frozenset({Reason.SYN_ACK, Reason.RST})
+
+
 @dataclass(eq=False, slots=True)
 class _Target:
     host: str
@@ -100,7 +108,12 @@ class _Target:
     address_text: str | None = None  # str(address), once: ipaddress's __str__ is slow
     source: Address | None = None
     resolve_error: str | None = None
-    rounds: int = 0
+    rounds: int = 0  # samples given so far: also the 0-based number of the next one due
+    launched: int = 0  # rounds started so far (each takes the next number)
+    # Outcomes of rounds that ended before an earlier round of the same target, by number:
+    # with a timeout close to the interval, round k+1's quick answer can come before round
+    # k's timeout, and its sample must still follow round k's (None: nothing held).
+    held: dict[int, _Outcome] | None = None
     removed: bool = False  # set_targets dropped it: its heap entry and answer are ignored
 
     @property
@@ -117,9 +130,10 @@ class _Round:
     probe: SynProbe
     at: float
     late: float
+    number: int  # the target's 0-based round number (Monitor._settle orders by it)
 
     def __call__(self, flight: Flight) -> None:  # may run inside engine.launch (failed send)
-        self.monitor._done(flight, self.target, self.probe, self.at, self.late)
+        self.monitor._done(flight, self.target, self.probe, self.at, self.late, self.number)
 
 
 def _is_literal(host: str) -> bool:
@@ -345,8 +359,10 @@ class Monitor:
     async def _resolver(self) -> None:
         while True:
             await asyncio.sleep(self._resolve_every)
-            names = [t for t in self._targets.values() if not t.literal]
-            await asyncio.gather(*(self._resolve(t) for t in names))
+            # Names, and addresses that had no route: a literal needs no DNS, but its route
+            # may come up after the start (an interface not up yet when the service began).
+            again = [t for t in self._targets.values() if not t.literal or t.address is None]
+            await asyncio.gather(*(self._resolve(t) for t in again))
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -419,14 +435,24 @@ class Monitor:
     # -- one probe -------------------------------------------------------------------------
     def _launch(self, target: _Target, late: float) -> None:
         at = time.time()
+        round_number = target.launched
+        target.launched += 1
         address, source, address_text = target.address, target.source, target.address_text
         if address is None or source is None or address_text is None:
-            self._emit(self._sample(target, at, late, PortState.UNKNOWN, Reason.UNRESOLVED,
-                                    None, None, target.resolve_error))
+            self._settle(target, round_number, (at, late, PortState.UNKNOWN, Reason.UNRESOLVED,
+                                                None, None, target.resolve_error))
             return
         engine, loop = self._engine, self._loop
         assert engine is not None and loop is not None
-        sport = engine.ports.acquire(share=True)
+        try:
+            sport = engine.ports.acquire(share=True)
+        except PortsExhausted as exc:
+            # No source port (the ephemeral range or the descriptors ran out): nothing sent,
+            # a state of this round. Raised here, in the timer, it stopped every target's
+            # schedule for good, with a traceback on stderr and no sample.
+            self._settle(target, round_number, (at, late, PortState.UNKNOWN,
+                                                Reason.SEND_FAILED, None, None, str(exc)))
+            return
         number = next(self._numbers)
         src, dst = source.packed, address.packed
         probe = SynProbe(
@@ -438,23 +464,44 @@ class Monitor:
             tsval=time.monotonic_ns() // 1_000_000 & 0xFFFFFFFF,
         )
         flight = engine.launch(probe, address.version, address_text,
-                               (dst, target.port, sport), _Round(self, target, probe, at, late))
+                               (dst, target.port, sport),
+                               _Round(self, target, probe, at, late, round_number))
         if not flight.reported:
             self._in_flight.add(flight)
 
     def _done(self, flight: Flight, target: _Target, probe: SynProbe, at: float,
-              late: float) -> None:
+              late: float, round_number: int) -> None:
         assert self._loop is not None
         self._in_flight.discard(flight)
         self._settled.append((self._loop.time(), flight))
         if target.removed:
             return
         reason, rtt, error = probe.outcome()
-        self._emit(self._sample(
-            target, at, late, STATE_OF_REASON[reason], reason,
+        if reason not in _RTT_REASONS:
+            rtt = None
+        self._settle(target, round_number, (
+            at, late, STATE_OF_REASON[reason], reason,
             None if rtt is None else rtt.ns / 1e9,
             None if rtt is None else rtt.clock.value, error,
         ))
+
+    def _settle(self, target: _Target, round_number: int, outcome: _Outcome) -> None:
+        """Give the sample of a round that ended, in the order the target's rounds were
+        sent: one that ended before an earlier round waits for it (a few ms at most, as
+        the earlier one's timeout is due), so the state, the statistics and the round
+        numbers follow the sends, not the order the probes happened to end."""
+        if round_number != target.rounds:
+            if target.held is None:
+                target.held = {}
+            target.held[round_number] = outcome
+            return
+        self._emit(self._sample(target, *outcome))
+        held = target.held
+        if held is not None:
+            while target.rounds in held:
+                self._emit(self._sample(target, *held.pop(target.rounds)))
+            if not held:
+                target.held = None
 
     def _sample(self, target: _Target, at: float, late: float, state: PortState,
                 reason: Reason, rtt_s: float | None, rtt_clock: str | None,

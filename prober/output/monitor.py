@@ -37,6 +37,13 @@ def reloaded(targets: int, added: int, removed: int) -> str:
     return f"prober: reloaded: {_plural(targets, 'target')} (+{added}, -{removed})"
 
 
+def losses(samples_dropped: int, rounds_skipped: int, kernel_drops: int) -> str:
+    """The stderr line of what was lost so far, when no /metrics endpoint shows it."""
+    return (f"prober: lost so far: {_plural(samples_dropped, 'sample')} dropped (the reader "
+            f"of stdout fell behind), {_plural(rounds_skipped, 'round')} skipped (the process "
+            f"stalled), {_plural(kernel_drops, 'captured frame')} dropped by the kernel")
+
+
 def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
@@ -72,4 +79,4 @@ class StateChanges:
         self._states = {name: state for name, state in self._states.items() if name in kept}
 
 
-__all__ = ["StateChanges", "banner", "change_line", "reloaded"]
+__all__ = ["StateChanges", "banner", "change_line", "losses", "reloaded"]

@@ -69,6 +69,11 @@ def test_every_target_every_round(syn_topology: SynTopology, version: int) -> No
             assert stats.loss == 0.0 and stats.p50_rtt_s is not None
         if reason is Reason.NO_RESPONSE:
             assert stats.loss == 1.0 and stats.p50_rtt_s is None
+        if reason is Reason.ICMP_UNREACHABLE:
+            # A router's (or the host's ICMP's) time, not the target's TCP: no RTT, as the
+            # JSON's documentation and RollingStats say, and none in the target's statistics.
+            assert all(s.rtt_s is None and s.rtt_clock is None for s in got)
+            assert stats.loss == 0.0 and stats.min_rtt_s is None and stats.ewma_rtt_s is None
         assert got[-1].to_dict()["stats"]["rounds"] == 4
 
 

@@ -237,3 +237,33 @@ def test_a_reader_that_leaves_ends_the_run_with_141(syn_topology: SynTopology,
         if process.poll() is None:
             process.kill()
         process.wait(timeout=WAIT_S)
+
+
+def test_sigterm_before_the_first_sample_is_exit_0(syn_topology: SynTopology,
+                                                   tmp_path: Path) -> None:
+    # --json writes nothing until a sample: the last flush then opened stdout's writer off
+    # the event loop, a traceback and exit 1 instead of a clean stop.
+    path = targets_file(tmp_path, syn_topology, SynTopology.OPEN_PORT)
+    with service("-f", str(path), "-i", "3600", "--json", "--no-listen") as run:
+        assert "monitoring 1 target" in run.line(run.stderr)
+        assert run.stop(signal.SIGTERM) == 0
+        assert run.process.stderr is not None
+        time.sleep(0.2)  # the reader thread takes what is left
+        left = []
+        while not run.stderr.empty():
+            left.append(run.stderr.get())
+        assert not any("Traceback" in line for line in left), left
+
+
+def test_without_raw_sockets_it_is_one_line_and_exit_3(syn_topology: SynTopology,
+                                                      tmp_path: Path) -> None:
+    # The targets on stdin: pytest's directory is root's alone. Nothing is sent (no raw
+    # socket), but the address is the lab's all the same.
+    path = targets_file(tmp_path, syn_topology, SynTopology.OPEN_PORT)
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *PROBER, "monitor", "-f", "-", "--listen", "127.0.0.1:0"],
+                          input=path.read_text(), capture_output=True, text=True,
+                          timeout=WAIT_S)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("prober: error: raw sockets are not allowed")
+    assert len(done.stderr.splitlines()) == 1 and done.stdout == ""

@@ -213,7 +213,8 @@ def doc_command_lines(path: Path) -> list[str]:
             inside = not inside
             continue
         line = raw.strip().removeprefix("$ ")
-        if inside and re.match(r"(sudo|prober|python3)(\s|$)", line):  # not "prober: ..."
+        # "prober: ..." is prober's own output (a banner, an error), not a command.
+        if inside and re.match(r"(sudo|prober|python3)(?=\s|$)", line):
             lines.append(line)
     return lines
 

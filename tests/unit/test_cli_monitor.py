@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,15 @@ def test_a_bad_line_in_the_file_is_file_and_line(tmp_path: Path) -> None:
     path.write_text("# nothing\n")
     one_line_error(run("-f", str(path)), Exit.USAGE, f"{path}: no targets")
     one_line_error(run("-f", str(tmp_path / "missing")), Exit.USAGE, "cannot read")
+
+
+@pytest.mark.usefixtures("never_probed")
+@pytest.mark.parametrize("interval", ["inf", "86401", "nan"])
+def test_an_interval_past_a_day_is_usage(targets: Path, interval: str) -> None:
+    # inf was a traceback (NaN phases); 1e12 ran with its first round centuries away.
+    result = run("-f", str(targets), "--interval", interval)
+    assert result.exit_code == Exit.USAGE, result.output
+    assert "Traceback" not in result.output and "'--interval'" in result.output
 
 
 @pytest.mark.usefixtures("never_probed")
@@ -269,6 +279,133 @@ def test_sighup_reloads_the_file(fake: FakeRun, targets: Path,
         "198.18.0.18:80 new -> open (syn-ack, rtt 0.100 ms)",
         "[2001:2::18]:443 new -> closed (rst, rtt 0.200 ms)",
     ]
+
+
+def test_a_sighup_during_a_reload_reads_the_file_again(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The second SIGHUP came while the first reload was reading the file (as it was before
+    # the edit) and was dropped: the edit was never taken.
+    from prober import cli_monitor
+    from prober.monitor import targets_file
+    from prober.monitor.metrics import MonitorCollector
+    from prober.output.monitor import StateChanges
+
+    path = tmp_path / "targets.txt"
+    path.write_text("198.18.0.18:80\n")
+    first_read_may_end = threading.Event()
+    real = targets_file.read_targets_file
+    reads: list[object] = []
+
+    def slow_read(name: str, stdin: Any = None) -> Any:
+        got = real(name)
+        reads.append(got)
+        if len(reads) == 1:
+            first_read_may_end.wait(5)
+        return got
+
+    monkeypatch.setattr(targets_file, "read_targets_file", slow_read)
+    both = (("198.18.0.18", 80), ("198.18.0.18", 81))
+
+    async def go() -> Any:
+        session = cli_monitor._Session(str(path), (("198.18.0.34", 80),), MonitorCollector("v"),
+                                       None, StateChanges(), {})  # type: ignore[arg-type]
+        session.on_hangup()
+        for _ in range(500):
+            if reads:
+                break
+            await asyncio.sleep(0.01)
+        path.write_text("198.18.0.18:80\n198.18.0.18:81\n")
+        session.on_hangup()  # while the first reload still runs
+        first_read_may_end.set()
+        for _ in range(500):
+            if session.targets == both:
+                break
+            await asyncio.sleep(0.01)
+        return session
+
+    session = asyncio.run(asyncio.wait_for(go(), 20))
+    assert session.targets == both
+    assert len(reads) == 2
+
+
+@pytest.mark.parametrize("endpoint", [True, False])
+def test_a_stuck_stdout_does_not_hold_the_metrics(fake: FakeRun, targets: Path, endpoint: bool,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # --json beside /metrics: a reader of stdout that stopped reading made the session wait
+    # for it, so no sample reached the metrics, which went on serving the last values.
+    from prober import cli_monitor
+    from prober.api import Prober
+    from prober.monitor.metrics import MonitorCollector
+
+    class StuckSink:
+        backlog = cli_monitor.SINK_BACKLOG_BYTES + 1
+
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.lines.append(text)
+
+        def flush(self, final: bool = False) -> None:
+            pass
+
+        async def drained(self) -> None:
+            await asyncio.sleep(3600)  # the reader never comes back
+
+    collector = MonitorCollector("v", [("198.18.0.18", 80)])
+    sink = StuckSink()
+    session = cli_monitor._Session(str(targets), (("198.18.0.18", 80),), collector,
+                                   sink, None, {},  # type: ignore[arg-type]
+                                   endpoint=endpoint)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        fake.script = [([sample("198.18.0.18", 80, OPEN, 0.0001, round_=n)
+                         for n in range(1, 6)], stop.set)]
+        await session.run(Prober(), stop)
+
+    if not endpoint:  # stdout is the only output: it is waited for (the monitor counts)
+        with pytest.raises(TimeoutError):
+            asyncio.run(asyncio.wait_for(go(), 1))
+        return
+    asyncio.run(asyncio.wait_for(go(), 10))
+    assert 'prober_probes_total{target="198.18.0.18",port="80",vantage="v",result="syn-ack"} 5' \
+        in collector.render()
+    assert sink.lines == []
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("prober: stdout fell 8 MiB behind: lines are left out")
+    assert err[1] == "prober: stdout: 5 lines were left out while it lagged"
+
+
+def test_without_an_endpoint_what_is_lost_goes_to_stderr(
+        fake: FakeRun, targets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --json --no-listen: samples dropped, rounds skipped and kernel drops were counted only
+    # for a /metrics that does not exist: lost without a word.
+    from prober import cli_monitor
+
+    monkeypatch.setattr(cli_monitor, "COUNTS_EVERY_S", 0.01)
+    monkeypatch.setattr(FakeEngine, "take_kernel_drops", lambda self: 3)
+    monitors: list[FakeMonitor] = []
+    real_init = FakeMonitor.__init__
+
+    def remembered(self: FakeMonitor, fake_run: FakeRun, stop: asyncio.Event) -> None:
+        real_init(self, fake_run, stop)
+        monitors.append(self)
+
+    monkeypatch.setattr(FakeMonitor, "__init__", remembered)
+
+    def lose_then_stop() -> None:
+        monitors[0].dropped, monitors[0].skipped = 7, 1
+        asyncio.get_running_loop().call_later(0.3, sigterm)
+
+    fake.script = [([sample("198.18.0.18", 80, OPEN, 0.0001)], lose_then_stop)]
+    result = run("-f", str(targets), "--json", "--no-listen")
+    assert result.exit_code == 0, result.output
+    assert ("prober: lost so far: 7 samples dropped (the reader of stdout fell behind), 1 "
+            "round skipped (the process stalled), 3 captured frames dropped by the kernel"
+            ) in result.stderr.splitlines()
+    with_endpoint = run("-f", str(targets), "--json", "--listen", "127.0.0.1:0")
+    assert "lost so far" not in with_endpoint.stderr  # /metrics has them
 
 
 def test_lines_for_a_person() -> None:

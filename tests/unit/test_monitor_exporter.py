@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prober.core.monitor_stats import TargetStats
 from prober.core.syn import PortState, Reason, SynProbeResult
 from prober.core.timing import Clock, Rtt
-from prober.errors import ResolutionError
+from prober.errors import ResolutionError, UsageError
 from prober.monitor.exporter import Exporter, ListenAddress, ListenFailed, parse_listen
 from prober.monitor.loop import MonitorSample
 from prober.monitor.metrics import RTT_BUCKETS, MonitorCollector, target_name
@@ -174,6 +174,8 @@ class FakeProbes:
         self.calls.append((host, port, timeout))
         if host == "gone.test":
             raise ResolutionError("gone.test does not resolve")
+        if host == "198.18.9.9":
+            raise UsageError("no route to 198.18.9.9: Network is unreachable")
         if port == 81:
             return result_of(host, port, CLOSED, 50_000)
         if port == 82:
@@ -226,6 +228,7 @@ def test_metrics_over_http(endpoint: tuple[Exporter, FakeProbes]) -> None:
     ("198.18.0.18:81", 0, "closed", 0.00005),
     ("[2001:2::18]:82", 0, "filtered", None),
     ("gone.test:80", 0, "unknown", None),
+    ("198.18.9.9:80", 0, "unknown", None),  # no route (our interface is down): was a 400
 ])
 def test_probe_answers_like_blackbox(endpoint: tuple[Exporter, FakeProbes], target: str,
                                      success: int, state: str, rtt: float | None) -> None:

@@ -18,7 +18,7 @@ import pytest
 from prober.core.cookies import IsnKey
 from prober.core.syn import Reason, SynProbe
 from prober.engine.engine import Flight, RouteKey
-from prober.errors import UsageError
+from prober.errors import PortsExhausted, UsageError
 from prober.monitor.loop import Monitor, MonitorSample
 
 
@@ -182,3 +182,118 @@ def test_set_targets_refuses_what_the_call_refuses(targets: list[tuple[str, int]
     mon, _ = monitor([A])
     with pytest.raises(UsageError):
         mon.set_targets(targets)
+
+
+class FirstSilentEngine(FakeEngine):
+    """A target's first probe draws nothing and ends a little after its deadline (as a
+    busy loop's timer runs late); every later one fails at once."""
+
+    def launch(self, probe: SynProbe, version: int, destination: str, key: RouteKey,
+               on_done: Callable[[Flight], None]) -> Flight:
+        if self.sends:
+            return super().launch(probe, version, destination, key, on_done)
+        loop = asyncio.get_running_loop()
+        flight = Flight(probe, version, destination, key, on_done)
+        self.live.add(flight)
+        probe.start(loop.time())
+        probe.segments_to_send()
+        self.sends.append(time.monotonic())
+
+        def time_out() -> None:
+            probe.handle_timer(loop.time())
+            flight.reported = True
+            on_done(flight)
+
+        deadline = probe.next_deadline()
+        assert deadline is not None
+        loop.call_at(deadline + 0.03, time_out)
+        return flight
+
+
+def test_a_round_that_ends_first_waits_for_the_earlier_round() -> None:
+    # timeout == interval: round 2 fails (ends) before round 1's timeout has run. Its sample
+    # must still come second, or round 1's silence would be the target's "current" state.
+    async def go() -> list[MonitorSample]:
+        prober = FakeProber()
+        prober.engine = FirstSilentEngine()
+        mon = Monitor(prober, [A], interval=0.1, timeout=0.1,  # type: ignore[arg-type]
+                      resolve_every=60.0)
+        seen = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 3:
+                break
+        await mon.aclose()
+        return seen
+
+    seen = run(go())
+    assert [s.reason for s in seen] == [Reason.NO_RESPONSE, Reason.SEND_FAILED,
+                                        Reason.SEND_FAILED]
+    assert [s.round for s in seen] == [1, 2, 3]
+    assert seen[0].at < seen[1].at < seen[2].at
+    assert seen[-1].stats.state_changes[-1].after is seen[-1].state
+
+
+def test_an_address_without_a_route_at_the_start_is_tried_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A literal needs no DNS, so it was resolved once: without a route at the start (an
+    # interface not up yet), it stayed `unresolved` for as long as the monitor ran.
+    import prober.api
+
+    real = prober.api.source_address_for
+    routes = {"up": False}
+
+    def source_address_for(address: Any) -> Any:
+        if not routes["up"]:
+            raise UsageError(f"no route to {address}: Network is unreachable")
+        return real(address)
+
+    monkeypatch.setattr(prober.api, "source_address_for", source_address_for)
+
+    async def go() -> list[MonitorSample]:
+        prober_ = FakeProber()
+        mon = Monitor(prober_, [("127.0.0.1", 80)], interval=0.05,  # type: ignore[arg-type]
+                      timeout=0.02, resolve_every=0.1)
+        seen: list[MonitorSample] = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 2:
+                routes["up"] = True
+            if sample.reason is not Reason.UNRESOLVED or len(seen) == 40:
+                break
+        await mon.aclose()
+        return seen
+
+    seen = run(go())
+    assert seen[0].reason is Reason.UNRESOLVED and "no route" in (seen[0].error or "")
+    assert seen[-1].reason is Reason.SEND_FAILED  # sent again (the fake engine fails it)
+    assert seen[-1].address == "127.0.0.1"
+
+
+def test_no_source_port_is_a_send_failed_round_not_a_dead_schedule() -> None:
+    class NoPortsAtFirst(FakePorts):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 2
+
+        def acquire(self, *, share: bool = False) -> int:
+            if self.refusals:
+                self.refusals -= 1
+                raise PortsExhausted("no source port can be reserved")
+            return super().acquire(share=share)
+
+    async def go() -> list[MonitorSample]:
+        mon, prober_ = monitor([A])
+        prober_.engine.ports = NoPortsAtFirst()
+        seen = []
+        async for sample in mon:
+            seen.append(sample)
+            if len(seen) == 4:
+                break
+        await mon.aclose()
+        return seen
+
+    seen = run(go())
+    assert [s.reason for s in seen] == [Reason.SEND_FAILED] * 4
+    assert [s.error for s in seen[:2]] == ["no source port can be reserved"] * 2
+    assert seen[2].error == "fake: no network"  # the schedule went on
