@@ -779,13 +779,13 @@ class Prober:
         Raises:
             UsageError: (on the first step) no targets, or timeout not in (0, interval].
         """
-        from prober.monitor.loop import Monitor
+        from prober.monitor.loop import MAX_WINDOW, Monitor
 
         for _host, port in targets:
             _check_range("port", port, 1, 65535)
         _check_range("interval", interval, 0.01, MAX_MONITOR_INTERVAL_S)
         _check_range("resolve every", resolve_every, 1.0)
-        _check_range("window", window, 1)
+        _check_range("window", window, 1, MAX_WINDOW)
         _check_range("ttl", ttl, 1, 255)
         running = Monitor(self, targets, interval=interval, timeout=timeout,
                           resolve_every=resolve_every, window=window, version=version,

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from prober.monitor.targets_file import TargetList
     from prober.output.monitor import StateChanges
 
+MAX_WINDOW = 10_000  # prober.monitor.loop.MAX_WINDOW (not imported here)
 DEFAULT_LISTEN = "127.0.0.1:9108"  # prober.monitor.exporter.DEFAULT_LISTEN (not imported here)
 MAX_INTERVAL_S = 86_400.0  # prober.api.MAX_MONITOR_INTERVAL_S (not imported here)
 COUNTS_EVERY_S = 1.0  # how often the kernel's and the monitor's drop counts are read
@@ -274,7 +275,8 @@ def monitor(
     ] = 300.0,
     window: Annotated[
         int, typer.Option("--window", metavar="ROUNDS",
-                          help="Rounds the JSON statistics (percentiles, loss) cover.", min=1),
+                          help="Rounds the JSON statistics (percentiles, loss) cover.", min=1,
+                          max=MAX_WINDOW),
     ] = 100,
     ipv4: Ipv4Option = False,
     ipv6: Ipv6Option = False,

@@ -48,6 +48,10 @@ MAX_QUEUED_SAMPLES = 100_000
 # Probes due within this long of each other leave in one batch (and never more than a
 # hundredth of the interval late for it).
 TICK_S = 0.005
+# A target without an address is resolved again after this long (or an interval, if longer).
+RETRY_UNRESOLVED_S = 5.0
+# The largest window of rounds: its RTTs are kept sorted, an O(window) insert per round.
+MAX_WINDOW = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,11 +361,23 @@ class Monitor:
         target.address_text = str(address)
 
     async def _resolver(self) -> None:
+        # Every name again each resolve_every; a target without an address (a name that did
+        # not resolve, an address that had no route) sooner, so one DNS hiccup costs a few
+        # rounds, not resolve_every's worth.
+        assert self._loop is not None
+        loop, every = self._loop, self._resolve_every
+        retry = min(every, max(self._interval, RETRY_UNRESOLVED_S))
+        everything_at = loop.time() + every
         while True:
-            await asyncio.sleep(self._resolve_every)
-            # Names, and addresses that had no route: a literal needs no DNS, but its route
-            # may come up after the start (an interface not up yet when the service began).
-            again = [t for t in self._targets.values() if not t.literal or t.address is None]
+            await asyncio.sleep(min(retry, max(0.0, everything_at - loop.time())))
+            if loop.time() >= everything_at:
+                everything_at += every
+                # Names, and addresses that had no route: a literal needs no DNS, but its
+                # route may come up after the start (an interface not up yet).
+                again = [t for t in self._targets.values()
+                         if not t.literal or t.address is None]
+            else:
+                again = [t for t in self._targets.values() if t.address is None]
             await asyncio.gather(*(self._resolve(t) for t in again))
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
@@ -400,6 +416,13 @@ class Monitor:
         self._tick = self._tick_at = None
         if self._closed or (self._stop is not None and self._stop.is_set()):
             return
+        try:
+            self._serve_due()
+        except Exception as exc:  # a bug: raised to the reader, not lost in the loop's log
+            self._failure = exc
+            self._wake()
+
+    def _serve_due(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
         due, interval = self._due, self._interval

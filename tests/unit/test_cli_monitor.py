@@ -429,3 +429,12 @@ def test_lines_for_a_person() -> None:
     changes.keep_only([])
     assert changes.line(gone).endswith(" db.test:5432 new -> unknown (unresolved: db.test "
                                        "does not resolve)")
+
+
+def test_the_window_cap_is_the_library_s() -> None:
+    from prober import cli_monitor
+    from prober.monitor import loop
+
+    assert cli_monitor.MAX_WINDOW == loop.MAX_WINDOW
+    assert cli_monitor.DEFAULT_LISTEN == __import__(
+        "prober.monitor.exporter", fromlist=["DEFAULT_LISTEN"]).DEFAULT_LISTEN

@@ -20,6 +20,7 @@ from prober import Prober, UsageError
         ([("198.18.0.18", 80)], {"resolve_every": float("nan")}),
         ([("198.18.0.18", 80)], {"resolve_every": 0.5}),
         ([("198.18.0.18", 80)], {"window": 0}),
+        ([("198.18.0.18", 80)], {"window": 10_001}),
     ],
 )
 def test_bad_arguments_at_the_call(targets: list[tuple[str, int]], options: dict[str, float]

@@ -297,3 +297,55 @@ def test_no_source_port_is_a_send_failed_round_not_a_dead_schedule() -> None:
     assert [s.reason for s in seen] == [Reason.SEND_FAILED] * 4
     assert [s.error for s in seen[:2]] == ["no source port can be reserved"] * 2
     assert seen[2].error == "fake: no network"  # the schedule went on
+
+
+def test_a_bug_in_the_schedule_reaches_the_reader() -> None:
+    async def go() -> None:
+        mon, prober = monitor([A])
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise ZeroDivisionError("a bug")
+
+        prober.engine.launch = broken  # type: ignore[method-assign,assignment]
+        async for _ in mon:
+            pass
+
+    with pytest.raises(ZeroDivisionError):
+        run(go())
+
+
+def test_a_target_without_an_address_is_resolved_again_soon() -> None:
+    async def go() -> list[MonitorSample]:
+        mon, _ = monitor([("no-such-name.invalid", 80)], interval=0.05)
+        calls = 0
+
+        async def fake_resolve(target: Any) -> None:
+            nonlocal calls
+            calls += 1
+            target.address = None if calls < 3 else __import__("ipaddress").ip_address(
+                "198.18.0.18")
+            target.source = target.address
+            target.address_text = None if target.address is None else str(target.address)
+            target.resolve_error = "does not resolve" if target.address is None else None
+
+        mon._resolve = fake_resolve  # type: ignore[method-assign]
+        seen: list[MonitorSample] = []
+        async for sample in mon:
+            seen.append(sample)
+            if sample.reason is not Reason.UNRESOLVED:
+                break
+        await mon.aclose()
+        return seen
+
+    import prober.monitor.loop as loop_module
+
+    saved = loop_module.RETRY_UNRESOLVED_S
+    loop_module.RETRY_UNRESOLVED_S = 0.1
+    try:
+        seen = run(go())
+    finally:
+        loop_module.RETRY_UNRESOLVED_S = saved
+    # Retried every 0.1 s (not resolve_every, 60 s): the name resolves within a second.
+    assert seen[0].reason is Reason.UNRESOLVED
+    assert seen[-1].reason is Reason.SEND_FAILED  # resolved: the fake engine's send fails
+    assert seen[-1].at - seen[0].at < 1.0
