@@ -29,7 +29,7 @@ from prober.engine.engine import DrivenProbe, Engine, Flight, fewer_full_collect
 from prober.engine.firewall import Conversation
 from prober.engine.ports import CONVERSATION_REST_S
 from prober.errors import ResolutionError, UsageError
-from prober.targets import check_host
+from prober.targets import check_host, peer_address_problem
 
 if TYPE_CHECKING:
     # Imported where used (halfopen, close): `prober syn` need not pay for those probes.
@@ -74,6 +74,7 @@ async def resolve(host: str, version: int | None = None) -> Address:
             raise ResolutionError(
                 f"{host} is an IPv{literal.version} address, but -{version} was given"
             )
+        _check_peer(literal, host)
         return literal
     try:  # 999.1.1.1 is a mistyped address, not a name to ask DNS about (prober.targets)
         check_host(host)
@@ -87,8 +88,18 @@ async def resolve(host: str, version: int | None = None) -> Address:
         wanted = "" if version is None else f" (IPv{version})"
         raise ResolutionError(f"cannot resolve {host!r}{wanted}: {exc.strerror}") from None
     for _family, _type, _proto, _name, sockaddr in infos:
-        return ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        _check_peer(address, host)
+        return address
     raise ResolutionError(f"cannot resolve {host!r}: no addresses")
+
+
+def _check_peer(address: Address, host: str) -> None:
+    problem = peer_address_problem(address)
+    if problem is not None:
+        if host == str(address):
+            raise ResolutionError(f"{address} is {problem}")
+        raise ResolutionError(f"{host!r} resolves to {address}, {problem}")
 
 
 LAB_PREFIXES = ("198.18.0.0/15", "2001:2::/48")

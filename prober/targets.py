@@ -26,6 +26,9 @@ class Target:
             return None
 
 
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def parse_port(text: str) -> int:
     if not (text.isascii() and text.isdigit()):  # not "+80", nor digits of other scripts
         raise UsageError(f"invalid port {text!r}: expected a number from 1 to 65535")
@@ -58,6 +61,7 @@ def parse_target(text: str) -> Target:
             )
         if not rest.startswith(":") or len(rest) == 1:
             raise UsageError(f"invalid target {text!r}: a port is required, e.g. [{host}]:80")
+        check_peer_address(address, text)
         return Target(host, parse_port(rest[1:]))
     if text.count(":") > 1:
         try:
@@ -79,7 +83,37 @@ def parse_target(text: str) -> Target:
     if not host:
         raise UsageError(f"invalid target {text!r}: the host is missing")
     check_host(host, text)
-    return Target(host, parse_port(port))
+    target = Target(host, parse_port(port))
+    if target.literal is not None:
+        check_peer_address(target.literal, text)
+    return target
+
+
+def peer_address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why no single TCP peer answers from ``address``, or None: the unspecified address
+    (0.0.0.0, ::, which Linux delivers to the local host), multicast, and IPv4's limited
+    broadcast. A SYN there reaches no host, every host, or this one; none of them is the
+    target meant (an ad-blocking resolver answers 0.0.0.0 for a name it hides)."""
+    if address.is_unspecified:
+        return "the unspecified address, not a host"
+    if address.is_multicast:
+        return "a multicast address (TCP needs one host)"
+    if address == _LIMITED_BROADCAST:
+        return "the broadcast address (TCP needs one host)"
+    return None
+
+
+def check_peer_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                       text: str | None = None) -> None:
+    """Refuse an address ``peer_address_problem`` finds a problem with.
+
+    Raises:
+        UsageError: with a one-line explanation.
+    """
+    problem = peer_address_problem(address)
+    if problem is not None:
+        what = "" if text is None else f"invalid target {text!r}: "
+        raise UsageError(f"{what}{address} is {problem}")
 
 
 def _split_brackets(text: str) -> tuple[str, str]:

@@ -108,6 +108,10 @@ def test_digits_and_dots_are_an_ipv4_address_or_refused(host: str) -> None:
 @given(st.ip_addresses())
 def test_every_address_parses_back(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     text = f"[{address}]:80" if address.version == 6 else f"{address}:80"
+    if address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255":
+        with pytest.raises(UsageError):  # no single peer answers from there
+            parse_target(text)
+        return
     assert parse_target(text).literal == address
 
 
@@ -121,3 +125,29 @@ def test_the_library_refuses_near_addresses_without_asking_the_resolver(
     monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
     with pytest.raises(ResolutionError, match="is not"):
         asyncio.run(resolve(host))
+
+
+@pytest.mark.parametrize("text", ["0.0.0.0:80", "[::]:80", "224.0.0.1:80", "[ff02::1]:80",
+                                  "255.255.255.255:80"])
+def test_an_address_no_single_peer_answers_from_is_refused(text: str) -> None:
+    with pytest.raises(UsageError, match=r"unspecified|multicast|broadcast"):
+        parse_target(text)
+
+
+def test_a_name_that_resolves_to_the_unspecified_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An ad-blocking resolver answers 0.0.0.0; Linux would deliver the SYN to this host.
+    import asyncio
+    import socket
+
+    from prober.api import resolve
+    from prober.errors import ResolutionError
+
+    def hidden(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("0.0.0.0", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hidden)
+    with pytest.raises(ResolutionError, match=r"'ads\.example' resolves to 0\.0\.0\.0, the "
+                       r"unspecified address"):
+        asyncio.run(resolve("ads.example"))
