@@ -35,10 +35,12 @@ if TYPE_CHECKING:
     # Imported where used (halfopen, close): `prober syn` need not pay for those probes.
     from prober.core.close import CloseResult
     from prober.core.halfopen import HalfOpenResult
+    from prober.core.profile import ProfileResult
     from prober.core.timewait import TimeWaitProbe
     from prober.core.timewait_result import TimeWaitResult
     from prober.engine.scan.run import ScanRun
     from prober.monitor.loop import Monitor
+    from prober.profile_run import ProfileProgress
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -216,6 +218,7 @@ class Prober:
         version: int | None = None,
         source_port: int | None = None,
         ttl: int = 64,
+        ecn: bool = False,
         on_probe: Callable[[SynProbeResult], None] | None = None,
         stop: asyncio.Event | None = None,
     ) -> SynRun:
@@ -232,6 +235,8 @@ class Prober:
                 engine's reserved block per probe, held until the probe has its outcome;
                 shared by several probes only when every port of the block is held).
             ttl: IP TTL / hop limit of the SYNs.
+            ecn: send ECN-setup SYNs (ECE and CWR set, RFC 3168 §6.1.1); a peer that agrees
+                answers with ECE in its SYN/ACK (``TcpReply.flags`` shows ``E``).
             on_probe: called with each probe's result as soon as it is known. If it raises,
                 the run ends: no further probe is sent, probes still waiting are interrupted
                 (and not passed to it), every probe is retired and its port released, and
@@ -258,7 +263,8 @@ class Prober:
             _check_range("source port", source_port, 1, 65535)
         engine = self.engine
         address, source = await self._prepare(host, version)
-        template = TcpTemplate(address.version, TcpFlags.SYN, ttl=ttl)
+        flags = TcpFlags.SYN | (TcpFlags.ECE | TcpFlags.CWR if ecn else 0)
+        template = TcpTemplate(address.version, flags, ttl=ttl)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         ports = engine.ports
@@ -803,6 +809,49 @@ class Prober:
                           ttl=ttl, stop=stop)
         self._monitors.add(running)
         return running
+
+    async def profile(
+        self,
+        host: str,
+        port: int,
+        *,
+        quick: bool = False,
+        send: bytes = b"",
+        version: int | None = None,
+        ttl: int = 64,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[ProfileProgress], None] | None = None,
+    ) -> ProfileResult:
+        """A report card of the peer's TCP behaviour (docs/profile.md): its options, SYN/ACK
+        and FIN retransmission schedules, SYN cookies, close, TIME-WAIT, RFC 1337 and
+        RFC 5961 answers, each property with its value and the segments it rests on, and
+        the known stack whose defaults it matches (or unknown).
+
+        Args:
+            host, port: the target (a name is resolved once). It should be a host you own:
+                the profile holds half-open requests, leaves TIME-WAITs and sends RSTs.
+            quick: watch each schedule a few seconds only and skip the TIME-WAIT's
+                duration (about 15 s instead of about 2 min); those properties then read
+                "at least" or "not measured".
+            send: bytes to send on the TIME-WAIT connections once connected: a request the
+                server answers and closes on (the peer must close first to hold TIME-WAIT).
+            version, ttl, stop: as for ``syn``; ``stop`` ends the run with what was seen.
+            progress: called about twice a second with the phase and the time so far.
+
+        Returns:
+            The properties (``ProfileResult.get(PropertyName.SYNACK_RETRIES)``), the stack
+            match and every probe's ladder.
+
+        Raises:
+            UsageError, ResolutionError, SourcePortInUse, RawSocketsNotPermitted,
+            FirewallUnavailable (nftables missing).
+        """
+        from prober.profile_run import run_profile
+
+        _check_range("port", port, 1, 65535)
+        _check_range("ttl", ttl, 1, 255)
+        return await run_profile(self, host, port, quick=quick, send=send, version=version,
+                                 ttl=ttl, stop=stop or asyncio.Event(), progress=progress)
 
     async def _converse(
         self,

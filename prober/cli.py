@@ -609,11 +609,12 @@ def _stderr_is_tty() -> bool:
 
 # `prober scan`, `prober timewait` and `prober monitor` live in modules of their own;
 # importing them registers the commands here, in order.
-from prober import cli_monitor, cli_scan, cli_timewait  # noqa: E402
+from prober import cli_monitor, cli_profile, cli_scan, cli_timewait  # noqa: E402
 from prober.cli_scan import ScanFormat, parse_shard, scan_format  # noqa: E402
 
 __all__ = [
-    "Exit", "ScanFormat", "app", "cli_monitor", "cli_scan", "cli_timewait", "main", "parse_shard",
+    "Exit", "ScanFormat", "app", "cli_monitor", "cli_profile", "cli_scan", "cli_timewait", "main",
+    "parse_shard",
     "scan_format",
 ]
 

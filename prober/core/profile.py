@@ -13,10 +13,11 @@ its answers do not decide; ``evidence`` says why), NOT_MEASURED (the probe did n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from prober.core.syn import Reason
 from prober.core.trace import SegmentRecord
 
 # A property's value in JSON: a number, a string of a closed set, a flag, or None (unknown).
@@ -36,7 +37,12 @@ class ProbeKind(StrEnum):
     TIMEWAIT_ABOVE_ISN = "timewait-above-isn"  # a SYN above the old sequence space
     TIMEWAIT_NEWER_TSVAL = "timewait-newer-tsval"  # a SYN with a newer TSval
     TIMEWAIT_RST = "timewait-rst"  # RSTs into the peer's TIME-WAIT (RFC 1337)
-    CHALLENGE = "challenge"  # RSTs and SYNs into an established connection (RFC 5961)
+    TIMEWAIT_REFIN = "timewait-refin"  # our FIN again into the peer's TIME-WAIT
+    # RFC 5961, each on an established connection of its own:
+    CHALLENGE = "challenge"  # a RST in the window, not at RCV.NXT
+    CHALLENGE_RST_OUT = "challenge-rst-out-of-window"  # a RST outside the window
+    CHALLENGE_SYN = "challenge-syn"  # a SYN
+    CHALLENGE_RATE = "challenge-rate"  # SYNs every 50 ms: how often challenge ACKs come
 
 
 class Basis(StrEnum):
@@ -192,8 +198,9 @@ class ProfileResult:
     """The outcome of ``prober profile`` (``Prober.profile``).
 
     ``to_dict()`` (docs/json.md): ``type`` "profile"; ``host``, ``target``, ``port``,
-    ``source``; ``quick``; ``started_ns``, ``elapsed_s``; one field per property (its name,
-    e.g. ``synack_retries``) holding ``Property.to_dict()``; ``properties`` (their names, in
+    ``source``; ``quick``; ``started_ns``, ``elapsed_s``; ``reason`` (how the port answered
+    the plain SYNs: ``syn-ack`` when the profile ran); one field per property (its name, e.g.
+    ``synack_retries``) holding ``Property.to_dict()``; ``properties`` (their names, in
     order); ``match``; ``ladders``; ``notes``; ``interrupted``.
     """
 
@@ -209,7 +216,15 @@ class ProfileResult:
     ladders: tuple[Ladder, ...]
     notes: tuple[str, ...] = ()
     interrupted: bool = False
-    raw: tuple[tuple[int, bytes], ...] = field(default=(), repr=False, compare=False)
+    # How the port answered the plain SYNs (SYN_ACK: the profile ran; None: nothing sent).
+    reason: Reason | None = None
+
+    def packets(self) -> list[tuple[int, bytes]]:
+        """Every segment of every ladder as (CLOCK_REALTIME ns, IP packet), in time order
+        (for --pcap); failed sends are left out."""
+        out = [(r.time_ns, r.raw) for ladder in self.ladders for r in ladder.records if r.raw]
+        out.sort(key=lambda item: item[0])
+        return out
 
     def get(self, name: PropertyName) -> Property:
         for prop in self.properties:
@@ -234,6 +249,7 @@ class ProfileResult:
             "started_ns": self.started_ns,
             "elapsed_s": self.elapsed_s,
             "interrupted": self.interrupted,
+            "reason": None if self.reason is None else self.reason.value,
             "properties": [prop.name.value for prop in self.properties],
         }
         for prop in self.properties:
