@@ -65,11 +65,14 @@ REFERENCES: Final[tuple[Reference, ...]] = (
     ),
     Reference(
         3,
-        "Linux tcp_send_challenge_ack (net/ipv4/tcp_input.c): 'First check our per-socket "
-        "dupack rate limit' (__tcp_oow_rate_limited against tcp_invalid_ratelimit) before "
-        "the host-wide limit; that limit's default went 100 -> 1000 (randomised, the "
-        "CVE-2016-5696 fix) -> INT_MAX ('TCP stack implements per TCP socket limits "
-        "anyway'); read as patches via the code index, their kernel versions not read",
+        "Linux net/ipv4/tcp_input.c, read as recent mainline patches via the code index "
+        "(kernel versions not read): tcp_validate_incoming sends tcp_send_challenge_ack for "
+        "a RST in the window but not at rcv_nxt, and at 'RFC 5961 4.2 : Send a challenge "
+        "ack' (syn_challenge) for a SYN; an out-of-window segment with RST goes to discard "
+        "silently; tcp_send_challenge_ack: 'First check our per-socket dupack rate limit' "
+        "(__tcp_oow_rate_limited against tcp_invalid_ratelimit) before the host-wide limit, "
+        "whose default went 100 -> 1000 (randomised, the CVE-2016-5696 fix) -> INT_MAX "
+        "('TCP stack implements per TCP socket limits anyway')",
     ),
     Reference(
         4,
@@ -355,8 +358,7 @@ LINUX: Final = StackDefaults(
                  note="per-socket tcp_invalid_ratelimit; a SYN that arrives just after "
                       "the 500 ms is answered, so the spacing is 0.5 s plus up to one probe "
                       "interval"),
-        _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(), used=False,
-               note="RFC 5961 §3.2; not read in the source"),
+        _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(3,)),
     ),
     notes=(
         "TCP_TIMEOUT_INIT was 3 s before 3.1 (commit 9ad7c049f0f7, cited by "
