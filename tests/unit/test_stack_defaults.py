@@ -128,6 +128,10 @@ def test_one_extension_off_changes_the_layout_but_not_the_order() -> None:
     # The same options in another order disagree.
     other = match_stack(profile({**LINUX_LAB, P.OPTION_ORDER: "MNWST"}))
     assert P.OPTION_ORDER in other.disagree
+    # No MSS at all fits no stack's layout; an extra unknown option is left out.
+    assert P.OPTION_ORDER in match_stack(profile({**LINUX_LAB, P.OPTION_ORDER: ""})).disagree
+    mptcp = match_stack(profile({**LINUX_LAB, P.OPTION_ORDER: "MSTNW?30"}))
+    assert P.OPTION_ORDER in mptcp.agree
 
 
 def test_windows_like_profile_matches_windows() -> None:
