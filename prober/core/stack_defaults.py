@@ -173,6 +173,20 @@ REFERENCES: Final[tuple[Reference, ...]] = (
         "'MSTNW' (MSS, SACK-permitted, TS, NOP, WS); the default Linux 6.x peer of the lab "
         "answers so (tests/integration)",
     ),
+    Reference(
+        17,
+        "Linux net/ipv4/tcp_output.c tcp_options_write (read via the code index, a git-blame "
+        "listing of mainline, lines 648-666 there): MSS; then SACK-permitted+TS in one word "
+        "when both (else NOP, NOP, TS); NOP, NOP, SACK-permitted when SACK without TS; "
+        "NOP, WS last",
+    ),
+    Reference(
+        18,
+        "'netsh int tcp show global' as printed on a current Windows (third-party page "
+        "http://www.wmrh.cn/Thetrip/33722.html, Windows version not named): 'ECN capability: "
+        "disabled', 'RFC 1323 timestamps: disabled', 'Initial RTO: 1000', 'Max SYN "
+        "retransmissions: 4'",
+    ),
 )
 
 
@@ -341,8 +355,8 @@ LINUX: Final = StackDefaults(
                note="from tcp_rmem max 6 MB; a host with little RAM gets a smaller max and "
                     "shift"),
         _exact(_P.SACK, True, refs=(2, 4)),
-        _exact(_P.TIMESTAMPS, True, refs=(4, 16)),
-        _exact(_P.OPTION_ORDER, "MSTNW", refs=(4, 16)),
+        _exact(_P.TIMESTAMPS, True, refs=(4, 16, 17)),
+        _exact(_P.OPTION_ORDER, "MSTNW", refs=(17, 4, 16)),
         _exact(_P.ECN, True, refs=(2,), note="tcp_ecn=2 answers an ECN-setup SYN"),
         _between(_P.INITIAL_RTO_S, 0.9, 1.45, refs=(1,), note="3 s before 3.1"),
         _between(_P.SYNACK_BACKOFF, *_BACKOFF_2, refs=(1,)),
@@ -474,8 +488,12 @@ WINDOWS: Final = StackDefaults(
         _exact(_P.TIMESTAMPS, True, refs=(4,),
                note="answers timestamps when the SYN offers them (p0f's 'sok,ts' response)"),
         _exact(_P.OPTION_ORDER, "MNWST", refs=(4,)),
-        _between(_P.INITIAL_RTO_S, 2.7, 3.65, refs=(13,), used=False,
-                 note="3 s in the Windows 2000 reference; later versions not read"),
+        _exact(_P.ECN, False, refs=(18,), used=False,
+               note="netsh shows 'ECN capability: disabled' on one current Windows "
+                    "(third-party page); Server editions not read"),
+        _between(_P.INITIAL_RTO_S, 2.7, 3.65, refs=(13, 18), used=False,
+                 note="3 s in the Windows 2000 reference, but a current netsh shows "
+                      "'Initial RTO: 1000'; which applies to SYN/ACKs was not found"),
         _exact(_P.SYNACK_RETRIES, 2, refs=(13,), used=False,
                note="Windows 2000 reference; later versions not read"),
         _exact(_P.TIME_WAIT, True, refs=(12,)),

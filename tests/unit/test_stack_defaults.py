@@ -233,3 +233,31 @@ def test_any_profile_gives_a_consistent_match(props: list[Property]) -> None:
         assert match.disagree == () and len(match.agree) >= MIN_AGREEMENTS
         assert match.stack in match.candidates
     assert match.explanation
+
+
+def markdown_table() -> list[str]:
+    """The table of docs/stack-defaults.md as STACKS gives it (one line per property)."""
+    names = [n for n in PropertyName if any(e.name is n for s in STACKS for e in s.expectations)]
+    lines = ["| property | " + " | ".join(s.name for s in STACKS) + " |",
+             "|---|" + "---|" * len(STACKS)]
+    for name in names:
+        cells = []
+        for stack in STACKS:
+            e = next((e for e in stack.expectations if e.name is name), None)
+            if e is None:
+                cells.append("—")
+                continue
+            text = f"{e.describe()} " + ("".join(f"[{r}]" for r in e.refs) or "(unsourced)")
+            cells.append(text if e.used else f"*({text}; not used)*")
+        lines.append(f"| `{name.value}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def test_docs_show_the_table_and_every_reference() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "stack-defaults.md").read_text()
+    for line in markdown_table():
+        assert line in doc, line
+    for ref in REFERENCES:
+        assert f"{ref.number}. {ref.text}" in doc, ref.number
