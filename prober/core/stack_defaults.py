@@ -187,6 +187,24 @@ REFERENCES: Final[tuple[Reference, ...]] = (
         "disabled', 'RFC 1323 timestamps: disabled', 'Initial RTO: 1000', 'Max SYN "
         "retransmissions: 4'",
     ),
+    Reference(
+        19,
+        "Linux commit 282f23c6ee34 'tcp: implement RFC 5961 3.2' (challenge ACK for an "
+        "in-window RST, new sysctl tcp_challenge_ack_limit 'Default: 100'), "
+        "https://android-kvm.googlesource.com/linux/+/282f23c6ee343126156dd41218b22ece96d747e3"
+        " (its release, 3.6, is not stated there)",
+    ),
+    Reference(
+        20,
+        "FreeBSD 'tcp: implement challenge ACK throttling for the base stack' "
+        "(https://reviews.freebsd.org/D46066, 2024): later FreeBSD rate-limits challenge ACKs",
+    ),
+    Reference(
+        21,
+        "Linux net/ipv4/tcp_output.c tcp_select_initial_window (read as mainline patches via "
+        "the code index): space = max(space, tcp_rmem[2], rmem_max), clamped to the window "
+        "clamp; rcv_wscale = ilog2(space) - 15: 6 MB gives 22 - 15 = 7",
+    ),
 )
 
 
@@ -351,7 +369,7 @@ LINUX: Final = StackDefaults(
     "Linux 3.6 and later with default sysctls (the lab's peer is 6.x)",
     (
         _exact(_P.INITIAL_TTL, 64, refs=(2,)),
-        _exact(_P.WINDOW_SCALE, 7, refs=(2, 4),
+        _exact(_P.WINDOW_SCALE, 7, refs=(2, 21, 4),
                note="from tcp_rmem max 6 MB; a host with little RAM gets a smaller max and "
                     "shift"),
         _exact(_P.SACK, True, refs=(2, 4)),
@@ -368,7 +386,7 @@ LINUX: Final = StackDefaults(
         _exact(_P.TIME_WAIT, True, refs=(1,)),
         _between(_P.TIME_WAIT_S, 59.0, 62.5, refs=(1,), note="fixed, no sysctl"),
         _exact(_P.RFC1337, False, refs=(2,)),
-        _exact(_P.CHALLENGE_RST, _CA, refs=(3,), note="RFC 5961 since 3.6"),
+        _exact(_P.CHALLENGE_RST, _CA, refs=(3, 19), note="RFC 5961 since 3.6"),
         _exact(_P.CHALLENGE_SYN, _CA, refs=(3,), note="RFC 5961 since 3.6"),
         _between(_P.CHALLENGE_ACK_INTERVAL_S, 0.45, 0.8, refs=(2, 3),
                  note="per-socket tcp_invalid_ratelimit; a SYN that arrives just after "
@@ -412,8 +430,8 @@ FREEBSD: Final = StackDefaults(
         _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(8,)),
     ),
     notes=(
-        "Read in FreeBSD 13.0 as F-Stack carries it; 14 and later were not read (they may "
-        "rate-limit challenge ACKs, so no interval is listed).",
+        "Read in FreeBSD 13.0 as F-Stack carries it; 14 and later were not read, and later "
+        "versions rate-limit challenge ACKs [20], so no interval is listed.",
         "Before 13 the initial RTO was 3 s (TCPTV_RTOBASE; reviews.freebsd.org/D18941, cited "
         "by prober/core/synack_schedules.py).",
     ),
