@@ -134,6 +134,16 @@ def test_one_extension_off_changes_the_layout_but_not_the_order() -> None:
     assert P.OPTION_ORDER in mptcp.agree
 
 
+def test_linux_with_cookies_always_is_closest_linux() -> None:
+    # tcp_syncookies=2: no state, so no SYN/ACK retransmission to time.
+    values = {**LINUX_LAB, P.SYN_COOKIES: CookieMode.ALWAYS.value, P.SYNACK_RETRIES: 0}
+    del values[P.INITIAL_RTO_S], values[P.SYNACK_BACKOFF]
+    match = match_stack(profile(values))
+    assert match.stack is None and match.closest == "Linux"
+    assert set(match.disagree) == {P.SYN_COOKIES, P.SYNACK_RETRIES}
+    assert meaning(P.SYN_COOKIES, CookieMode.ALWAYS.value) is not None
+
+
 def test_windows_like_profile_matches_windows() -> None:
     match = match_stack(profile(WINDOWS_LIKE))
     assert match.stack == "Windows"
