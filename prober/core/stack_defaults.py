@@ -591,8 +591,9 @@ def _disagreement_text(score: _Score) -> str:
     for prop in score.disagree[:_MAX_NAMED]:
         expectation = score.stack.expectation(prop.name)
         default = expectation.describe() if expectation is not None else "?"
-        parts.append(f"{prop.name.value} {_value_text(prop.value)}, "
-                     f"{score.stack.name} default {default}")
+        shown = ("not offered" if prop.name is _P.WINDOW_SCALE and prop.value is False
+                 else _value_text(prop.value))
+        parts.append(f"{prop.name.value} {shown}, {score.stack.name} default {default}")
     more = len(score.disagree) - _MAX_NAMED
     if more > 0:
         parts.append(f"and {more} more")
@@ -662,9 +663,10 @@ def match_stack(properties: Sequence[Property]) -> StackMatch:
         text = (f"Unknown: nothing disagrees with {closest.stack.name} defaults, but only "
                 f"{len(closest.agree)} properties agree (at least {MIN_AGREEMENTS} needed).")
     else:
+        count = len(closest.disagree)
         text = (f"Unknown: closest to {closest.stack.name} defaults, which "
-                f"{len(closest.disagree)} properties contradict: "
-                f"{_disagreement_text(closest)}.")
+                f"{count} {'property contradicts' if count == 1 else 'properties contradict'}"
+                f": {_disagreement_text(closest)}.")
     return StackMatch(
         None, closest.stack.name, closest.agree, tuple(p.name for p in closest.disagree), text,
     )
