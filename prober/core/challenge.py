@@ -193,10 +193,10 @@ class StepKind(StrEnum):
 
 
 _STEP_NOTES = {
-    StepKind.RST_IN_WINDOW: "RST at the peer's RCV.NXT + 1 (in its window)",
-    StepKind.RST_OUT_OF_WINDOW: "RST at the peer's RCV.NXT + 2^30 (outside its window)",
+    StepKind.RST_IN_WINDOW: "RST at the peer's RCV.NXT + 1, in its window",
+    StepKind.RST_OUT_OF_WINDOW: "RST at the peer's RCV.NXT + 2^30, outside its window",
     StepKind.SYN: "SYN at the peer's RCV.NXT on the established connection",
-    StepKind.LIVENESS: "liveness check: ACK at SND.NXT - 1 (an old segment)",
+    StepKind.LIVENESS: "liveness check: ACK at SND.NXT - 1, an old segment",
 }
 _ROLE_STEP = {
     ChallengeRole.RST_IN_WINDOW: StepKind.RST_IN_WINDOW,
@@ -530,9 +530,10 @@ class ChallengeProbe:
             return None, f"the probing segment ({what}) was not sent: {why}"
         first = next(s for s in probes if s.error is None)
         if self.role is ChallengeRole.RATE:
+            count = len(probes) - len(failed)
             name = (
-                f"{len(probes) - len(failed)} SYNs (segments {first.position} to "
-                f"{probes[-1].position}, every {RATE_SPACING_S:g} s)"
+                f"{count} SYNs (segments {first.position} to {probes[-1].position}, every "
+                f"{RATE_SPACING_S:g} s)" if count > 1 else f"the SYN (segment {first.position})"
             )
         else:
             name = f"segment {first.position} ({what})"
@@ -603,9 +604,9 @@ class ChallengeProbe:
             return f"{name} was not sent: {live.error}", None
         ack, rst = live.first(Reply.ACK), live.first(Reply.RST)
         if rst is not None:
-            return f"{name} drew segment {rst[1]}, a RST: the connection is gone", False
+            return f"{name} drew segment {rst[1]}, a RST (the connection is gone)", False
         if ack is not None:
-            return f"{name} drew segment {ack[1]}, an ACK: the connection lives on", True
+            return f"{name} drew segment {ack[1]}, an ACK (the connection lives on)", True
         if live.icmp:
             return f"{name} drew {live.icmp}", None
         return f"{name} drew no answer either", None
