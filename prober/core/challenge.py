@@ -615,8 +615,8 @@ class ChallengeProbe:
     def _after_ms(sent: _Sent, reply: tuple[Reply, int | None, float, Stamp | None]) -> str:
         _, _, at, stamp = reply
         if sent.stamp is not None and stamp is not None:
-            return f" {rtt_between(sent.stamp, stamp).ns / 1e6:.1f} ms later"
-        return f" {(at - sent.sent_at) * 1000:.1f} ms later"
+            return f" {rtt_between(sent.stamp, stamp).ns / 1e6:.3f} ms later"
+        return f" {(at - sent.sent_at) * 1000:.3f} ms later"
 
     # -- phase one to phase two --------------------------------------------------------------
     def _after_phase_one(self, now: float | None) -> None:
