@@ -235,6 +235,8 @@ class Run:
                 self.now = max(self.now, t)
                 self.probe.handle_timer(self.now)
             self._flush()
+            later = self.probe.next_deadline()
+            assert later is None or later > self.now or self.probe.done, "a deadline lags"
         else:
             raise AssertionError("the probe did not end")
         while self._flight:  # what is still on its way reaches the peer
@@ -545,3 +547,47 @@ def test_data_is_acknowledged_before_the_probe() -> None:
     assert result.answer is A.CHALLENGE_ACK
     rst = run.handed[3].tcp  # SYN, ACK, the data, then the RST
     assert rst.flags == F.RST and rst.seq == (OUR_SND_NXT + 16 + 1) & MASK
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    role=st.sampled_from(list(ChallengeRole)),
+    rfc5961=st.booleans(),
+    noise=st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=6.0),  # when, after the SYN
+            st.sampled_from(["R", "S", ".", "F.", "P.", "R.", "S.", "FP."]),
+            st.integers(min_value=-3, max_value=3),  # seq around the peer's SND.NXT
+            st.integers(min_value=-3, max_value=3),  # ack around ours
+            st.binary(max_size=8),
+        ),
+        max_size=12,
+    ),
+)
+def test_any_segments_from_the_peer_leave_a_sound_result(
+    role: ChallengeRole, rfc5961: bool, noise: list[tuple[float, str, int, int, bytes]]
+) -> None:
+    """Strays, repeats, data, FINs and RSTs from the peer at any time: the probe ends within
+    its bounds, its deadlines never lag, and its indices name the records they claim to."""
+    flags = {"R": F.RST, "S": F.SYN, ".": F.ACK, "F.": F.FIN | F.ACK, "P.": F.PSH | F.ACK,
+             "R.": F.RST | F.ACK, "S.": F.SYN | F.ACK, "FP.": F.FIN | F.PSH | F.ACK}
+    run = Run(make_probe(role), Peer(PeerConfig(rfc5961=rfc5961)))
+    for at, letters, dseq, dack, payload in noise:
+        peer = run.peer
+        raw = TcpTemplate(4, flags[letters], window=502).build(
+            peer.me, peer.probe_addr, DPORT, SPORT, (PEER_SND_NXT + dseq) & MASK,
+            (OUR_SND_NXT + dack) & MASK, 0, 0, payload if letters != "R" else b"",
+        )
+        run.push(START + at, False, raw)
+    run.run()
+    result = run.result
+    assert result.answer is None or result.answer in set(ChallengeAnswer)
+    assert result.evidence
+    for i in result.probe_indices:
+        assert result.segments[i].direction is Direction.SENT
+    for i in result.answer_indices:
+        assert result.segments[i].direction is Direction.RECEIVED
+    times = [s.time_ns for s in result.segments]
+    assert times == sorted(times)
+    assert list(result.ack_times_s) == sorted(result.ack_times_s)
+    assert all(t >= 0 for t in result.ack_times_s)
