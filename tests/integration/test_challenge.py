@@ -28,6 +28,16 @@ PORT = 80
 PEERS: dict[str, PeerSpec] = {
     "chdf": ({}, {PORT: "eof"}),
     "chsl": ({"net.ipv4.tcp_invalid_ratelimit": 1000}, {PORT: "eof"}),
+    "chfw": ({}, {PORT: "eof"}),  # a firewall in front of the stack drops every RST
+}
+RULESETS = {
+    "chfw": """table inet prober_test {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        tcp dport 80 tcp flags & rst == rst drop
+    }
+}
+""",
 }
 R = ChallengeRole
 A = ChallengeAnswer
@@ -47,7 +57,7 @@ Runs = dict[tuple[str, int], ChallengeResult]
 
 @pytest.fixture(scope="module")
 def peers() -> Iterator[dict[str, Peer]]:
-    with peer_topology(PEERS) as built:
+    with peer_topology(PEERS, RULESETS) as built:
         yield built
 
 
@@ -57,7 +67,7 @@ def runs(peers: dict[str, Peer]) -> tuple[Runs, dict[str, int]]:
     over both families; and each peer's challenge ACKs counted by its kernel meanwhile."""
     before = {name: challenge_acks(peer) for name, peer in peers.items()}
     plan = [("chdf", 4, tuple(R)), ("chdf", 6, tuple(R)), ("chsl", 4, (R.RATE,)),
-            ("chsl", 6, (R.RATE,))]
+            ("chsl", 6, (R.RATE,)), ("chfw", 4, (R.RST_IN_WINDOW,))]
 
     async def run() -> list[ChallengeResult]:
         async with Prober() as prober:
@@ -115,7 +125,7 @@ def test_the_peers_kernels_count_the_challenge_acks_prober_saw(
     runs: tuple[Runs, dict[str, int]], peers: dict[str, Peer]
 ) -> None:
     results, counted = runs
-    for name in PEERS:
+    for name in ("chdf", "chsl"):
         seen = 0
         for version in (4, 6):
             for connection in results[(name, version)].connections:
@@ -125,7 +135,19 @@ def test_the_peers_kernels_count_the_challenge_acks_prober_saw(
                     seen += 1
         assert counted[name] == seen, (name, counted)
     # Every connection was freed by its RST: none of ours is left established.
-    for peer in peers.values():
+    for peer in (peers["chdf"], peers["chsl"]):
         established = in_peer(peer.namespace, "ss", "-Htn", "state", "established")
         assert not established.strip(), established
 
+
+
+def test_a_firewall_that_drops_the_rst_makes_it_look_ignored(
+    runs: tuple[Runs, dict[str, int]]
+) -> None:
+    """What the probe cannot tell: the stack never saw the RST, yet the answer is a verdict
+    about "the peer" (docs/challenge.md, "What it can and cannot tell")."""
+    connection = runs[0][("chfw", 4)].connection(R.RST_IN_WINDOW)
+    assert connection is not None
+    assert connection.answer is A.IGNORED, connection.evidence
+    assert "drew no answer" in connection.evidence and "lives on" in connection.evidence
+    assert runs[1]["chfw"] == 0  # its kernel sent no challenge ACK
