@@ -41,6 +41,7 @@ RULESETS = {
 }
 R = ChallengeRole
 A = ChallengeAnswer
+STOP_AFTER_S = 1.0  # the stopped run: in the middle of its SYNs
 
 
 def challenge_acks(peer: Peer) -> int:
@@ -66,22 +67,35 @@ def runs(peers: dict[str, Peer]) -> tuple[Runs, dict[str, int]]:
     """Every run at once: all roles against the default peer, RATE against the slow one,
     over both families; and each peer's challenge ACKs counted by its kernel meanwhile."""
     before = {name: challenge_acks(peer) for name, peer in peers.items()}
-    plan = [("chdf", 4, tuple(R)), ("chdf", 6, tuple(R)), ("chsl", 4, (R.RATE,)),
-            ("chsl", 6, (R.RATE,)), ("chfw", 4, (R.RST_IN_WINDOW,))]
+    # (key, peer, family, roles, stop after this many seconds or None)
+    plan = [
+        ("chdf", "chdf", 4, tuple(R), None), ("chdf", "chdf", 6, tuple(R), None),
+        ("chsl", "chsl", 4, (R.RATE,), None), ("chsl", "chsl", 6, (R.RATE,), None),
+        ("chfw", "chfw", 4, (R.RST_IN_WINDOW,), None),
+        ("chdf-stopped", "chdf", 4, (R.RATE,), STOP_AFTER_S),
+    ]
+
+    async def one(name: str, version: int, roles: tuple[R, ...], stop_after: float | None,
+                  prober: Prober) -> ChallengeResult:
+        stop = asyncio.Event()
+        if stop_after is not None:
+            asyncio.get_running_loop().call_later(stop_after, stop.set)
+        return await prober.challenge(peers[name].address(version), PORT, roles=roles,
+                                      stop=stop)
 
     async def run() -> list[ChallengeResult]:
         async with Prober() as prober:
             return await asyncio.wait_for(
                 asyncio.gather(*(
-                    prober.challenge(peers[name].address(version), PORT, roles=roles)
-                    for name, version, roles in plan
+                    one(name, version, roles, stop_after, prober)
+                    for _, name, version, roles, stop_after in plan
                 )),
                 timeout=30,
             )
 
     results = uvloop.run(run())
     counted = {name: challenge_acks(peer) - before[name] for name, peer in peers.items()}
-    by_run = {(name, version): r for (name, version, _), r in zip(plan, results, strict=True)}
+    by_run = {(key, version): r for (key, _, version, _, _), r in zip(plan, results, strict=True)}
     return by_run, counted
 
 
@@ -127,8 +141,10 @@ def test_the_peers_kernels_count_the_challenge_acks_prober_saw(
     results, counted = runs
     for name in ("chdf", "chsl"):
         seen = 0
-        for version in (4, 6):
-            for connection in results[(name, version)].connections:
+        for (key, _), result in results.items():
+            if key.split("-")[0] != name:
+                continue
+            for connection in result.connections:
                 if connection.role is R.RATE:
                     seen += len(connection.ack_times_s)
                 elif connection.answer is A.CHALLENGE_ACK:
@@ -151,3 +167,14 @@ def test_a_firewall_that_drops_the_rst_makes_it_look_ignored(
     assert connection.answer is A.IGNORED, connection.evidence
     assert "drew no answer" in connection.evidence and "lives on" in connection.evidence
     assert runs[1]["chfw"] == 0  # its kernel sent no challenge ACK
+
+
+def test_a_stopped_run_frees_the_peer_at_once(runs: tuple[Runs, dict[str, int]]) -> None:
+    result = runs[0][("chdf-stopped", 4)]
+    assert result.interrupted
+    rate = result.connection(R.RATE)
+    assert rate is not None and rate.answer is A.CHALLENGE_ACK  # what came before stands
+    ours = [s for s in rate.segments if s.direction is Direction.SENT]
+    assert ours[-1].flags == "R" and "interrupted" in ours[-1].note
+    assert 10 <= result.rate_sent < 40  # stopped in the middle of the SYNs
+    # Freed: the module's check that nothing of ours stays established covers it.
