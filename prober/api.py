@@ -33,6 +33,7 @@ from prober.targets import check_host, peer_address_problem
 
 if TYPE_CHECKING:
     # Imported where used (halfopen, close): `prober syn` need not pay for those probes.
+    from prober.core.challenge import ChallengeResult, ChallengeRole
     from prober.core.close import CloseResult
     from prober.core.halfopen import HalfOpenResult
     from prober.core.profile import ProfileResult
@@ -760,6 +761,85 @@ class Prober:
             max_time=max_time,
             measure_duration=measure_duration,
             refin_at=refin_at,
+        )
+
+    async def challenge(
+        self,
+        host: str,
+        port: int,
+        *,
+        send: bytes = b"",
+        roles: Iterable[ChallengeRole] | None = None,
+        handshake_timeout: float = 3.0,
+        version: int | None = None,
+        ttl: int = 64,
+        stop: asyncio.Event | None = None,
+    ) -> ChallengeResult:
+        """Ask an established connection the RFC 5961 questions (docs/challenge.md).
+
+        Each role runs on a connection of its own (a fresh source port), all at once: a RST
+        in the window but not at RCV.NXT, a RST far outside it, a SYN, and SYNs every 50 ms
+        for 2 s (how often challenge ACKs come). Each ends with a RST at exactly RCV.NXT
+        that frees the peer's connection, unless the peer reset it.
+
+        Args:
+            host, port: the target (a name is resolved once).
+            send: bytes to send once connected, acknowledged before the probe (a request the
+                server does not answer by closing).
+            roles: the questions to ask (``ChallengeRole``; default: all of them).
+            handshake_timeout, version, ttl: as for ``close``.
+            stop: ends the run; every connection still open is freed with its RST.
+
+        Returns:
+            Each role's answer with its evidence and ladder, and the RATE connection's
+            shortest interval between challenge ACKs.
+
+        Raises:
+            UsageError, ResolutionError, PortsExhausted, RawSocketsNotPermitted,
+            FirewallUnavailable (nftables missing).
+        """
+        from prober.core.challenge import ChallengeProbe, ChallengeRole, summarize
+
+        _check_range("port", port, 1, 65535)
+        _check_range("handshake timeout", handshake_timeout, 0.001)
+        _check_range("ttl", ttl, 1, 255)
+        wanted = list(ChallengeRole) if roles is None else list(dict.fromkeys(roles))
+        if not wanted:
+            raise UsageError("no challenge role to run")
+        address, source = await self._prepare(host, version)
+        dst, src = address.packed, source.packed
+        stop = stop or asyncio.Event()
+        reservations = PortReservations()
+        try:
+            probes: list[tuple[DrivenProbe, int]] = []
+            for number, role in enumerate(wanted, start=1):
+                sport = reservations.reserve(address.version)
+                probe = ChallengeProbe(
+                    role=ChallengeRole(role),
+                    version=address.version,
+                    src=src,
+                    dst=dst,
+                    sport=sport,
+                    dport=port,
+                    isn=self._isn_key.isn(src, dst, sport, port, number),
+                    send_data=send,
+                    handshake_timeout=handshake_timeout,
+                    ttl=ttl,
+                )
+                probes.append((probe, sport))
+            await self._converse(address, port, probes, False, stop)
+        finally:
+            reservations.release_all()
+        connections = []
+        for driven, _sport in probes:
+            assert isinstance(driven, ChallengeProbe)
+            connections.append(driven.result())
+        return summarize(
+            target=str(address),
+            port=port,
+            source=str(source),
+            connections=connections,
+            interrupted=stop.is_set(),
         )
 
     def monitor(
