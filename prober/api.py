@@ -911,7 +911,7 @@ class Prober:
             host, port: the target (a name is resolved once). It should be a host you own:
                 the profile holds half-open requests, leaves TIME-WAITs and sends RSTs.
             quick: watch each schedule a few seconds only and skip the TIME-WAIT's
-                duration (about 15 s instead of about 2 min); those properties then read
+                duration (about 10 s instead of about 2.5 min); those properties then read
                 "at least" or "not measured".
             send: bytes to send on the TIME-WAIT connections once connected: a request the
                 server answers and closes on (the peer must close first to hold TIME-WAIT).

@@ -87,7 +87,7 @@ def profile(
     quick: Annotated[
         bool,
         typer.Option("--quick", help="A few seconds per schedule, no TIME-WAIT duration "
-                     "(about 15 s instead of about 2 min)."),
+                     "(about 10 s instead of about 2.5 min)."),
     ] = False,
     send: SendOption = None,
     send_file: SendFileOption = None,
@@ -130,7 +130,7 @@ def profile(
             progress.clear()
     _write_pcap(pcap, result.packets())
     if html is not None:
-        from prober.output.profile_html import profile_html
+        from prober.output.profile_html import profile_html  # type: ignore[import-not-found]
 
         try:
             html.write_text(profile_html(result), encoding="utf-8")

@@ -465,6 +465,16 @@ def _fin_properties(result: CloseResult | None, skipped: str | None
         FinRetransmissionsEnd.INTERRUPTED: "the run was interrupted",
     }.get(end, "no end seen") if end is not None else "no end seen"
     out = _schedule(names[:3], intervals, "FIN", gave_up, how, refs)
+    if len(intervals) >= 3 and intervals[1] < 0.95 * intervals[0]:
+        # A gap shorter than the one before it is no RTO backoff: the first copy was a tail
+        # loss probe (RFC 8985; Linux sends the FIN again one probe timeout after it, about
+        # 200 ms on a short path), so the RTO schedule starts at the second copy.
+        tlp = intervals[0]
+        rto, backoff, _retries = _schedule(names[:3], intervals[1:], "FIN", gave_up, how, refs)
+        note = (f"the first copy came {tlp:.3f} s after the FIN, sooner than the RTO schedule "
+                "that followed: a tail loss probe (RFC 8985), left out of the RTO and backoff")
+        out[0], out[1] = _with_note(rto, note), _with_note(backoff, note)
+        out[2] = _with_note(out[2], "counting the tail loss probe")
     if end is FinRetransmissionsEnd.RESET:
         out.append(_prop(P.FIN_GIVE_UP, FinGiveUp.RST.value, "RST",
                          f"after {len(intervals)} retransmissions the peer sent a RST",

@@ -369,9 +369,10 @@ LINUX: Final = StackDefaults(
     "Linux 3.6 and later with default sysctls (the lab's peer is 6.x)",
     (
         _exact(_P.INITIAL_TTL, 64, refs=(2,)),
-        _exact(_P.WINDOW_SCALE, 7, refs=(2, 21, 4),
-               note="from tcp_rmem max 6 MB; a host with little RAM gets a smaller max and "
-                    "shift"),
+        _exact(_P.WINDOW_SCALE, 7, 8, 9, 10, refs=(2, 21, 4),
+               note="ilog2(max(tcp_rmem max, rmem_max)) - 15: 7 for the long-standing 6 MB "
+                    "tcp_rmem max, 10 for the 32 MB of recent kernels (the lab's 6.18); a "
+                    "host with little RAM gets a smaller max and shift"),
         _exact(_P.SACK, True, refs=(2, 4)),
         _exact(_P.TIMESTAMPS, True, refs=(4, 16, 17)),
         _exact(_P.OPTION_ORDER, "MSTNW", refs=(17, 4, 16)),
@@ -684,6 +685,7 @@ _EXACT_MEANINGS: Final[dict[tuple[PropertyName, Value], str]] = {
     (_P.INITIAL_TTL, 32): "old Windows (95/98) and some embedded stacks",
     (_P.WINDOW_SCALE, False): "not offered: lwIP's default (LWIP_WND_SCALE 0), or turned off",
     (_P.WINDOW_SCALE, 7): "Linux default (tcp_rmem max 6 MB)",
+    (_P.WINDOW_SCALE, 10): "recent Linux default (tcp_rmem max 32 MB)",
     (_P.WINDOW_SCALE, 6): "FreeBSD default (kern.ipc.maxsockbuf 2 MB)",
     (_P.WINDOW_SCALE, 8): "Windows",
     (_P.SACK, False): "no SACK: lwIP's default, or turned off (Linux tcp_sack=0)",
