@@ -233,6 +233,7 @@ def test_up_again_changes_nothing_or_refuses(lab: LabStatus, lab_dir: Path) -> N
         ("half-close", 80, "open", "syn-ack"),
         ("no-timewait", 80, "open", "syn-ack"),
         ("many", 80, "open", "syn-ack"),
+        ("tuned", 80, "open", "syn-ack"),
     ],
 )
 def test_syn_sees_each_port(lab: LabStatus, family: int, peer: str, port: int, state: str,
@@ -247,7 +248,7 @@ def test_syn_sees_each_port(lab: LabStatus, family: int, peer: str, port: int, s
      ("open", 81, 6, "syn", 4), ("filtered", 81, 4, "syn", 5), ("many", 80, 6, "syn", 0),
      ("far", 80, 4, "syn", 0), ("syncookies", 80, 6, "halfopen", 0),
      ("impatient", 80, 4, "close", 0), ("rst-close", 80, 6, "close", 0),
-     ("half-close", 80, 4, "close", 0)],
+     ("half-close", 80, 4, "close", 0), ("tuned", 80, 6, "syn", 0)],
 )
 def test_printed_commands_work(
     lab: LabStatus, peer: str, port: int, family: int, command: str, exit_status: int
@@ -366,6 +367,51 @@ def test_impatient_settings(lab: LabStatus) -> None:
     with connection(address(lab, "impatient", 4)) as sock:
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert read_to_end(sock)[0].startswith(b"HTTP/1.0 200 OK\r\n")
+
+
+# What `tuned` is set to (the Linux default in brackets), read back as a user would.
+TUNED = {
+    "net.ipv4.tcp_timestamps": ("0", "1"),
+    "net.ipv4.tcp_sack": ("0", "1"),
+    "net.ipv4.tcp_window_scaling": ("0", "1"),
+    "net.ipv4.tcp_ecn": ("0", "2"),
+    "net.ipv4.tcp_rfc1337": ("1", "0"),
+    "net.ipv4.tcp_invalid_ratelimit": ("1000", "500"),
+}
+
+
+def test_tuned_settings_are_its_own(lab: LabStatus) -> None:
+    """Set in tuned's namespace only: `open` next to it keeps the kernel's defaults."""
+    tuned, other = lab.namespace_of("tuned"), lab.namespace_of("open")
+    assert {key: sysctl(tuned, key) for key in TUNED} == {
+        key: value for key, (value, _) in TUNED.items()}
+    assert {key: sysctl(other, key) for key in TUNED} == {
+        key: default for key, (_, default) in TUNED.items()}
+
+
+def test_tuned_synack_offers_mss_only(lab: LabStatus, family: int) -> None:
+    """Over IPv4 and IPv6 alike (the net.ipv4.tcp_* settings govern TCP over both): no
+    timestamps, SACK-permitted or window scale option, where `open`'s SYN/ACK has all three."""
+    probes, summary = syn(address(lab, "tuned", family), 80)
+    assert (summary["state"], summary["reason"]) == ("open", "syn-ack")
+    tcp = probes[0]["tcp"]
+    assert tcp["flags"] == "S." and tcp["options"] == "M" and tcp["mss"] is not None
+    assert (tcp["window_scale"], tcp["sack_permitted"], tcp["tsval"]) == (None, False, None)
+    baseline = syn(address(lab, "open", family), 80)[0][0]["tcp"]
+    assert set(baseline["options"]) >= {"M", "S", "T", "W"}
+    assert baseline["window_scale"] is not None and baseline["sack_permitted"]
+    assert baseline["tsval"] is not None
+
+
+def test_tuned_protects_time_wait(lab: LabStatus, family: int) -> None:
+    """Its status row: `prober timewait --no-duration --assassinate` finds the TIME-WAIT held
+    and not ended by a RST at RCV.NXT (tcp_rfc1337=1), where `open` lets the RST end it."""
+    entry, = (e for e in lab.entries if (e.peer, e.family) == ("tuned", family)
+              and shlex.split(e.command)[2] == "timewait")
+    code, records = run_printed(entry.command)
+    assert code == 0, records
+    result, = records
+    assert (result["holds_time_wait"], result["assassinated"]) == (True, False), result
 
 
 # --- refusing addresses that are not the lab's -------------------------------------------------
