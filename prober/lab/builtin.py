@@ -226,8 +226,7 @@ table inet prober_lab {{
                  "sudo prober scan {targets} --rate 20000 --open-only -o open.jsonl"),
     ), server_ports=(HTTP_PORT,), sysctls=_MANY_SYSCTLS, block="many"),
     PeerPlan("tuned", "tuned", 11, (
-        PortPlan(HTTP_PORT,
-                 "no timestamps, SACK, window scaling or ECN; RFC 1337 on; challenge ACKs 1/s",
+        PortPlan(HTTP_PORT, "profile: no TS, SACK, WS or ECN; RFC 1337 on; challenge ACKs 1/s",
                  _PROFILE_GET),
         PortPlan(HTTP_PORT, "its SYN/ACK offers MSS only (no TS, SACK or WS option)",
                  _SYN + " -c 1"),

@@ -25,8 +25,8 @@ from prober.lab import (
     lab_prefixes,
 )
 from prober.lab.addresses import AddressPool
-from prober.lab.builtin import PEERS, POOL_ENV, PeerPlan, _entries
-from prober.lab.render import status_json, status_text
+from prober.lab.builtin import PEERS, POOL_ENV, PeerPlan, _block, _entries, _impairment
+from prober.lab.render import status_json, status_text, table
 from prober.lab.state import STATE_DIR_ENV
 
 
@@ -109,7 +109,7 @@ def test_tuned_peer_plan() -> None:
     rows = _rows("tuned")
     assert [(row.family, row.address, row.port) for row in rows[:2]] == [
         (4, "198.18.0.178", 80), (6, "2001:2::b:2", 80)]
-    assert rows[0].behaviour == ("no timestamps, SACK, window scaling or ECN; RFC 1337 on; "
+    assert rows[0].behaviour == ("profile: no TS, SACK, WS or ECN; RFC 1337 on; "
                                  "challenge ACKs 1/s")
     assert [row.command for row in rows] == [
         r"sudo prober profile 198.18.0.178:80 --send 'GET / HTTP/1.0\r\n\r\n'",
@@ -142,6 +142,25 @@ def test_profile_rows() -> None:
     }
     assert all(_peer(name).server in ("http", "rst") for name, argv in profiled.items()
                if "--send" in argv)
+
+
+def test_readme_shows_the_status_table_of_the_plan() -> None:
+    """README's `prober lab status` rows are the table the plan gives the persistent lab
+    (the header line is one real run's; its options are the defaults)."""
+    blocks = PERSISTENT_POOL.lab_blocks(0)
+    options = LabOptions(seed=1)  # the defaults, as far as the rows show them
+    entries = []
+    for peer in PEERS:
+        plan = PERSISTENT_POOL.topology(0).link(peer.link)
+        link: Any = SimpleNamespace(right=SimpleNamespace(v4=plan.host_v4(2),
+                                                          v6=plan.host_v6(2)))
+        answered = _block(blocks, peer.block) if peer.block else (plan.v4, plan.v6)
+        entries += _entries(peer, f"pl00-{peer.name}", link, answered,
+                            _impairment(peer, options))
+    lines = (Path(__file__).parents[2] / "README.md").read_text().splitlines()
+    start = lines.index("$ prober lab status") + 2
+    assert lines[start - 1].startswith("lab is up: pl00 since ")
+    assert lines[start:lines.index("```", start)] == table(entries)
 
 
 def _status(entries: list[LabEntry], problems: tuple[str, ...] = ()) -> LabStatus:
