@@ -490,10 +490,14 @@ def test_tuned_sends_one_challenge_ack_a_second(lab: LabStatus, family: int) -> 
             before = [tcp_counter(namespace, name) for name in counters]
             with connection(host) as sock:  # the server waits for a request: established
                 sport = sock.getsockname()[1]
+                sent_at = []
                 for n in range(3):
                     if n:
                         time.sleep(0.6)
+                    sent_at.append(time.monotonic())
                     send(host, sport, 80, TcpFlags.SYN, random.getrandbits(32))
+                # What the counts below rest on (a stalled test process would break it).
+                assert 0.5 < sent_at[1] - sent_at[0] < 0.9 and sent_at[2] - sent_at[0] > 1.1
                 eventually(lambda: len(received(host, 80, sport)) >= 2,  # noqa: B023
                            f"{peer}'s challenge ACKs")
                 time.sleep(0.1)  # a third, if one comes
