@@ -30,7 +30,9 @@ The built-in lab's address blocks (`LabBlocks`, see `AddressPool.lab_blocks`), b
 
 A lab built in the test pool (the integration tests build the whole lab there) has no room for
 a /24 and a /16 of its own: its IPv4 blocks are the top of its own /24, which the lab's links
-never reach (they use links 0..10): lossy <topology>.192/27 and many <topology>.224/27.
+never reach (they use links 0..11, up to <topology>.191): lossy <topology>.192/27 and many
+<topology>.224/27. So link 11 is the last a lab peer can have: link 12 (.192/28) would lie in
+the test lab's lossy block. Links 12..15 remain free in the persistent pool only.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ peer a real Linux TCP stack tuned to show one behaviour, over IPv4 and IPv6::
                          │     ──link 7── no-timewait  tcp_max_tw_buckets=0
                          │     ──link 8── [delay] ── far          behind the delay element
                          │     ──link 9── [loss]  ── lossy        a whole block, behind loss
-                         └─────link 10── many         a whole /16 (v6 /112), for scans
+                         │     ──link 10── many         a whole /16 (v6 /112), for scans
+                         └─────link 11── tuned        no TS, SACK, WS or ECN; RFC 1337 on
 
 The root namespace routes the lab's prefixes (never a default route) via the router, so
 `sudo prober syn <peer>:80` works from the host. Everything is recorded in a state file before
@@ -131,6 +132,24 @@ _SYN = "sudo prober syn {endpoint}"
 _CLOSE = "sudo prober close {endpoint}"
 _GET = r" --send 'GET / HTTP/1.0\r\n\r\n'"
 _TIMEWAIT = "sudo prober timewait {endpoint}" + _GET
+# Every server that closes only after a request (http, rst) gets one, so the profile's close
+# and TIME-WAIT probes see the peer close; half-close closes on our FIN and needs none.
+_PROFILE = "sudo prober profile {endpoint}"
+_PROFILE_GET = _PROFILE + _GET
+
+# `tuned`: what `prober profile` reads off a SYN/ACK and a connection, each set away from the
+# Linux default (in brackets) so a profile that reports the default is caught. All are
+# per-namespace (net->ipv4, since 4.15 at the latest) and, despite the name, govern TCP over
+# IPv6 as well. tcp_invalid_ratelimit is the per-connection limit on challenge ACKs (and other
+# out-of-window ACKs), in ms; the global tcp_challenge_ack_limit is unlimited since 6.0.
+TUNED_SYSCTLS = {
+    "net.ipv4.tcp_timestamps": 0,  # (1)
+    "net.ipv4.tcp_sack": 0,  # (1)
+    "net.ipv4.tcp_window_scaling": 0,  # (1)
+    "net.ipv4.tcp_ecn": 0,  # (2: accept ECN when asked; 0 never sets ECE on a SYN/ACK)
+    "net.ipv4.tcp_rfc1337": 1,  # (0: a RST at RCV.NXT ends TIME-WAIT)
+    "net.ipv4.tcp_invalid_ratelimit": 1000,  # (500): at most one challenge ACK a second
+}
 
 PEERS: tuple[PeerPlan, ...] = (
     PeerPlan("open", "open", 1, (
@@ -140,6 +159,8 @@ PEERS: tuple[PeerPlan, ...] = (
         PortPlan(HTTP_PORT, "holds TIME-WAIT 60 s; reopens on a newer SYN; RST ends it",
                  _TIMEWAIT + " --assassinate"),
         PortPlan(CLOSED_PORT, "closed: the kernel answers RST", _SYN),
+        PortPlan(HTTP_PORT, "profile: Linux defaults, the baseline for the others",
+                 _PROFILE_GET),
     )),
     PeerPlan("filtered", "filt", 2, (
         PortPlan(DROPPED_PORT, "dropped by the peer's nftables: silence",
@@ -158,20 +179,25 @@ table inet prober_lab {{
     PeerPlan("syncookies", "cookie", 3, (
         PortPlan(HTTP_PORT, "SYN cookies always (tcp_syncookies=2)",
                  "sudo prober halfopen {endpoint} --max-wait 10"),
+        PortPlan(HTTP_PORT, "profile: SYN cookies always, flood or not", _PROFILE_GET),
     ), sysctls={"net.ipv4.tcp_syncookies": 2}),
     PeerPlan("impatient", "impat", 4, (
         PortPlan(HTTP_PORT, "tcp_synack_retries=2, tcp_orphan_retries=1",
                  "sudo prober halfopen {endpoint}"),
         PortPlan(HTTP_PORT, "gives up an unacknowledged FIN within seconds",
                  _CLOSE + " --drop-final-ack --no-wait"),
+        PortPlan(HTTP_PORT, "profile: 2 SYN/ACK retries; gives up an unacked FIN within seconds",
+                 _PROFILE_GET),
     ), sysctls={"net.ipv4.tcp_synack_retries": 2, "net.ipv4.tcp_orphan_retries": 1}),
     PeerPlan("rst-close", "rst", 5, (
         PortPlan(HTTP_PORT, "answers, then closes with RST (SO_LINGER 0)",
                  _CLOSE + " --peer-closes" + _GET),
+        PortPlan(HTTP_PORT, "profile: closes with a RST, so no TIME-WAIT", _PROFILE_GET),
     ), server="rst"),
     PeerPlan("half-close", "half", 6, (
         PortPlan(HTTP_PORT, "sends 3 chunks after your FIN, then FIN",
                  _CLOSE + " --no-wait"),
+        PortPlan(HTTP_PORT, "profile: data after your FIN; never closes first", _PROFILE),
     ), server="half-close"),
     PeerPlan("no-timewait", "notw", 7, (
         PortPlan(HTTP_PORT, "closes first, but keeps no TIME-WAIT (tcp_max_tw_buckets=0)",
@@ -180,10 +206,14 @@ table inet prober_lab {{
                  _TIMEWAIT + " --no-duration"),
         PortPlan(HTTP_PORT, "each TIME-WAIT it did not keep, counted by its kernel",
                  "sudo ip netns exec {namespace} nstat -az TcpExtTCPTimeWaitOverflow"),
+        PortPlan(HTTP_PORT, "profile: closes first, holds no TIME-WAIT", _PROFILE_GET),
     ), sysctls={"net.ipv4.tcp_max_tw_buckets": 0}),
     PeerPlan("far", "far", 8, (
         PortPlan(HTTP_PORT, "behind the delay element: {impairment}",
                  _SYN + " -c 3 -i 0.2"),
+        # The handshake's RTT is its point; the full run's timers would only be slower.
+        PortPlan(HTTP_PORT, "profile: handshake RTT {impairment}",
+                 _PROFILE + " --quick" + _GET),
     ), element="delay"),
     PeerPlan("lossy", "lossy", 9, (
         PortPlan(HTTP_PORT, "every address, behind the loss element: {impairment}",
@@ -195,6 +225,17 @@ table inet prober_lab {{
         PortPlan(HTTP_PORT, "the whole block, one SYN per address",
                  "sudo prober scan {targets} --rate 20000 --open-only -o open.jsonl"),
     ), server_ports=(HTTP_PORT,), sysctls=_MANY_SYSCTLS, block="many"),
+    PeerPlan("tuned", "tuned", 11, (
+        PortPlan(HTTP_PORT, "profile: no TS, SACK, WS or ECN; RFC 1337 on; challenge ACKs 1/s",
+                 _PROFILE_GET),
+        PortPlan(HTTP_PORT, "its SYN/ACK offers MSS only (no TS, SACK or WS option)",
+                 _SYN + " -c 1"),
+        PortPlan(HTTP_PORT, "closes first; a RST does not end its TIME-WAIT (RFC 1337)",
+                 _TIMEWAIT + " --no-duration --assassinate"),
+        PortPlan(HTTP_PORT, "challenge ACKs it sent, and those its 1/s limit held back",
+                 "sudo ip netns exec {namespace} nstat -az TcpExtTCPChallengeACK "
+                 "TcpExtTCPACKSkippedChallenge"),
+    ), sysctls=TUNED_SYSCTLS),
 )
 PEER_NAMES = tuple(peer.name for peer in PEERS)
 

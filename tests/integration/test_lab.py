@@ -9,6 +9,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import random
 import shlex
 import signal
 import socket
@@ -23,6 +24,9 @@ import pytest
 import uvloop
 
 from prober import Prober, SynRun
+from prober.core.packets import template
+from prober.core.parse import parse_packet
+from prober.core.wire import Packet, TcpFlags, TcpSegment
 from prober.lab import (
     PEER_NAMES,
     TEST_POOL,
@@ -233,6 +237,7 @@ def test_up_again_changes_nothing_or_refuses(lab: LabStatus, lab_dir: Path) -> N
         ("half-close", 80, "open", "syn-ack"),
         ("no-timewait", 80, "open", "syn-ack"),
         ("many", 80, "open", "syn-ack"),
+        ("tuned", 80, "open", "syn-ack"),
     ],
 )
 def test_syn_sees_each_port(lab: LabStatus, family: int, peer: str, port: int, state: str,
@@ -247,7 +252,7 @@ def test_syn_sees_each_port(lab: LabStatus, family: int, peer: str, port: int, s
      ("open", 81, 6, "syn", 4), ("filtered", 81, 4, "syn", 5), ("many", 80, 6, "syn", 0),
      ("far", 80, 4, "syn", 0), ("syncookies", 80, 6, "halfopen", 0),
      ("impatient", 80, 4, "close", 0), ("rst-close", 80, 6, "close", 0),
-     ("half-close", 80, 4, "close", 0)],
+     ("half-close", 80, 4, "close", 0), ("tuned", 80, 6, "syn", 0)],
 )
 def test_printed_commands_work(
     lab: LabStatus, peer: str, port: int, family: int, command: str, exit_status: int
@@ -366,6 +371,140 @@ def test_impatient_settings(lab: LabStatus) -> None:
     with connection(address(lab, "impatient", 4)) as sock:
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert read_to_end(sock)[0].startswith(b"HTTP/1.0 200 OK\r\n")
+
+
+# What `tuned` is set to (the Linux default in brackets), read back as a user would.
+TUNED = {
+    "net.ipv4.tcp_timestamps": ("0", "1"),
+    "net.ipv4.tcp_sack": ("0", "1"),
+    "net.ipv4.tcp_window_scaling": ("0", "1"),
+    "net.ipv4.tcp_ecn": ("0", "2"),
+    "net.ipv4.tcp_rfc1337": ("1", "0"),
+    "net.ipv4.tcp_invalid_ratelimit": ("1000", "500"),
+}
+
+
+def test_tuned_settings_are_its_own(lab: LabStatus) -> None:
+    """Set in tuned's namespace only: `open` next to it keeps the kernel's defaults."""
+    tuned, other = lab.namespace_of("tuned"), lab.namespace_of("open")
+    assert {key: sysctl(tuned, key) for key in TUNED} == {
+        key: value for key, (value, _) in TUNED.items()}
+    assert {key: sysctl(other, key) for key in TUNED} == {
+        key: default for key, (_, default) in TUNED.items()}
+
+
+def test_tuned_synack_offers_mss_only(lab: LabStatus, family: int) -> None:
+    """Over IPv4 and IPv6 alike (the net.ipv4.tcp_* settings govern TCP over both): no
+    timestamps, SACK-permitted or window scale option, where `open`'s SYN/ACK has all three."""
+    probes, summary = syn(address(lab, "tuned", family), 80)
+    assert (summary["state"], summary["reason"]) == ("open", "syn-ack")
+    tcp = probes[0]["tcp"]
+    assert tcp["flags"] == "S." and tcp["options"] == "M" and tcp["mss"] is not None
+    assert (tcp["window_scale"], tcp["sack_permitted"], tcp["tsval"]) == (None, False, None)
+    baseline = syn(address(lab, "open", family), 80)[0][0]["tcp"]
+    assert set(baseline["options"]) >= {"M", "S", "T", "W"}
+    assert baseline["window_scale"] is not None and baseline["sack_permitted"]
+    assert baseline["tsval"] is not None
+
+
+def test_tuned_protects_time_wait(lab: LabStatus, family: int) -> None:
+    """Its status row: `prober timewait --no-duration --assassinate` finds the TIME-WAIT held
+    and not ended by a RST at RCV.NXT (tcp_rfc1337=1), where `open` lets the RST end it."""
+    entry, = (e for e in lab.entries if (e.peer, e.family) == ("tuned", family)
+              and shlex.split(e.command)[2] == "timewait")
+    code, records = run_printed(entry.command)
+    assert code == 0, records
+    result, = records
+    assert (result["holds_time_wait"], result["assassinated"]) == (True, False), result
+
+
+def root_address(lab: LabStatus, family: int) -> str:
+    """Root's own address on the lab (link 0, host 1): the source of everything it sends."""
+    uplink = TEST_POOL.topology(int(lab.prefix[2:], 16)).link(0)
+    return str(uplink.host_v4(1).ip if family == 4 else uplink.host_v6(1).ip)
+
+
+@contextlib.contextmanager
+def raw_segments(lab: LabStatus, family: int) -> Iterator[
+        tuple[Callable[..., None], Callable[[str, int, int], list[TcpSegment]]]]:
+    """(send, received): send(dst, sport, dport, flags, seq) puts one bare TCP segment from
+    root on the wire; received(src, sport, dport) is what came back so far (a packet socket
+    on root's lab link: the kernel's own answers, e.g. its RSTs to SYN/ACKs, change nothing
+    here)."""
+    device = f"{lab.prefix}-rtr"
+    assert device in os.listdir("/sys/class/net")
+    proto = 0x0800 if family == 4 else 0x86DD
+    listen = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(proto))
+    out = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_RAW,
+                        socket.IPPROTO_RAW)  # IPv4 and IPv6: we write the IP header
+    listen.bind((device, proto))  # Python converts this one to network order itself
+    listen.setblocking(False)
+    source = ipaddress.ip_address(root_address(lab, family)).packed
+    seen: list[Packet] = []
+
+    def send(dst: str, sport: int, dport: int, flags: TcpFlags, seq: int) -> None:
+        route_check(dst)  # never send beyond the lab
+        packet = template(family, flags).build(source, ipaddress.ip_address(dst).packed,
+                                               sport, dport, seq)
+        out.sendto(packet, (dst, 0))
+
+    def received(src: str, sport: int, dport: int) -> list[TcpSegment]:
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(10_000):
+                seen.append(parse_packet(listen.recv(65_535)))
+        wanted = ipaddress.ip_address(src).packed
+        return [p.tcp for p in seen if p.tcp is not None and p.src == wanted
+                and (p.tcp.sport, p.tcp.dport) == (sport, dport)]
+
+    try:
+        yield send, received
+    finally:
+        listen.close()
+        out.close()
+
+
+def test_tuned_never_agrees_to_ecn(lab: LabStatus, family: int) -> None:
+    """An ECN-setup SYN (ECE and CWR, RFC 3168 §6.1.1): tuned's SYN/ACK has no ECE
+    (tcp_ecn=0), `open`'s has (the default 2 accepts ECN when asked)."""
+    ecn_syn = TcpFlags.SYN | TcpFlags.ECE | TcpFlags.CWR
+    answers = {}
+    with raw_segments(lab, family) as (send, received):
+        for peer in ("tuned", "open"):
+            host, sport = address(lab, peer, family), random.randrange(40_000, 60_000)
+            send(host, sport, 80, ecn_syn, random.getrandbits(32))
+            eventually(lambda: bool(received(host, 80, sport)), f"{peer}'s SYN/ACK")  # noqa: B023
+            answers[peer] = received(host, 80, sport)[0].flags
+    assert answers == {"tuned": TcpFlags.SYN | TcpFlags.ACK,
+                       "open": TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE}
+
+
+def test_tuned_sends_one_challenge_ack_a_second(lab: LabStatus, family: int) -> None:
+    """SYNs into an established connection draw challenge ACKs (RFC 5961 §4), at most one
+    per tcp_invalid_ratelimit: SYNs at 0, 0.6 and 1.2 s draw two from tuned (1000 ms; the one
+    at 0.6 s is held back) and three from `open` (500 ms), as their kernels count them."""
+    counters = ("TCPSYNChallenge", "TCPChallengeACK", "TCPACKSkippedChallenge")
+    seen = {}
+    with raw_segments(lab, family) as (send, received):
+        for peer in ("tuned", "open"):
+            namespace, host = lab.namespace_of(peer), address(lab, peer, family)
+            before = [tcp_counter(namespace, name) for name in counters]
+            with connection(host) as sock:  # the server waits for a request: established
+                sport = sock.getsockname()[1]
+                sent_at = []
+                for n in range(3):
+                    if n:
+                        time.sleep(0.6)
+                    sent_at.append(time.monotonic())
+                    send(host, sport, 80, TcpFlags.SYN, random.getrandbits(32))
+                # What the counts below rest on (a stalled test process would break it).
+                assert 0.5 < sent_at[1] - sent_at[0] < 0.9 and sent_at[2] - sent_at[0] > 1.1
+                eventually(lambda: len(received(host, 80, sport)) >= 2,  # noqa: B023
+                           f"{peer}'s challenge ACKs")
+                time.sleep(0.1)  # a third, if one comes
+                acks = [seg for seg in received(host, 80, sport) if seg.flags == TcpFlags.ACK]
+            after = [tcp_counter(namespace, name) for name in counters]
+            seen[peer] = (len(acks), [b - a for a, b in zip(before, after, strict=True)])
+    assert seen == {"tuned": (2, [3, 2, 1]), "open": (3, [3, 3, 0])}
 
 
 # --- refusing addresses that are not the lab's -------------------------------------------------
