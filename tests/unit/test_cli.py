@@ -115,7 +115,7 @@ def command_at(path: tuple[str, ...]) -> Any:
 
 def test_every_command_is_checked() -> None:
     assert {" ".join(p) for p in command_paths()} == {
-        "", "syn", "halfopen", "close", "scan", "timewait", "monitor", "lab", "lab up",
+        "", "syn", "halfopen", "close", "scan", "timewait", "monitor", "profile", "lab", "lab up",
         "lab down", "lab status"}
 
 
@@ -195,7 +195,7 @@ def test_lab_status_lists_only_commands_that_exist() -> None:
 def test_a_command_that_does_not_exist_is_caught() -> None:
     """The checks above would see a command prober does not have (the lab once printed
     `prober timewait` before it existed) and a bad option value."""
-    for line in ("prober profile 198.18.0.114:80", "sudo prober timewait 198.18.0.18:80 --step x",
+    for line in ("prober nonesuch 198.18.0.114:80", "sudo prober timewait 198.18.0.18:80 --step x",
                  "sudo prober syn 198.18.0.18:80 -c x",
                  "sudo prober close 198.18.0.18:80 --bogus", "sudo prober syn 999.1.1.1:80",
                  "sudo ip netns exec pl00-open no-such-tool-here"):
@@ -236,7 +236,8 @@ def check_synopsis(line: str) -> None:
 
 @pytest.mark.parametrize("document", ["README.md", "docs/lab.md", "docs/syn.md", "docs/scan.md",
                                       "docs/halfopen.md", "docs/close.md", "docs/timewait.md",
-                                      "docs/monitor.md"])
+                                      "docs/monitor.md", "docs/profile.md", "docs/challenge.md",
+                                      "docs/stack-defaults.md"])
 def test_every_command_in_the_docs_exists(document: str) -> None:
     lines = doc_command_lines(REPOSITORY / document)
     assert lines or document != "README.md"
