@@ -425,13 +425,13 @@ def sample_profile() -> ProfileResult:
                 PropertyName.INITIAL_TTL, PropertyName.INITIAL_RTO_S,
                 PropertyName.SYNACK_BACKOFF, PropertyName.TIME_WAIT_S,
                 PropertyName.CHALLENGE_RST, PropertyName.CHALLENGE_ACK_INTERVAL_S,
+                PropertyName.ECN,
             ),
-            disagree=(PropertyName.SYNACK_RETRIES, PropertyName.ECN),
+            disagree=(PropertyName.SYNACK_RETRIES,),
             explanation=(
                 "No known stack agrees on every compared property. Closest: Linux 6.1, "
-                "which agrees on 12 of 14; it retransmits a SYN/ACK 5 times by default "
-                "(6 here: tcp_synack_retries raised?) and its ECN answer is listed as "
-                "off for this build's defaults (docs/stack-defaults.md)."
+                "which agrees on 13 of 14; it retransmits a SYN/ACK 5 times by default, "
+                "6 here (tcp_synack_retries raised?)."
             ),
             candidates=(),
         ),
