@@ -378,7 +378,10 @@ def ladder_svg(
             )
             life_gap.append((y, y + COLLAPSE_H))
             y += COLLAPSE_H
-            previous_time = None  # the collapsed row already says how time went by
+            # The next row (the run's last exchange) is as far from the last one left out
+            # as the drawn ones are from each other: its gap is marked the same way.
+            hidden_times = [records[i].time_ns for i in item.indices if records[i].sent_ok]
+            previous_time = max(hidden_times) if hidden_times else None
             continue
         index = item
         record = records[index]
@@ -499,13 +502,13 @@ def ladder_svg(
         f'<desc id="{escape(title_id)}-desc">{escape(description)}</desc>',
         f"<style>{_STYLE}</style>",
     ]
-    for x, name, sub in ((X_US, us_label, "us"), (X_PEER, peer_label, "peer")):
-        first, _, rest = name.partition(" ")
+    for x, name in ((X_US, us_label), (X_PEER, peer_label)):
+        first, _, rest = name.partition(" ")  # "prober" over "198.18.0.1:40001"
         head.append(
             f'<rect class="head-box" x="{x - 110}" y="8" width="220" height="{HEAD_H - 16}" '
             f'rx="4"/>'
-            + _text(x, 26, first, "head", "middle")
-            + _text(x, 43, rest or sub, "head-sub", "middle")
+            + _text(x, 26 if rest else 34, first, "head", "middle")
+            + (_text(x, 43, rest, "head-sub", "middle") if rest else "")
         )
     lines = []
     for x in (X_US, X_PEER):
