@@ -322,3 +322,17 @@ def test_relative_numbers_below_the_isn_are_negative(result: ProfileResult) -> N
     svg = ET.fromstring(ladder_svg(ladder, title_id="t"))
     assert "S seq -100000" in all_text(svg)
     assert all(isinstance(r, SegmentRecord) for r in ladder.records)
+
+
+def test_the_header_says_what_was_probed_from_where_and_how(result: ProfileResult) -> None:
+    page = profile_html(result)
+    for text in ("198.18.0.18", "port <code>80</code>", "198.18.0.1", "2025-12-02 08:00:00 UTC",
+                 "284.3 s", "full (every probe)"):
+        assert text in page, text
+    quick = profile_html(replace(result, quick=True, interrupted=True, target="2001:2::18",
+                                 source="2001:2::1"))
+    assert "quick (<code>--quick</code>" in quick
+    assert "Interrupted" in quick
+    svg = svgs_in(quick)[0]
+    heads = [all_text(t) for t in svg.iter(f"{{{SVG_NS}}}text") if t.get("class") == "head-sub"]
+    assert heads == ["[2001:2::1]:40001", "[2001:2::18]:80"]
