@@ -130,7 +130,7 @@ def profile(
             progress.clear()
     _write_pcap(pcap, result.packets())
     if html is not None:
-        from prober.output.profile_html import profile_html  # type: ignore[import-not-found]
+        from prober.output.profile_html import profile_html
 
         try:
             html.write_text(profile_html(result), encoding="utf-8")
