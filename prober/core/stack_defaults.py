@@ -14,12 +14,15 @@ only on properties it has a (used) expectation for. The policy:
 - a *candidate* disagrees on nothing and agrees on at least ``MIN_AGREEMENTS`` properties;
 - ``stack`` is the single candidate with the most agreements (None when none qualifies, or
   when two stacks tie for the most: the explanation says so);
-- ``closest`` is the stack with the fewest disagreements, then the most agreements (None on
-  a tie), which answers "Linux, with synack_retries changed";
+- ``closest`` is the stack with the fewest disagreements on *fixed* (hard-wired) behaviour,
+  then the fewest on *tunable* defaults (``Expectation.tunable``: a sysctl, registry key or
+  compile-time option), then the most agreements (None on a tie): "Linux, with
+  synack_retries changed" and "Linux with six sysctls changed", not lwIP with two;
 - ``agree``/``disagree`` are those of ``stack`` or else of ``closest``; the explanation
-  names each disagreement with both values ("synack_retries 2, Linux default 5").
+  names each disagreement with both values and its knob or "(fixed)" ("synack_retries 2,
+  Linux default 5 [tcp_synack_retries]").
 
-A match names a stack's *defaults*, not an operating system: every default here is
+A match names a stack's *defaults*, not an operating system: many defaults here are
 tunable, and a middlebox on the path can rewrite TTL, options and MSS, or answer in the
 peer's place. Pure data and functions, stdlib only.
 """
@@ -30,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from prober.core.challenge import ChallengeAnswer
+from prober.core.challenge import RATE_SPACING_S, ChallengeAnswer
 from prober.core.profile import Basis, CookieMode, Property, PropertyName, StackMatch, Value
 
 MIN_AGREEMENTS: Final = 4  # a candidate agrees on at least this many properties
@@ -205,6 +208,18 @@ REFERENCES: Final[tuple[Reference, ...]] = (
         "the code index): space = max(space, tcp_rmem[2], rmem_max), clamped to the window "
         "clamp; rcv_wscale = ilog2(space) - 15: 6 MB gives 22 - 15 = 7",
     ),
+    Reference(
+        22,
+        "Linux net/ipv4/tcp_minisocks.c tcp_timewait_state_process (read as mainline patches "
+        "via the code index): a SYN without RST or ACK, not PAWS-rejected, with 'after(seq, "
+        "tw_rcv_nxt)' or a newer TSval returns TCP_TW_SYN: the 4-tuple is reopened",
+    ),
+    Reference(
+        23,
+        "lwIP (as [14]) src/core/tcp_in.c:286-308 TIME-WAIT pcbs are looked up before the "
+        "listeners (:318); :742-776 tcp_timewait_input: a SYN in the window draws a RST, "
+        "any other is ACKed ('Acknowledge data, FIN or out-of-window SYN'): never reopened",
+    ),
 )
 
 
@@ -227,6 +242,10 @@ class Expectation:
     refs: tuple[int, ...] = ()
     note: str = ""
     used: bool = True
+    # A default users change (a sysctl, registry key or compile-time option: ``knob``) as
+    # opposed to hard-wired code; closest ranks fixed disagreements first.
+    tunable: bool = False
+    knob: str = ""
 
     def accepts(self, value: Value, error: float | None = None) -> bool:
         """Whether a measured ``value`` agrees with this default.
@@ -345,13 +364,16 @@ def _range_text(name: PropertyName, low: float, high: float) -> str:
 
 
 def _exact(name: PropertyName, *allowed: Value, refs: tuple[int, ...], note: str = "",
-           used: bool = True) -> Expectation:
-    return Expectation(name, allowed=allowed, refs=refs, note=note, used=used)
+           used: bool = True, knob: str = "") -> Expectation:
+    # A knob makes the default tunable; no knob: hard-wired in the code.
+    return Expectation(name, allowed=allowed, refs=refs, note=note, used=used,
+                       tunable=bool(knob), knob=knob)
 
 
 def _between(name: PropertyName, low: float, high: float, *, refs: tuple[int, ...],
-             note: str = "", used: bool = True) -> Expectation:
-    return Expectation(name, low=low, high=high, refs=refs, note=note, used=used)
+             note: str = "", used: bool = True, knob: str = "") -> Expectation:
+    return Expectation(name, low=low, high=high, refs=refs, note=note, used=used,
+                       tunable=bool(knob), knob=knob)
 
 
 # Resolution of the measurements the ranges allow for (docs/stack-defaults.md):
@@ -363,37 +385,41 @@ _CA = ChallengeAnswer.CHALLENGE_ACK.value
 _IGNORED = ChallengeAnswer.IGNORED.value
 _LONE = CookieMode.NOT_FOR_A_LONE_SYN.value
 _BACKOFF_2 = (1.6, 2.5)
+# A stack that does not space its challenge ACKs (none, or a count per second) answers the
+# rate probe's SYNs at their own spacing; Linux's per-socket limit spaces them >= 0.5 s.
+_UNLIMITED = (0.0, 5 * RATE_SPACING_S)
 
 LINUX: Final = StackDefaults(
     "Linux",
     "Linux 3.6 and later with default sysctls (the lab's peer is 6.x)",
     (
-        _exact(_P.INITIAL_TTL, 64, refs=(2,)),
-        _exact(_P.WINDOW_SCALE, 7, 8, 9, 10, refs=(2, 21, 4),
+        _exact(_P.INITIAL_TTL, 64, refs=(2,), knob="ip_default_ttl"),
+        _exact(_P.WINDOW_SCALE, 7, 8, 9, 10, refs=(2, 21, 4), knob="tcp_window_scaling, tcp_rmem",
                note="ilog2(max(tcp_rmem max, rmem_max)) - 15: 7 for the long-standing 6 MB "
                     "tcp_rmem max, 10 for the 32 MB of recent kernels (the lab's 6.18); a "
                     "host with little RAM gets a smaller max and shift"),
-        _exact(_P.SACK, True, refs=(2, 4)),
-        _exact(_P.TIMESTAMPS, True, refs=(4, 16, 17)),
+        _exact(_P.SACK, True, refs=(2, 4), knob="tcp_sack"),
+        _exact(_P.TIMESTAMPS, True, refs=(4, 16, 17), knob="tcp_timestamps"),
         _exact(_P.OPTION_ORDER, "MSTNW", refs=(17, 4, 16)),
-        _exact(_P.ECN, True, refs=(2,), note="tcp_ecn=2 answers an ECN-setup SYN"),
+        _exact(_P.ECN, True, refs=(2,), knob="tcp_ecn", note="tcp_ecn=2 answers an ECN-setup SYN"),
         _between(_P.INITIAL_RTO_S, 0.9, 1.45, refs=(1,), note="3 s before 3.1"),
         _between(_P.SYNACK_BACKOFF, *_BACKOFF_2, refs=(1,)),
-        _exact(_P.SYNACK_RETRIES, 5, refs=(1, 2)),
-        _between(_P.SYNACK_GIVE_UP_S, 28.0, 34.5, refs=(2,),
+        _exact(_P.SYNACK_RETRIES, 5, refs=(1, 2), knob="tcp_synack_retries"),
+        _between(_P.SYNACK_GIVE_UP_S, 28.0, 34.5, refs=(2,), knob="tcp_synack_retries",
                  note="last SYN/ACK at 1+2+4+8+16 = 31 s"),
-        _exact(_P.SYN_COOKIES, _LONE, refs=(2,),
+        _exact(_P.SYN_COOKIES, _LONE, refs=(2,), knob="tcp_syncookies",
                note="tcp_syncookies=1: cookies only when the SYN queue overflows"),
-        _exact(_P.TIME_WAIT, True, refs=(1,)),
+        _exact(_P.TIME_WAIT, True, refs=(1,), knob="tcp_max_tw_buckets"),
         _between(_P.TIME_WAIT_S, 59.0, 62.5, refs=(1,), note="fixed, no sysctl"),
-        _exact(_P.RFC1337, False, refs=(2,)),
+        _exact(_P.RFC1337, False, refs=(2,), knob="tcp_rfc1337"),
         _exact(_P.CHALLENGE_RST, _CA, refs=(3, 19), note="RFC 5961 since 3.6"),
         _exact(_P.CHALLENGE_SYN, _CA, refs=(3,), note="RFC 5961 since 3.6"),
-        _between(_P.CHALLENGE_ACK_INTERVAL_S, 0.45, 1.0, refs=(2, 3),
+        _between(_P.CHALLENGE_ACK_INTERVAL_S, 0.45, 1.0, refs=(2, 3), knob="tcp_invalid_ratelimit",
                  note="per-socket tcp_invalid_ratelimit; the first SYN after the 500 ms is "
                       "answered, so the spacing is 0.5 s plus up to one probe interval "
                       "(a probe spacing up to 0.5 s fits)"),
         _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(3,)),
+        _exact(_P.TIME_WAIT_REOPEN_ABOVE_ISN, True, refs=(22,)),
     ),
     notes=(
         "TCP_TIMEOUT_INIT was 3 s before 3.1 (commit 9ad7c049f0f7, cited by "
@@ -412,23 +438,32 @@ FREEBSD: Final = StackDefaults(
     "FreeBSD",
     "FreeBSD 13 with default sysctls (syncache), as in F-Stack's copy of 13.0",
     (
-        _exact(_P.INITIAL_TTL, 64, refs=(5,)),
-        _exact(_P.WINDOW_SCALE, 6, refs=(6, 4), note="from sb_max (kern.ipc.maxsockbuf) 2 MB"),
-        _exact(_P.SACK, True, refs=(5,)),
-        _exact(_P.TIMESTAMPS, True, refs=(5,)),
+        _exact(_P.INITIAL_TTL, 64, refs=(5,), knob="net.inet.ip.ttl"),
+        _exact(_P.WINDOW_SCALE, 6, refs=(6, 4),
+               knob="kern.ipc.maxsockbuf, net.inet.tcp.rfc1323",
+               note="from sb_max (kern.ipc.maxsockbuf) 2 MB"),
+        _exact(_P.SACK, True, refs=(5,), knob="net.inet.tcp.sack.enable"),
+        _exact(_P.TIMESTAMPS, True, refs=(5,), knob="net.inet.tcp.rfc1323"),
         _exact(_P.OPTION_ORDER, "MNWST", refs=(7, 4)),
-        _exact(_P.ECN, True, refs=(6,), note="net.inet.tcp.ecn.enable=2 accepts incoming ECN"),
-        _between(_P.INITIAL_RTO_S, 0.9, 1.45, refs=(5, 6), note="3 s before 13 (D18941)"),
+        _exact(_P.ECN, True, refs=(6,),
+               knob="net.inet.tcp.ecn.enable",
+               note="net.inet.tcp.ecn.enable=2 accepts incoming ECN"),
+        _between(_P.INITIAL_RTO_S, 0.9, 1.45, refs=(5, 6),
+                 knob="net.inet.tcp.rexmit_initial", note="3 s before 13 (D18941)"),
         _between(_P.SYNACK_BACKOFF, *_BACKOFF_2, refs=(6,)),
-        _exact(_P.SYNACK_RETRIES, 3, refs=(6,)),
-        _exact(_P.SYN_COOKIES, _LONE, refs=(6,),
+        _exact(_P.SYNACK_RETRIES, 3, refs=(6,), knob="net.inet.tcp.syncache.rexmtlimit"),
+        _exact(_P.SYN_COOKIES, _LONE, refs=(6,), knob="net.inet.tcp.syncookies",
                note="syncache keeps state; cookies when it overflows"),
-        _exact(_P.TIME_WAIT, True, refs=(5,)),
-        _between(_P.TIME_WAIT_S, 59.0, 62.5, refs=(5,), note="2 x net.inet.tcp.msl (30 s)"),
+        _exact(_P.TIME_WAIT, True, refs=(5,), knob="net.inet.tcp.maxtcptw"),
+        _between(_P.TIME_WAIT_S, 59.0, 62.5, refs=(5,),
+                 knob="net.inet.tcp.msl", note="2 x net.inet.tcp.msl (30 s)"),
         _exact(_P.RFC1337, True, refs=(8,)),
-        _exact(_P.CHALLENGE_RST, _CA, refs=(8,)),
-        _exact(_P.CHALLENGE_SYN, _CA, refs=(8,)),
+        _exact(_P.CHALLENGE_RST, _CA, refs=(8,), knob="net.inet.tcp.insecure_rst"),
+        _exact(_P.CHALLENGE_SYN, _CA, refs=(8,), knob="net.inet.tcp.insecure_syn"),
         _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(8,)),
+        _between(_P.CHALLENGE_ACK_INTERVAL_S, *_UNLIMITED, refs=(8, 20),
+                 note="13.0 sends challenge ACKs unthrottled; the later throttle [20] counts "
+                      "per window (from memory), so the spacing stays the probe's own"),
     ),
     notes=(
         "Read in FreeBSD 13.0 as F-Stack carries it; 14 and later were not read, and later "
@@ -442,23 +477,32 @@ FSTACK: Final = StackDefaults(
     "F-Stack",
     "F-Stack (FreeBSD 13.0's stack over DPDK) with the config.ini it ships",
     (
-        _exact(_P.INITIAL_TTL, 64, refs=(5,)),
-        _exact(_P.WINDOW_SCALE, 9, refs=(6, 9), note="sb_max 16 MB from config.ini"),
-        _exact(_P.SACK, True, refs=(5, 9)),
-        _exact(_P.TIMESTAMPS, True, refs=(5, 9)),
+        _exact(_P.INITIAL_TTL, 64, refs=(5,), knob="net.inet.ip.ttl (config.ini)"),
+        _exact(_P.WINDOW_SCALE, 9, refs=(6, 9),
+               knob="kern.ipc.maxsockbuf, net.inet.tcp.rfc1323 (config.ini)",
+               note="sb_max 16 MB from config.ini"),
+        _exact(_P.SACK, True, refs=(5, 9), knob="net.inet.tcp.sack.enable (config.ini)"),
+        _exact(_P.TIMESTAMPS, True, refs=(5, 9), knob="net.inet.tcp.rfc1323 (config.ini)"),
         _exact(_P.OPTION_ORDER, "MNWST", refs=(7,)),
-        _exact(_P.ECN, True, refs=(6,)),
+        _exact(_P.ECN, True, refs=(6,), knob="net.inet.tcp.ecn.enable (config.ini)"),
         _between(_P.INITIAL_RTO_S, 0.9, 1.45, refs=(5, 6),
+                 knob="net.inet.tcp.rexmit_initial (config.ini)",
                  note="with config.ini's freebsd.boot.hz; timers tick at hz"),
         _between(_P.SYNACK_BACKOFF, *_BACKOFF_2, refs=(6,)),
-        _exact(_P.SYNACK_RETRIES, 3, refs=(6,)),
-        _exact(_P.SYN_COOKIES, _LONE, refs=(6,)),
-        _exact(_P.TIME_WAIT, True, refs=(5, 9), note="at most maxtcptw=128 at once"),
-        _between(_P.TIME_WAIT_S, 3.0, 6.5, refs=(5, 9), note="2 x net.inet.tcp.msl=2000 ms"),
+        _exact(_P.SYNACK_RETRIES, 3, refs=(6,),
+               knob="net.inet.tcp.syncache.rexmtlimit (config.ini)"),
+        _exact(_P.SYN_COOKIES, _LONE, refs=(6,), knob="net.inet.tcp.syncookies (config.ini)"),
+        _exact(_P.TIME_WAIT, True, refs=(5, 9),
+               knob="net.inet.tcp.maxtcptw (config.ini)", note="at most maxtcptw=128 at once"),
+        _between(_P.TIME_WAIT_S, 3.0, 6.5, refs=(5, 9),
+                 knob="net.inet.tcp.msl (config.ini)", note="2 x net.inet.tcp.msl=2000 ms"),
         _exact(_P.RFC1337, True, refs=(8,)),
-        _exact(_P.CHALLENGE_RST, _CA, refs=(8,)),
-        _exact(_P.CHALLENGE_SYN, _CA, refs=(8,)),
+        _exact(_P.CHALLENGE_RST, _CA, refs=(8,), knob="net.inet.tcp.insecure_rst (config.ini)"),
+        _exact(_P.CHALLENGE_SYN, _CA, refs=(8,), knob="net.inet.tcp.insecure_syn (config.ini)"),
         _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(8,)),
+        _between(_P.CHALLENGE_ACK_INTERVAL_S, *_UNLIMITED, refs=(8, 20),
+                 note="13.0 sends challenge ACKs unthrottled; the later throttle [20] counts "
+                      "per window (from memory), so the spacing stays the probe's own"),
     ),
     notes=(
         "Every F-Stack value is FreeBSD's code with the shipped config.ini: an application "
@@ -470,24 +514,28 @@ MACOS: Final = StackDefaults(
     "macOS (XNU)",
     "macOS / iOS (XNU 11417, 2025) with default sysctls",
     (
-        _exact(_P.INITIAL_TTL, 64, refs=(10, 4)),
-        _exact(_P.WINDOW_SCALE, 6, refs=(4,), used=False,
+        _exact(_P.INITIAL_TTL, 64, refs=(10, 4), knob="net.inet.ip.ttl"),
+        _exact(_P.WINDOW_SCALE, 6, refs=(4,), knob="net.inet.tcp.win_scale_factor", used=False,
                note="follows the socket buffer (tcp_win_scale 3 is only a minimum); p0f's "
                     "10.x responses show 0"),
-        _exact(_P.SACK, True, refs=(10,)),
-        _exact(_P.TIMESTAMPS, True, refs=(10,)),
+        _exact(_P.SACK, True, refs=(10,), knob="net.inet.tcp.sack"),
+        _exact(_P.TIMESTAMPS, True, refs=(10,), knob="net.inet.tcp.rfc1323"),
         _exact(_P.OPTION_ORDER, "MNWNNTSE", refs=(10, 4)),
-        _exact(_P.ECN, True, refs=(11,), used=False,
+        _exact(_P.ECN, True, refs=(11,), knob="net.inet.tcp.ecn_negotiate_in", used=False,
                note="decided per interface (IFEF_ECN_ENABLE) and by heuristics"),
         _between(_P.INITIAL_RTO_S, 0.9, 1.45, refs=(10,)),
         _between(_P.SYNACK_BACKOFF, *_BACKOFF_2, refs=(10,)),
         _exact(_P.SYN_COOKIES, _LONE, refs=(11,), note="XNU has no SYN cookies"),
         _exact(_P.TIME_WAIT, True, refs=(10,)),
-        _between(_P.TIME_WAIT_S, 29.0, 32.5, refs=(10,), note="2 x net.inet.tcp.msl (15 s)"),
+        _between(_P.TIME_WAIT_S, 29.0, 32.5, refs=(10,),
+                 knob="net.inet.tcp.msl", note="2 x net.inet.tcp.msl (15 s)"),
         _exact(_P.RFC1337, True, refs=(11,)),
         _exact(_P.CHALLENGE_RST, _CA, refs=(11,)),
         _exact(_P.CHALLENGE_SYN, _CA, refs=(11,)),
         _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(11,)),
+        _between(_P.CHALLENGE_ACK_INTERVAL_S, *_UNLIMITED, refs=(11,),
+                 note="10 per connection per second, counted per second: a burst at the "
+                      "probe's own spacing"),
     ),
     notes=(
         "Challenge ACKs are limited to 10 per connection per second: the shortest spacing "
@@ -501,22 +549,25 @@ WINDOWS: Final = StackDefaults(
     "Windows",
     "Windows (7/8 in p0f's signatures; 10/11 and Server 2016+ assumed alike, not shown)",
     (
-        _exact(_P.INITIAL_TTL, 128, refs=(4,)),
-        _exact(_P.WINDOW_SCALE, 8, refs=(4,)),
-        _exact(_P.SACK, True, refs=(4,)),
-        _exact(_P.TIMESTAMPS, True, refs=(4,),
+        _exact(_P.INITIAL_TTL, 128, refs=(4,), knob="DefaultTTL"),
+        _exact(_P.WINDOW_SCALE, 8, refs=(4,), knob="netsh autotuninglevel"),
+        _exact(_P.SACK, True, refs=(4,),
+               note="fixed: SackOpts is Windows 2000/XP's; no knob known for Vista and later "
+                    "(uncertain)"),
+        _exact(_P.TIMESTAMPS, True, refs=(4,), knob="netsh timestamps",
                note="answers timestamps when the SYN offers them (p0f's 'sok,ts' response)"),
         _exact(_P.OPTION_ORDER, "MNWST", refs=(4,)),
-        _exact(_P.ECN, False, refs=(18,), used=False,
+        _exact(_P.ECN, False, refs=(18,), knob="netsh ecncapability", used=False,
                note="netsh shows 'ECN capability: disabled' on one current Windows "
                     "(third-party page); Server editions not read"),
-        _between(_P.INITIAL_RTO_S, 2.7, 3.65, refs=(13, 18), used=False,
+        _between(_P.INITIAL_RTO_S, 2.7, 3.65, refs=(13, 18), knob="netsh initialRto", used=False,
                  note="3 s in the Windows 2000 reference, but a current netsh shows "
                       "'Initial RTO: 1000'; which applies to SYN/ACKs was not found"),
-        _exact(_P.SYNACK_RETRIES, 2, refs=(13,), used=False,
+        _exact(_P.SYNACK_RETRIES, 2, refs=(13,),
+               knob="TcpMaxConnectResponseRetransmissions", used=False,
                note="Windows 2000 reference; later versions not read"),
         _exact(_P.TIME_WAIT, True, refs=(12,)),
-        _between(_P.TIME_WAIT_S, 119.0, 122.5, refs=(12,),
+        _between(_P.TIME_WAIT_S, 119.0, 122.5, refs=(12,), knob="TcpTimedWaitDelay",
                  note="TcpTimedWaitDelay 120 s since Server 2003 (240 s in Windows 2000)"),
     ),
     notes=(
@@ -529,21 +580,26 @@ LWIP: Final = StackDefaults(
     "lwIP",
     "lwIP 2.x with opt.h defaults (embedded devices; builds usually change them)",
     (
-        _exact(_P.INITIAL_TTL, 255, refs=(14,)),
-        _exact(_P.WINDOW_SCALE, False, refs=(14,)),
-        _exact(_P.SACK, False, refs=(14,)),
-        _exact(_P.TIMESTAMPS, False, refs=(14,)),
+        _exact(_P.INITIAL_TTL, 255, refs=(14,), knob="IP_DEFAULT_TTL"),
+        _exact(_P.WINDOW_SCALE, False, refs=(14,), knob="LWIP_WND_SCALE"),
+        _exact(_P.SACK, False, refs=(14,), knob="LWIP_TCP_SACK_OUT"),
+        _exact(_P.TIMESTAMPS, False, refs=(14,), knob="LWIP_TCP_TIMESTAMPS"),
         _exact(_P.OPTION_ORDER, "M", refs=(14,)),
         _exact(_P.ECN, False, refs=(15,)),
-        _between(_P.INITIAL_RTO_S, 2.7, 3.85, refs=(14,), note="3 s on 500 ms ticks"),
+        _between(_P.INITIAL_RTO_S, 2.7, 3.85, refs=(14,),
+                 knob="LWIP_TCP_RTO_TIME", note="3 s on 500 ms ticks"),
         _between(_P.SYNACK_BACKOFF, *_BACKOFF_2, refs=(14,)),
         _exact(_P.SYN_COOKIES, _LONE, refs=(14,), note="lwIP has no SYN cookies"),
         _exact(_P.TIME_WAIT, True, refs=(14,)),
-        _between(_P.TIME_WAIT_S, 119.0, 123.0, refs=(14,), note="2 x TCP_MSL (60 s)"),
+        _between(_P.TIME_WAIT_S, 119.0, 123.0, refs=(14,),
+                 knob="TCP_MSL", note="2 x TCP_MSL (60 s)"),
         _exact(_P.RFC1337, True, refs=(15,)),
         _exact(_P.CHALLENGE_RST, _CA, refs=(15,)),
         _exact(_P.CHALLENGE_SYN, _CA, refs=(15,)),
         _exact(_P.RST_OUT_OF_WINDOW, _IGNORED, refs=(15,)),
+        _between(_P.CHALLENGE_ACK_INTERVAL_S, *_UNLIMITED, refs=(15,),
+                 note="not rate-limited: the probe's own spacing"),
+        _exact(_P.TIME_WAIT_REOPEN_ABOVE_ISN, False, refs=(23,)),
     ),
     notes=(
         "A SYN_RCVD request is dropped after TCP_SYN_RCVD_TIMEOUT (20 s, tcp_priv.h:129): "
@@ -570,12 +626,27 @@ def _comparable(properties: Sequence[Property]) -> list[Property]:
 class _Score:
     stack: StackDefaults
     agree: tuple[PropertyName, ...]
-    disagree: tuple[Property, ...]
+    disagree: tuple[Property, ...]  # fixed ones first, then tunable ones
+
+    def tunable(self, prop: Property) -> bool:
+        expectation = self.stack.expectation(prop.name)
+        return expectation is not None and expectation.tunable
+
+    @property
+    def fixed_count(self) -> int:
+        return sum(1 for prop in self.disagree if not self.tunable(prop))
+
+    @property
+    def rank(self) -> tuple[int, int, int]:
+        # Hard-wired behaviour identifies the code; a tunable default may just be changed.
+        fixed = self.fixed_count
+        return (fixed, len(self.disagree) - fixed, -len(self.agree))
 
 
 def _score(stack: StackDefaults, props: Sequence[Property]) -> _Score:
     agree: list[PropertyName] = []
-    disagree: list[Property] = []
+    fixed: list[Property] = []
+    tunable: list[Property] = []
     for prop in props:
         expectation = stack.expectation(prop.name)
         if expectation is None:
@@ -583,8 +654,8 @@ def _score(stack: StackDefaults, props: Sequence[Property]) -> _Score:
         if expectation.accepts(prop.value, prop.error):
             agree.append(prop.name)
         else:
-            disagree.append(prop)
-    return _Score(stack, tuple(agree), tuple(disagree))
+            (tunable if expectation.tunable else fixed).append(prop)
+    return _Score(stack, tuple(agree), tuple(fixed + tunable))
 
 
 def _disagreement_text(score: _Score) -> str:
@@ -594,11 +665,31 @@ def _disagreement_text(score: _Score) -> str:
         default = expectation.describe() if expectation is not None else "?"
         shown = ("not offered" if prop.name is _P.WINDOW_SCALE and prop.value is False
                  else _value_text(prop.value))
-        parts.append(f"{prop.name.value} {shown}, {score.stack.name} default {default}")
+        how = (f" [{expectation.knob}]" if expectation is not None and expectation.tunable
+               else " (fixed)")
+        parts.append(f"{prop.name.value} {shown}, {score.stack.name} default {default}{how}")
     more = len(score.disagree) - _MAX_NAMED
     if more > 0:
         parts.append(f"and {more} more")
     return "; ".join(parts)
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _closest_text(score: _Score) -> str:
+    fixed = score.fixed_count
+    tunable = len(score.disagree) - fixed
+    listed = _disagreement_text(score)
+    head = f"Unknown: closest to {score.stack.name} defaults"
+    if fixed == 0:
+        return (f"{head}: {_plural(tunable, 'tunable setting differs', 'tunable settings differ')}"
+                f" ({listed}); no fixed behaviour disagrees.")
+    text = f"{head}, but {_plural(fixed, 'fixed behaviour disagrees', 'fixed behaviours disagree')}"
+    if tunable:
+        text += f" and {_plural(tunable, 'tunable setting differs', 'tunable settings differ')}"
+    return f"{text} ({listed})."
 
 
 def match_stack(properties: Sequence[Property]) -> StackMatch:
@@ -625,11 +716,9 @@ def match_stack(properties: Sequence[Property]) -> StackMatch:
     scores = [_score(stack, compared) for stack in STACKS]
     candidates = [s for s in scores if not s.disagree and len(s.agree) >= MIN_AGREEMENTS]
     candidates.sort(key=lambda s: -len(s.agree))
-    ranked = sorted(scores, key=lambda s: (len(s.disagree), -len(s.agree)))
+    ranked = sorted(scores, key=lambda s: s.rank)
     best_closest = ranked[0]
-    closest_tied = len(ranked) > 1 and (
-        len(ranked[1].disagree), len(ranked[1].agree)
-    ) == (len(best_closest.disagree), len(best_closest.agree))
+    closest_tied = len(ranked) > 1 and ranked[1].rank == best_closest.rank
     closest = None if closest_tied else best_closest
     names = tuple(s.stack.name for s in candidates)
 
@@ -653,8 +742,7 @@ def match_stack(properties: Sequence[Property]) -> StackMatch:
         )
 
     if closest is None:
-        tied_names = [s.stack.name for s in ranked if (len(s.disagree), len(s.agree)) == (
-            len(best_closest.disagree), len(best_closest.agree))]
+        tied_names = [s.stack.name for s in ranked if s.rank == best_closest.rank]
         return StackMatch(
             None, None, best_closest.agree, tuple(p.name for p in best_closest.disagree),
             f"Unknown: no known stack's defaults fit; {' and '.join(tied_names)} come "
@@ -664,10 +752,7 @@ def match_stack(properties: Sequence[Property]) -> StackMatch:
         text = (f"Unknown: nothing disagrees with {closest.stack.name} defaults, but only "
                 f"{len(closest.agree)} properties agree (at least {MIN_AGREEMENTS} needed).")
     else:
-        count = len(closest.disagree)
-        text = (f"Unknown: closest to {closest.stack.name} defaults, which "
-                f"{count} {'property contradicts' if count == 1 else 'properties contradict'}"
-                f": {_disagreement_text(closest)}.")
+        text = _closest_text(closest)
     return StackMatch(
         None, closest.stack.name, closest.agree, tuple(p.name for p in closest.disagree), text,
     )

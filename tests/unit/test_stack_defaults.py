@@ -126,8 +126,12 @@ def test_one_extension_off_changes_the_layout_but_not_the_order() -> None:
     assert match.closest == "Linux"
     assert match.disagree == (P.TIMESTAMPS,)
     # The same options in another order disagree.
+    # The same options in another order disagree: the layout is code, so a peer with
+    # Linux's sysctls but Windows's layout is closer to Windows (only tunables differ).
+    linux = next(s for s in STACKS if s.name == "Linux")
+    assert not linux.expectation(P.OPTION_ORDER).accepts("MNWST")  # type: ignore[union-attr]
     other = match_stack(profile({**LINUX_LAB, P.OPTION_ORDER: "MNWST"}))
-    assert P.OPTION_ORDER in other.disagree
+    assert other.closest == "Windows" and P.OPTION_ORDER in other.agree
     # No MSS at all fits no stack's layout; an extra unknown option is left out.
     assert P.OPTION_ORDER in match_stack(profile({**LINUX_LAB, P.OPTION_ORDER: ""})).disagree
     mptcp = match_stack(profile({**LINUX_LAB, P.OPTION_ORDER: "MSTNW?30"}))
@@ -142,6 +146,71 @@ def test_linux_with_cookies_always_is_closest_linux() -> None:
     assert match.stack is None and match.closest == "Linux"
     assert set(match.disagree) == {P.SYN_COOKIES, P.SYNACK_RETRIES}
     assert meaning(P.SYN_COOKIES, CookieMode.ALWAYS.value) is not None
+
+
+# A Linux 6.18 peer with tcp_timestamps=0, tcp_sack=0, tcp_window_scaling=0, tcp_ecn=0,
+# tcp_rfc1337=1 and tcp_invalid_ratelimit=1000, measured by a quick run (no retry count).
+TUNED_LINUX: dict[PropertyName, Value] = {
+    P.INITIAL_TTL: 64, P.WINDOW_SCALE: False, P.SACK: False, P.TIMESTAMPS: False,
+    P.OPTION_ORDER: "M", P.ECN: False, P.MSS: 1460, P.INITIAL_RTO_S: 1.017,
+    P.SYNACK_BACKOFF: 1.98, P.SYN_COOKIES: CookieMode.NOT_FOR_A_LONE_SYN.value,
+    P.TIME_WAIT: True, P.RFC1337: True, P.CHALLENGE_RST: CA,
+    P.RST_OUT_OF_WINDOW: ChallengeAnswer.IGNORED.value, P.CHALLENGE_SYN: CA,
+    P.CHALLENGE_ACK_INTERVAL_S: 1.05, P.TIME_WAIT_REOPEN_ABOVE_ISN: True,
+}
+
+
+def test_linux_with_six_sysctls_changed_is_closest_linux_not_lwip() -> None:
+    props = [*profile(TUNED_LINUX), prop(P.SYNACK_RETRIES, None, Basis.UNKNOWN)]
+    match = match_stack(props)
+    assert match.stack is None
+    assert match.closest == "Linux"
+    assert set(match.disagree) == {P.TIMESTAMPS, P.SACK, P.WINDOW_SCALE, P.ECN, P.RFC1337,
+                                   P.CHALLENGE_ACK_INTERVAL_S}
+    text = match.explanation
+    assert "closest to Linux defaults: 6 tunable settings differ" in text
+    assert "no fixed behaviour disagrees" in text
+    for knob in ("[tcp_sack]", "[tcp_timestamps]", "[tcp_window_scaling, tcp_rmem]",
+                 "[tcp_ecn]"):
+        assert knob in text, knob
+    assert "and 2 more" in text
+    assert len(text.rstrip(".").split(". ")) <= 2  # at most two sentences
+
+
+def test_a_fixed_disagreement_outweighs_several_tunable_ones() -> None:
+    # lwIP's TTL 255 and 3 s RTO are compile-time options; its unspaced challenge ACKs and
+    # its never reopening TIME-WAIT are code: Linux with sysctls changed stays closer.
+    values = {**TUNED_LINUX, P.INITIAL_TTL: 255}
+    match = match_stack(profile(values))
+    assert match.closest == "Linux"
+    assert "7 tunable settings differ" in match.explanation
+    assert "no fixed behaviour disagrees" in match.explanation
+    # And the other way round: lwIP's own code against a Linux reading is named as fixed.
+    lwip = match_stack(profile({**LWIP_LIKE, P.CHALLENGE_ACK_INTERVAL_S: 1.05}))
+    assert lwip.closest == "lwIP"
+    assert "1 fixed behaviour disagrees" in lwip.explanation
+    assert "(fixed)" in lwip.explanation
+
+
+def test_default_linux_618_matches_linux() -> None:
+    # tcp_rmem max 32 MB: window scale 10; TIME-WAIT measured 61.5 +- 0.5 s.
+    values = {**LINUX_LAB, P.WINDOW_SCALE: 10, P.CHALLENGE_ACK_INTERVAL_S: 0.5,
+              P.TIME_WAIT_REOPEN_ABOVE_ISN: True}
+    props = [p for p in profile(values) if p.name is not P.TIME_WAIT_S]
+    props.append(prop(P.TIME_WAIT_S, 61.5, error=0.5))
+    match = match_stack(props)
+    assert match.stack == "Linux" and match.disagree == ()
+
+
+def test_every_expectation_says_whether_it_is_tunable() -> None:
+    for stack in STACKS:
+        for expectation in stack.expectations:
+            assert expectation.tunable == bool(expectation.knob), (stack.name, expectation.name)
+    linux = next(s for s in STACKS if s.name == "Linux")
+    assert linux.expectation(P.SACK).tunable  # type: ignore[union-attr]
+    assert not linux.expectation(P.INITIAL_RTO_S).tunable  # type: ignore[union-attr]
+    assert not linux.expectation(P.TIME_WAIT_S).tunable  # type: ignore[union-attr]
+    assert not linux.expectation(P.OPTION_ORDER).tunable  # type: ignore[union-attr]
 
 
 def test_windows_like_profile_matches_windows() -> None:
@@ -246,7 +315,8 @@ def test_any_profile_gives_a_consistent_match(props: list[Property]) -> None:
 
 
 def markdown_table() -> list[str]:
-    """The table of docs/stack-defaults.md as STACKS gives it (one line per property)."""
+    """The table of docs/stack-defaults.md as STACKS gives it (one line per property; a
+    tunable default shows its knob in backticks)."""
     names = [n for n in PropertyName if any(e.name is n for s in STACKS for e in s.expectations)]
     lines = ["| property | " + " | ".join(s.name for s in STACKS) + " |",
              "|---|" + "---|" * len(STACKS)]
@@ -258,6 +328,8 @@ def markdown_table() -> list[str]:
                 cells.append("—")
                 continue
             text = f"{e.describe()} " + ("".join(f"[{r}]" for r in e.refs) or "(unsourced)")
+            if e.tunable:  # the knob that changes it; no knob: fixed in the code
+                text += f" `{e.knob}`"
             cells.append(text if e.used else f"*({text}; not used)*")
         lines.append(f"| `{name.value}` | " + " | ".join(cells) + " |")
     return lines
