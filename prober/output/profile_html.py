@@ -142,9 +142,9 @@ def _segment_links(refs: Sequence[SegmentRef], drawn: dict[ProbeKind, Ladder]) -
             parts.append(f'<span class="muted">{escape(ref.ladder.value)} (no ladder)</span>')
             continue
         links = [
-            f'<a href="#{escape(anchor)}-s{index}">#{index}</a>'
+            f'<a href="#{escape(anchor)}-s{index}">#{index + 1}</a>'
             if 0 <= index < len(ladder.records)
-            else f'<span class="muted">#{index}?</span>'
+            else f'<span class="muted">#{index + 1}?</span>'
             for index in ref.indices
         ]
         parts.append(

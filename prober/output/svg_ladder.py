@@ -424,7 +424,8 @@ def ladder_svg(
             f'data-index="{index}">',
             f'<rect class="hit" x="{X_NUMBER}" y="{y + 2:.1f}" width="{WIDTH - 2 * X_NUMBER}" '
             f'height="{ROW_H - 4}"/>',
-            _text(X_NUMBER, (y1 if sent else y2) + 4, f"#{index}", "num"),
+            # Numbered from 1, as the terminal report cites segments (ids stay 0-based).
+            _text(X_NUMBER, (y1 if sent else y2) + 4, f"#{index + 1}", "num"),
         ]
         mid_x = (X_US + X_PEER) / 2
         our_y, peer_y = (y1, y2) if sent else (y2, y1)
@@ -539,4 +540,5 @@ def _ranges(indices: Sequence[int]) -> str:
             spans[-1] = (spans[-1][0], index)
         else:
             spans.append((index, index))
-    return ", ".join(f"#{a}" if a == b else f"#{a}{EN_DASH}#{b}" for a, b in spans)
+    return ", ".join(f"#{a + 1}" if a == b else f"#{a + 1}{EN_DASH}#{b + 1}"
+                     for a, b in spans)

@@ -140,7 +140,7 @@ def test_tuned_peer(quick: dict[tuple[str, int], ProfileResult], family: int) ->
     assert value(result, P.CHALLENGE_ACK_INTERVAL_S) == pytest.approx(1.0, abs=0.1)
     # No timestamps: nothing can be newer, so that question has no answer.
     assert result.get(P.TIME_WAIT_REOPEN_NEWER_TSVAL).basis is Basis.UNKNOWN
-    assert result.match.stack is None
+    assert result.match.stack is None and result.match.closest == "Linux"
     disagree = set(result.match.disagree)
     assert {P.TIMESTAMPS, P.SACK, P.WINDOW_SCALE} <= disagree
 
