@@ -59,7 +59,7 @@ def profile_report(result: ProfileResult) -> list[str]:
     if result.interrupted:
         run += ", interrupted: what was seen so far"
     host = f"[{result.host}]" if ":" in result.host else result.host
-    lines = [f"prober profile {host}:{result.port} ({result.target} from "
+    lines = [f"PROFILE {host}:{result.port} ({result.target} from "
              f"{result.source}), {run}, {result.elapsed_s:.1f} s"]
     rows = [_COLUMNS, *(_row(prop) for prop in result.properties)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

@@ -192,7 +192,7 @@ def test_cli_report_html_and_pcap(lab: LabStatus, tmp_path: Path) -> None:
                            "--pcap", str(pcap)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"prober profile [{address}]:80")
+    assert lines[0].startswith(f"PROFILE [{address}]:80")
     assert any(line.startswith("synack_retries") for line in lines)
     assert any(line.startswith("stack:") for line in lines)
     assert len(lines) < 50  # one screen

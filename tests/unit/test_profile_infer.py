@@ -125,3 +125,12 @@ def test_schedule_never_claims_more_than_it_saw(gaps: list[float], gave_up: bool
     assert rto.value == round(gaps[0], 3)
     assert (retries.value == len(gaps)) if gave_up else retries.value is None
     assert backoff.value is not None
+
+
+def test_durations_read_well() -> None:
+    from prober.core.profile_infer import _seconds
+
+    assert _seconds(0.9996) == "1 s"
+    assert _seconds(0.499) == "499 ms"
+    assert _seconds(61.5) == "61.5 s"
+    assert _seconds(150.2) == "150 s"
