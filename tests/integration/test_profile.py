@@ -208,13 +208,16 @@ def test_full_schedules(full: dict[tuple[str, int], ProfileResult], family: int)
     default = full[("open", family)]
     assert value(default, P.SYNACK_RETRIES) == 5  # tcp_synack_retries default
     assert value(default, P.INITIAL_RTO_S) == pytest.approx(1.0, abs=0.1)
-    assert value(default, P.TIME_WAIT_S) == pytest.approx(60, abs=1.5)
+    # TCP_TIMEWAIT_LEN is 60 s; the timer wheel's granularity ends it up to ~2 s later.
+    assert value(default, P.TIME_WAIT_S) == pytest.approx(61, abs=1.6)
     # tcp_orphan_retries bounds a time, not a count: Linux gives up an orphan's FIN once
     # (2^(n+1) - 1) x 200 ms have passed since it was first sent (n = 8 for the default 0),
     # so the count depends on the RTO; a tail loss probe comes first.
-    fin_retries = value(default, P.FIN_RETRIES)
-    assert isinstance(fin_retries, int) and fin_retries >= 8
-    assert value(default, P.FIN_GIVE_UP) == "silence"
+    # Its last copy comes near 55-61 s and the silence rule needs 2.5 gaps more, so the
+    # 150 s watch may end first: then the count is "at least", never a wrong number.
+    fins = default.get(P.FIN_RETRIES)
+    seen = fins.value if fins.basis is Basis.MEASURED else int(fins.display.lstrip("≥ "))
+    assert isinstance(seen, int) and seen >= 8, fins
     impatient = full[("impatient", family)]
     assert value(impatient, P.SYNACK_RETRIES) == 2  # tcp_synack_retries=2
     impatient_fins = value(impatient, P.FIN_RETRIES)  # tcp_orphan_retries=1: 600 ms
@@ -223,6 +226,6 @@ def test_full_schedules(full: dict[tuple[str, int], ProfileResult], family: int)
     assert value(impatient, P.FIN_RTO_S) == pytest.approx(0.2, abs=0.1)
     assert impatient.match.stack is None and P.SYNACK_RETRIES in impatient.match.disagree
     assert value(full[("no-timewait", family)], P.TIME_WAIT_S) == 0
-    assert value(full[("tuned", family)], P.TIME_WAIT_S) == pytest.approx(60, abs=1.5)
+    assert value(full[("tuned", family)], P.TIME_WAIT_S) == pytest.approx(61, abs=1.6)
     assert value(full[("syncookies", family)], P.SYN_COOKIES) == "always"
     assert default.match.stack is not None and "Linux" in default.match.stack
